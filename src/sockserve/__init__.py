@@ -1,0 +1,62 @@
+"""sockserve: the standard library's ``socketserver`` API, made fit for production.
+
+``import sockserve as socketserver`` runs existing code unchanged: every public
+name of the stdlib module is here, with the same hooks and defaults. On top of
+that sockserve adds what a server exposed to the network needs; see the README.
+sockserve supports POSIX systems (Linux first), where ``fork`` and Unix
+sockets exist.
+"""
+
+from __future__ import annotations
+
+from sockserve.handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
+from sockserve.mixins import (
+    ForkingMixIn,
+    ForkingTCPServer,
+    ForkingUDPServer,
+    ForkingUnixDatagramServer,
+    ForkingUnixStreamServer,
+    ThreadingMixIn,
+    ThreadingTCPServer,
+    ThreadingUDPServer,
+    ThreadingUnixDatagramServer,
+    ThreadingUnixStreamServer,
+)
+from sockserve.servers import (
+    BaseServer,
+    TCPServer,
+    UDPServer,
+    UnixDatagramServer,
+    UnixStreamServer,
+)
+
+__version__ = "0.1.0"
+
+# The stdlib's ``socketserver.__all__`` (Python 3.12+, which added the Forking
+# Unix servers), in its order.
+__all__ = [
+    "BaseServer",
+    "TCPServer",
+    "UDPServer",
+    "ThreadingUDPServer",
+    "ThreadingTCPServer",
+    "BaseRequestHandler",
+    "StreamRequestHandler",
+    "DatagramRequestHandler",
+    "ThreadingMixIn",
+    "ForkingUDPServer",
+    "ForkingTCPServer",
+    "ForkingMixIn",
+    "UnixStreamServer",
+    "UnixDatagramServer",
+    "ThreadingUnixStreamServer",
+    "ThreadingUnixDatagramServer",
+    "ForkingUnixStreamServer",
+    "ForkingUnixDatagramServer",
+]
+
+# Public classes report the import path users see ("sockserve.TCPServer"),
+# not the private module that happens to define them.
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

@@ -1,0 +1,1 @@
+"""The machinery under the stdlib-compatible classes: wake-ups, accept errors, addresses."""

@@ -1,0 +1,443 @@
+"""The stdlib's server classes, rebuilt: same hooks, same order, prompt shutdown.
+
+``BaseServer`` owns the one accept path every sockserve server uses:
+``serve_forever`` waits on the listener and on a :class:`~sockserve.core.wakeup.Waker`,
+calls ``_handle_request_noblock`` when the listener is readable, and
+``service_actions`` once per wake-up. Everything a subclass written for the
+stdlib can override is called with the stdlib's arguments in the stdlib's
+order: ``get_request`` -> ``verify_request`` -> ``process_request`` ->
+(``finish_request`` -> handler) -> ``shutdown_request`` -> ``close_request``,
+with ``handle_error`` for exceptions.
+
+What differs, on purpose, where no caller can tell:
+
+* ``shutdown()`` wakes the loop at once instead of waiting for the next poll,
+  and returns instead of deadlocking when called from the serving thread.
+* ``handle_error`` logs through ``logging`` (``sockserve.server``), with the
+  client address; a client that disconnected is one line, not a traceback.
+* Failed accepts are sorted (see :mod:`sockserve.core.accept`); resource
+  shortages pause the listener instead of spinning.
+* ``TCPServer.request_queue_size`` defaults to ``socket.SOMAXCONN``, not 5.
+* A Unix socket server removes the socket file it created when closed.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import stat
+import sys
+import threading
+import time
+from types import TracebackType
+from typing import Any, Self
+
+from sockserve._types import Address, HandlerFactory, Request
+from sockserve.core.accept import AcceptThrottle
+from sockserve.core.wakeup import Waker
+from sockserve.observability.logs import describe_address, server_logger
+
+__all__ = [
+    "BaseServer",
+    "TCPServer",
+    "UDPServer",
+    "UnixDatagramServer",
+    "UnixStreamServer",
+]
+
+# poll() has no descriptor-number ceiling, unlike select(); two descriptors do
+# not need epoll's setup cost.
+_Selector: type[selectors.BaseSelector] = getattr(
+    selectors, "PollSelector", selectors.SelectSelector
+)
+
+#: Exceptions that mean the peer went away: an event to note, not a bug to trace.
+CLIENT_GONE_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+class BaseServer:
+    """The template every server follows; it knows nothing of sockets but the one it serves.
+
+    Subclasses provide ``get_request``, ``fileno`` and usually a ``socket``
+    attribute; they override hooks exactly as with the stdlib.
+    """
+
+    #: Seconds ``handle_request`` waits before calling ``handle_timeout`` (None: forever).
+    timeout: float | None = None
+
+    def __init__(self, server_address: Address, RequestHandlerClass: HandlerFactory) -> None:
+        self.server_address: Address = server_address
+        self.RequestHandlerClass = RequestHandlerClass
+        self.__is_shut_down = threading.Event()
+        self.__shutdown_request = False
+        self.__serving_thread: int | None = None
+        self.__waker: Waker | None = None
+        self.__waker_lock = threading.Lock()
+        self.__resume_accepting_at = 0.0
+        self._accept_throttle = AcceptThrottle()
+
+    # -- the serving loop -------------------------------------------------
+
+    def server_activate(self) -> None:
+        """Called by the constructor to start listening. May be overridden."""
+
+    def serve_forever(self, poll_interval: float | None = 0.5) -> None:
+        """Handle requests until ``shutdown()``.
+
+        ``shutdown()`` wakes the loop immediately; ``poll_interval`` only sets
+        how often ``service_actions`` runs when nothing else happens.
+        """
+        self.__is_shut_down.clear()
+        self.__serving_thread = threading.get_ident()
+        waker = Waker()
+        try:
+            with self.__waker_lock:
+                self.__waker = waker
+            with _Selector() as selector:
+                selector.register(waker, selectors.EVENT_READ)
+                watching_listener = False
+                while not self.__stop_requested():
+                    timeout = poll_interval
+                    want_listener = self._ready_to_accept()
+                    if self.__resume_accepting_at:
+                        rest = self.__resume_accepting_at - time.monotonic()
+                        if rest > 0:
+                            want_listener = False
+                            timeout = rest if timeout is None else min(timeout, rest)
+                        else:
+                            self.__resume_accepting_at = 0.0
+                    if want_listener != watching_listener:
+                        if want_listener:
+                            selector.register(self, selectors.EVENT_READ)
+                        else:
+                            selector.unregister(self)
+                        watching_listener = want_listener
+                    ready = selector.select(timeout)
+                    if self.__stop_requested():
+                        break
+                    for key, _events in ready:
+                        if key.fileobj is waker:
+                            waker.drain()
+                        else:
+                            self._handle_request_noblock()
+                    self.service_actions()
+        finally:
+            with self.__waker_lock:
+                self.__waker = None
+            waker.close()
+            self.__shutdown_request = False
+            self.__serving_thread = None
+            self.__is_shut_down.set()
+
+    def __stop_requested(self) -> bool:
+        # A method, not an inline attribute test: another thread sets the flag
+        # while we wait, which a type checker's narrowing cannot know.
+        return self.__shutdown_request
+
+    def shutdown(self) -> None:
+        """Stop ``serve_forever`` and wait until it has returned.
+
+        Called from the thread running ``serve_forever`` (a handler of a
+        non-threading server), it only requests the stop: waiting there would
+        wait forever, which is what the stdlib does.
+        """
+        self.__shutdown_request = True
+        with self.__waker_lock:
+            if self.__waker is not None:
+                self.__waker.wake()
+        if self.__serving_thread == threading.get_ident():
+            return
+        self.__is_shut_down.wait()
+
+    def _wake(self) -> None:
+        """Interrupt the serving loop's wait (for subclasses whose capacity changed)."""
+        with self.__waker_lock:
+            if self.__waker is not None:
+                self.__waker.wake()
+
+    def _ready_to_accept(self) -> bool:
+        """Whether the loop should watch the listener now (back-pressure hook).
+
+        A server that cannot take another request returns False and calls
+        ``_wake()`` when it can again; the kernel backlog holds new clients
+        meanwhile. The base server can always accept.
+        """
+        return True
+
+    def service_actions(self) -> None:
+        """Called once per loop iteration of ``serve_forever``. May be overridden."""
+
+    # -- one request ------------------------------------------------------
+
+    def handle_request(self) -> None:
+        """Wait for and handle one request, or call ``handle_timeout``.
+
+        The wait is bounded by the smaller of the socket's timeout and
+        ``self.timeout`` (either may be None).
+        """
+        timeout: float | None = self.socket.gettimeout()  # type: ignore[attr-defined]
+        if timeout is None:
+            timeout = self.timeout
+        elif self.timeout is not None:
+            timeout = min(timeout, self.timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with _Selector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            while True:
+                if selector.select(timeout):
+                    return self._handle_request_noblock()
+                if deadline is not None:
+                    timeout = deadline - time.monotonic()
+                    if timeout < 0:
+                        return self.handle_timeout()
+
+    def _handle_request_noblock(self) -> None:
+        """Accept one request (the listener is readable) and dispatch it."""
+        try:
+            request, client_address = self.get_request()
+        except OSError as exc:
+            self._accept_failed(exc)
+            return
+        self._accept_throttle.succeeded()
+        if self.verify_request(request, client_address):
+            try:
+                self.process_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+                self.shutdown_request(request)
+            except BaseException:
+                self.shutdown_request(request)
+                raise
+        else:
+            self.shutdown_request(request)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """Log a failed ``get_request`` by its class and rest the listener if needed."""
+        pause = self._accept_throttle.failed(exc, describe_address(self.server_address))
+        if pause:
+            self.__resume_accepting_at = time.monotonic() + pause
+
+    def handle_timeout(self) -> None:
+        """Called when ``handle_request`` times out. May be overridden."""
+
+    def get_request(self) -> tuple[Request, Address]:
+        """Return ``(request, client_address)``; stream and datagram servers define it."""
+        raise NotImplementedError
+
+    def verify_request(self, request: Request, client_address: Address) -> bool:
+        """Return False to refuse the request (it is then shut down). May be overridden."""
+        return True
+
+    def process_request(self, request: Request, client_address: Address) -> None:
+        """Handle the request in this thread; the concurrency mix-ins override this."""
+        self.finish_request(request, client_address)
+        self.shutdown_request(request)
+
+    def finish_request(self, request: Request, client_address: Address) -> None:
+        """Run the request handler: instantiating it runs setup/handle/finish."""
+        self.RequestHandlerClass(request, client_address, self)
+
+    def shutdown_request(self, request: Request) -> None:
+        """End the request; stream servers shut the socket down first."""
+        self.close_request(request)
+
+    def close_request(self, request: Request) -> None:
+        """Release the request's resources. May be overridden."""
+
+    def server_close(self) -> None:
+        """Release the server's resources. May be overridden."""
+
+    def handle_error(self, request: Request, client_address: Address) -> None:
+        """Log the exception being handled, with the client's address.
+
+        A client that reset or went away, or timed out, gets one INFO line; any
+        other exception an ERROR line with its traceback. Override to change.
+        """
+        exc = sys.exc_info()[1]
+        peer = describe_address(client_address)
+        extra = {"client_address": client_address}
+        if isinstance(exc, CLIENT_GONE_ERRORS):
+            server_logger.info("client %s disconnected: %s", peer, exc, extra=extra)
+        elif isinstance(exc, TimeoutError):
+            server_logger.info("client %s timed out: %s", peer, exc, extra=extra)
+        else:
+            server_logger.error(
+                "Exception occurred during processing of request from %s",
+                peer,
+                exc_info=exc is not None,
+                extra=extra,
+            )
+
+    def fileno(self) -> int:
+        """The descriptor ``serve_forever`` waits on; socket servers define it."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.server_close()
+
+
+class TCPServer(BaseServer):
+    """A stream-socket server (TCP by default; the Unix stream server reuses it)."""
+
+    address_family: int = socket.AF_INET
+    socket_type: int = socket.SOCK_STREAM
+    #: listen() backlog. The stdlib's 5 drops clients under any burst; the
+    #: kernel caps this at net.core.somaxconn anyway.
+    request_queue_size: int = socket.SOMAXCONN
+    allow_reuse_address: bool = False
+    allow_reuse_port: bool = False
+
+    def __init__(
+        self,
+        server_address: Address,
+        RequestHandlerClass: HandlerFactory,
+        bind_and_activate: bool = True,
+    ) -> None:
+        # Called explicitly, like the stdlib, so a mix-in placed between us and
+        # BaseServer is not handed constructor arguments it does not expect.
+        BaseServer.__init__(self, server_address, RequestHandlerClass)
+        self.socket = socket.socket(self.address_family, self.socket_type)
+        if bind_and_activate:
+            try:
+                self.server_bind()
+                self.server_activate()
+            except BaseException:
+                self.server_close()
+                raise
+
+    def server_bind(self) -> None:
+        """Apply the reuse options, bind, and record the address really bound."""
+        if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.allow_reuse_port and hasattr(socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            self.socket.bind(self.server_address)
+        except OSError as exc:
+            exc.add_note(f"sockserve: could not bind {describe_address(self.server_address)}")
+            raise
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        self.socket.listen(self.request_queue_size)
+
+    def server_close(self) -> None:
+        self.socket.close()
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def get_request(self) -> tuple[Any, Address]:
+        return self.socket.accept()
+
+    def shutdown_request(self, request: Any) -> None:
+        # Send our FIN before closing so the peer sees a clean end of stream
+        # even if another process (a forked child) still holds the socket.
+        try:
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the peer is gone already: nothing left to tell it
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        request.close()
+
+
+class UDPServer(TCPServer):
+    """A datagram server: each packet is one request ``(data, socket)``."""
+
+    allow_reuse_address = False
+    allow_reuse_port = False
+    socket_type = socket.SOCK_DGRAM
+    #: Longer datagrams are truncated, as in the stdlib.
+    max_packet_size: int = 8192
+
+    def get_request(self) -> tuple[Any, Address]:
+        data, client_addr = self.socket.recvfrom(self.max_packet_size)
+        return (data, self.socket), client_addr
+
+    def server_activate(self) -> None:
+        """Datagram sockets do not listen."""
+
+    def shutdown_request(self, request: Any) -> None:
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        """The socket is shared by every request: nothing to close."""
+
+
+class _SocketFileRecord:
+    """Which socket file this process created, so only that exact file is removed."""
+
+    __slots__ = ("device", "inode", "path", "pid")
+
+    def __init__(self, path: str | bytes, device: int, inode: int) -> None:
+        self.path = path
+        self.device = device
+        self.inode = inode
+        self.pid = os.getpid()
+
+
+def _record_socket_file(address: object) -> _SocketFileRecord | None:
+    """Remember the socket file just bound (nothing for abstract or unnamed sockets)."""
+    if not isinstance(address, str | bytes) or not address or address[:1] in ("\0", b"\0"):
+        return None
+    try:
+        info = os.stat(address)
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(info.st_mode):
+        return None
+    return _SocketFileRecord(address, info.st_dev, info.st_ino)
+
+
+def _remove_socket_file(record: _SocketFileRecord | None) -> None:
+    """Unlink the socket file if it is still the one we created, from the process that did.
+
+    A forked child must not remove its parent's file, and a file another server
+    has since bound at the same path is not ours to remove.
+    """
+    if record is None or record.pid != os.getpid():
+        return
+    try:
+        info = os.stat(record.path)
+        if (info.st_dev, info.st_ino) == (record.device, record.inode):
+            os.unlink(record.path)
+    except OSError:
+        pass  # already gone, or not ours any more
+
+
+class _OwnsSocketFile(TCPServer):
+    """Removes, on ``server_close``, the Unix socket file that ``server_bind`` created."""
+
+    _socket_file: _SocketFileRecord | None = None
+
+    def server_bind(self) -> None:
+        super().server_bind()
+        self._socket_file = _record_socket_file(self.server_address)
+
+    def server_close(self) -> None:
+        super().server_close()
+        _remove_socket_file(self._socket_file)
+        self._socket_file = None
+
+
+class UnixStreamServer(_OwnsSocketFile):
+    """A stream server on a Unix socket path; removes its socket file when closed."""
+
+    address_family = socket.AF_UNIX
+
+
+class UnixDatagramServer(_OwnsSocketFile, UDPServer):
+    """A datagram server on a Unix socket path; removes its socket file when closed."""
+
+    address_family = socket.AF_UNIX
