@@ -9,6 +9,15 @@ sockets exist.
 
 from __future__ import annotations
 
+from sockserve.concurrency.threadpool import (
+    ThreadPoolMixIn,
+    ThreadPoolTCPServer,
+    ThreadPoolUDPServer,
+    ThreadPoolUnixDatagramServer,
+    ThreadPoolUnixStreamServer,
+)
+from sockserve.core.lifecycle import DrainReport, State
+from sockserve.errors import LineTooLong, PeerError
 from sockserve.handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 from sockserve.mixins import (
     ForkingMixIn,
@@ -22,6 +31,7 @@ from sockserve.mixins import (
     ThreadingUnixDatagramServer,
     ThreadingUnixStreamServer,
 )
+from sockserve.observability.stats import ServerStats
 from sockserve.servers import (
     BaseServer,
     TCPServer,
@@ -53,6 +63,17 @@ __all__ = [
     "ThreadingUnixDatagramServer",
     "ForkingUnixStreamServer",
     "ForkingUnixDatagramServer",
+    # sockserve's own additions
+    "ThreadPoolMixIn",
+    "ThreadPoolTCPServer",
+    "ThreadPoolUDPServer",
+    "ThreadPoolUnixStreamServer",
+    "ThreadPoolUnixDatagramServer",
+    "DrainReport",
+    "LineTooLong",
+    "PeerError",
+    "ServerStats",
+    "State",
 ]
 
 # Public classes report the import path users see ("sockserve.TCPServer"),

@@ -12,6 +12,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from sockserve._types import Address, Request
+from sockserve.core.reader import open_bounded_reader
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -78,24 +79,37 @@ class StreamRequestHandler(BaseRequestHandler):
     default buffer), ``wbufsize`` (0: unbuffered, every write is sent at once),
     ``timeout`` (socket timeout in seconds, None for none) and
     ``disable_nagle_algorithm`` (set TCP_NODELAY).
+
+    sockserve adds ``max_line``: the longest line (bytes, terminator included)
+    that ``rfile.readline()`` without a size returns; a longer one raises
+    :class:`~sockserve.errors.LineTooLong` instead of buffering without end.
+    None (the default) takes the server's ``max_line``, which is None (no
+    bound) for the stdlib-named servers.
     """
 
     rbufsize: int = -1
     wbufsize: int = 0
     timeout: float | None = None
     disable_nagle_algorithm: bool = False
+    max_line: int | None = None
 
     connection: socket.socket
     rfile: Any
     wfile: Any
 
     def setup(self) -> None:
-        self.connection = self.request  # type: ignore[assignment]  # stream servers pass a socket
+        self.connection = self.request
         if self.timeout is not None:
             self.connection.settimeout(self.timeout)
         if self.disable_nagle_algorithm:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-        self.rfile = self.connection.makefile("rb", self.rbufsize)
+        max_line = self.max_line
+        if max_line is None:
+            max_line = getattr(self.server, "max_line", None)
+        if max_line is None:
+            self.rfile = self.connection.makefile("rb", self.rbufsize)
+        else:
+            self.rfile = open_bounded_reader(self.connection, self.rbufsize, max_line)
         if self.wbufsize == 0:
             self.wfile = _SocketWriter(self.connection)
         else:
@@ -123,7 +137,7 @@ class DatagramRequestHandler(BaseRequestHandler):
     wfile: io.BytesIO
 
     def setup(self) -> None:
-        self.packet, self.socket = self.request  # type: ignore[misc]  # datagram servers pass a pair
+        self.packet, self.socket = self.request
         self.rfile = io.BytesIO(self.packet)
         self.wfile = io.BytesIO()
 

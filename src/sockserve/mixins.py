@@ -10,7 +10,10 @@ behaviour.
 from __future__ import annotations
 
 import os
+import selectors
+import signal
 import threading
+import time
 from typing import Any
 
 from sockserve._types import Address, Request
@@ -73,15 +76,11 @@ class ThreadingMixIn:
     daemon_threads: bool = False
     block_on_close: bool = True
     _threads: Any = _NoThreads()
+    _dispatches_in_background = True
 
     def process_request_thread(self, request: Request, client_address: Address) -> None:
-        """The body of a request thread: like ``BaseServer.process_request``, guarded."""
-        try:
-            self.finish_request(request, client_address)  # type: ignore[attr-defined]
-        except Exception:
-            self.handle_error(request, client_address)  # type: ignore[attr-defined]
-        finally:
-            self.shutdown_request(request)  # type: ignore[attr-defined]
+        """The body of a request thread: handle, report errors, shut the request down."""
+        self._run_request(request, client_address)  # type: ignore[attr-defined]
 
     def process_request(self, request: Request, client_address: Address) -> None:
         """Start a thread to handle the request."""
@@ -112,6 +111,10 @@ class ForkingMixIn:
     active_children: set[int] | None = None
     max_children: int = 40
     block_on_close: bool = True
+    _dispatches_in_background = True
+    #: pid -> the request that child handles; its entry in the connection
+    #: tracker is released when the child is reaped.
+    _child_requests: dict[int, Request] | None = None
 
     def collect_children(self, *, blocking: bool = False) -> None:
         """Reap finished children; wait while at ``max_children``, or for all if blocking."""
@@ -121,21 +124,28 @@ class ForkingMixIn:
         while len(self.active_children) >= self.max_children:
             try:
                 pid, _status = os.waitpid(-1, 0)
-                self.active_children.discard(pid)
+                self._child_reaped(pid)
             except ChildProcessError:
-                self.active_children.clear()  # none left at all
+                for pid in list(self.active_children):  # none left at all
+                    self._child_reaped(pid)
             except OSError:
                 break
         flags = 0 if blocking else os.WNOHANG
         for pid in self.active_children.copy():
             try:
                 reaped, _status = os.waitpid(pid, flags)
-                # waitpid returns (0, 0) for a child still running.
-                self.active_children.discard(reaped)
+                if reaped:  # (0, 0) means the child is still running
+                    self._child_reaped(reaped)
             except ChildProcessError:
-                self.active_children.discard(pid)  # reaped elsewhere already
+                self._child_reaped(pid)  # reaped elsewhere already
             except OSError:
                 pass
+
+    def _child_reaped(self, pid: int) -> None:
+        if self.active_children is not None:
+            self.active_children.discard(pid)
+        if self._child_requests is not None and pid in self._child_requests:
+            self._tracker.release(self._child_requests.pop(pid))  # type: ignore[attr-defined]
 
     def handle_timeout(self) -> None:
         """Reap children while ``handle_request`` waits."""
@@ -151,7 +161,10 @@ class ForkingMixIn:
         if pid:
             if self.active_children is None:
                 self.active_children = set()
+            if self._child_requests is None:
+                self._child_requests = {}
             self.active_children.add(pid)
+            self._child_requests[pid] = request
             self.close_request(request)  # type: ignore[attr-defined]
             return
         # In the child: never return into the parent's serving loop.
@@ -170,6 +183,55 @@ class ForkingMixIn:
     def server_close(self) -> None:
         super().server_close()  # type: ignore[misc]
         self.collect_children(blocking=self.block_on_close)
+
+    def _wait_for_requests(self, deadline: float, *, stop_on_force: bool = False) -> bool:
+        """Drain: reap children as they exit until none is left or the deadline."""
+        force = self._lifecycle.force  # type: ignore[attr-defined]
+        while True:
+            self.collect_children()
+            if not self.active_children:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (stop_on_force and force.is_set()):
+                return False
+            # Short slices when a force may arrive, so it is noticed promptly.
+            wait_for_any_exit(self.active_children, min(remaining, 0.1))
+
+    def _abort_requests(self) -> None:
+        """Drain deadline: kill the children still running.
+
+        SIGKILL, not SIGTERM: a child inherits the parent's Python signal
+        handlers, which for a server usually only record SIGTERM.
+        """
+        for pid in list(self.active_children or ()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # exited meanwhile; collect_children reaps it
+
+
+def wait_for_any_exit(pids: set[int], timeout: float) -> None:
+    """Block until one of ``pids`` exits or ``timeout`` passes, without polling.
+
+    Uses Linux pidfds; where they are missing, waits the timeout slice out.
+    """
+    if not hasattr(os, "pidfd_open"):
+        time.sleep(min(timeout, 0.05))
+        return
+    fds: list[int] = []
+    try:
+        for pid in pids:
+            try:
+                fds.append(os.pidfd_open(pid))
+            except ProcessLookupError:
+                return  # already exited: the caller reaps it now
+        with selectors.DefaultSelector() as selector:
+            for fd in fds:
+                selector.register(fd, selectors.EVENT_READ)
+            selector.select(timeout)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 class ForkingUDPServer(ForkingMixIn, UDPServer):

@@ -23,6 +23,7 @@ What differs, on purpose, where no caller can tell:
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import socket
@@ -30,13 +31,19 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 from sockserve._types import Address, HandlerFactory, Request
 from sockserve.core.accept import AcceptThrottle
+from sockserve.core.lifecycle import DrainReport, Lifecycle, State
+from sockserve.core.tracker import ConnectionTracker
 from sockserve.core.wakeup import Waker
-from sockserve.observability.logs import describe_address, server_logger
+from sockserve.errors import PeerError
+from sockserve.observability.logs import RateLimitedLog, describe_address, server_logger
+from sockserve.observability.stats import ServerStats
+from sockserve.options import ServerOptions, apply_options
 
 __all__ = [
     "BaseServer",
@@ -60,15 +67,41 @@ class BaseServer:
     """The template every server follows; it knows nothing of sockets but the one it serves.
 
     Subclasses provide ``get_request``, ``fileno`` and usually a ``socket``
-    attribute; they override hooks exactly as with the stdlib.
+    attribute; they override hooks exactly as with the stdlib. The production
+    options (see :mod:`sockserve.options`) are class attributes and keyword-only
+    constructor arguments; all are off here, as in the stdlib.
     """
 
     #: Seconds ``handle_request`` waits before calling ``handle_timeout`` (None: forever).
     timeout: float | None = None
+    #: Concurrent connections for the whole server; more are refused. None: no limit.
+    max_connections: int | None = None
+    #: Concurrent connections from one IP address; more are refused. None: no limit.
+    max_connections_per_ip: int | None = None
+    #: Seconds a connection may stay silent, or a send stay blocked, before the
+    #: handler gets a ``TimeoutError``. None: forever.
+    idle_timeout: float | None = None
+    #: Longest line (bytes, terminator included) a handler's size-less
+    #: ``rfile.readline()`` returns before raising ``LineTooLong``. None: unbounded.
+    max_line: int | None = None
+    #: Seconds a drain waits, after aborting what was left at its deadline,
+    #: for the aborted handlers to return.
+    drain_abort_grace: float = 2.0
 
-    def __init__(self, server_address: Address, RequestHandlerClass: HandlerFactory) -> None:
+    #: True for strategies whose ``process_request`` returns while the request
+    #: is still being handled elsewhere (a thread, a pool, a child process);
+    #: they report the request's end themselves.
+    _dispatches_in_background = False
+
+    def __init__(
+        self,
+        server_address: Address,
+        RequestHandlerClass: HandlerFactory,
+        **options: Unpack[ServerOptions],
+    ) -> None:
         self.server_address: Address = server_address
         self.RequestHandlerClass = RequestHandlerClass
+        apply_options(self, dict(options))
         self.__is_shut_down = threading.Event()
         self.__shutdown_request = False
         self.__serving_thread: int | None = None
@@ -76,6 +109,19 @@ class BaseServer:
         self.__waker_lock = threading.Lock()
         self.__resume_accepting_at = 0.0
         self._accept_throttle = AcceptThrottle()
+        self._watching_listener = False
+        self._lifecycle = Lifecycle()
+        #: Set when a drain begins; long-running handlers may check it and wrap up.
+        self.draining = self._lifecycle.draining
+        self._tracker = ConnectionTracker(
+            max_connections=self.max_connections,
+            max_connections_per_ip=self.max_connections_per_ip,
+        )
+        self._refusals = RateLimitedLog(server_logger, 10.0)
+        self._setup_strategy()
+
+    def _setup_strategy(self) -> None:
+        """Create what the concurrency strategy needs (pools, ...). Called by ``__init__``."""
 
     # -- the serving loop -------------------------------------------------
 
@@ -88,6 +134,7 @@ class BaseServer:
         ``shutdown()`` wakes the loop immediately; ``poll_interval`` only sets
         how often ``service_actions`` runs when nothing else happens.
         """
+        self._lifecycle.move(State.SERVING)
         self.__is_shut_down.clear()
         self.__serving_thread = threading.get_ident()
         waker = Waker()
@@ -96,23 +143,8 @@ class BaseServer:
                 self.__waker = waker
             with _Selector() as selector:
                 selector.register(waker, selectors.EVENT_READ)
-                watching_listener = False
                 while not self.__stop_requested():
-                    timeout = poll_interval
-                    want_listener = self._ready_to_accept()
-                    if self.__resume_accepting_at:
-                        rest = self.__resume_accepting_at - time.monotonic()
-                        if rest > 0:
-                            want_listener = False
-                            timeout = rest if timeout is None else min(timeout, rest)
-                        else:
-                            self.__resume_accepting_at = 0.0
-                    if want_listener != watching_listener:
-                        if want_listener:
-                            selector.register(self, selectors.EVENT_READ)
-                        else:
-                            selector.unregister(self)
-                        watching_listener = want_listener
+                    timeout = self.__watch_listener(selector, poll_interval)
                     ready = selector.select(timeout)
                     if self.__stop_requested():
                         break
@@ -126,9 +158,32 @@ class BaseServer:
             with self.__waker_lock:
                 self.__waker = None
             waker.close()
+            self._watching_listener = False
             self.__shutdown_request = False
             self.__serving_thread = None
+            self._lifecycle.loop_stopped()
             self.__is_shut_down.set()
+
+    def __watch_listener(
+        self, selector: selectors.BaseSelector, poll_interval: float | None
+    ) -> float | None:
+        """(Un)register the listener as back-off and back-pressure allow; return the wait."""
+        timeout = poll_interval
+        want = self._ready_to_accept()
+        if self.__resume_accepting_at:
+            rest = self.__resume_accepting_at - time.monotonic()
+            if rest > 0:
+                want = False
+                timeout = rest if timeout is None else min(timeout, rest)
+            else:
+                self.__resume_accepting_at = 0.0
+        if want != self._watching_listener:
+            if want:
+                selector.register(self, selectors.EVENT_READ)
+            else:
+                selector.unregister(self)
+            self._watching_listener = want
+        return timeout
 
     def __stop_requested(self) -> bool:
         # A method, not an inline attribute test: another thread sets the flag
@@ -143,15 +198,13 @@ class BaseServer:
         wait forever, which is what the stdlib does.
         """
         self.__shutdown_request = True
-        with self.__waker_lock:
-            if self.__waker is not None:
-                self.__waker.wake()
+        self._wake()
         if self.__serving_thread == threading.get_ident():
             return
         self.__is_shut_down.wait()
 
     def _wake(self) -> None:
-        """Interrupt the serving loop's wait (for subclasses whose capacity changed)."""
+        """Interrupt the serving loop's wait (when capacity returns, or to stop)."""
         with self.__waker_lock:
             if self.__waker is not None:
                 self.__waker.wake()
@@ -200,17 +253,81 @@ class BaseServer:
             self._accept_failed(exc)
             return
         self._accept_throttle.succeeded()
-        if self.verify_request(request, client_address):
+        refusal = self._tracker.admit(request, client_address)
+        if refusal is not None:
+            self._refuse(request, client_address, refusal)
+            return
+        if self.idle_timeout is not None:
+            request.settimeout(self.idle_timeout)
+        handed_off = False
+        try:
+            if self.verify_request(request, client_address):
+                try:
+                    self.process_request(request, client_address)
+                    handed_off = self._dispatches_in_background
+                except Exception:
+                    self._request_failed(request, client_address)
+                    self.shutdown_request(request)
+                except BaseException:
+                    self.shutdown_request(request)
+                    raise
+            else:
+                self.shutdown_request(request)
+        finally:
+            if not handed_off:
+                self._tracker.release(request)
+
+    def _run_request(self, request: Request, client_address: Address) -> None:
+        """Handle a request to its end on the current thread (the body of a worker).
+
+        Never raises an ``Exception``: a handler's error goes to ``handle_error``
+        and the request is shut down and released whatever happened.
+        """
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self._request_failed(request, client_address)
+        finally:
             try:
-                self.process_request(request, client_address)
-            except Exception:
-                self.handle_error(request, client_address)
                 self.shutdown_request(request)
-            except BaseException:
-                self.shutdown_request(request)
-                raise
+            finally:
+                self._tracker.release(request)
+
+    def _request_failed(self, request: Request, client_address: Address) -> None:
+        """Count the exception being handled by its kind, then call ``handle_error``."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, TimeoutError):
+            self._tracker.count("timed_out")
+        elif isinstance(exc, PeerError):
+            self._tracker.count("peer_errors")
+        elif isinstance(exc, CLIENT_GONE_ERRORS):
+            self._tracker.count("disconnects")
         else:
+            self._tracker.count("handler_errors")
+        self.handle_error(request, client_address)
+
+    def _refuse(self, request: Request, client_address: Address, reason: str) -> None:
+        """Log (rate-limited) and reject a request a limit did not admit."""
+        self._refusals.log(
+            logging.WARNING,
+            reason,
+            "refused connection from %s: %s reached",
+            describe_address(client_address),
+            reason,
+        )
+        try:
+            self.reject_request(request, client_address, reason)
+        except Exception:
+            self.handle_error(request, client_address)
             self.shutdown_request(request)
+
+    def reject_request(self, request: Request, client_address: Address, reason: str) -> None:
+        """End a request that a limit refused: ``reason`` names the limit.
+
+        The default shuts the request down. Override to tell the client first
+        (write "busy" to ``request``), then call ``super().reject_request(...)``.
+        """
+        self.shutdown_request(request)
 
     def _accept_failed(self, exc: OSError) -> None:
         """Log a failed ``get_request`` by its class and rest the listener if needed."""
@@ -246,12 +363,14 @@ class BaseServer:
         """Release the request's resources. May be overridden."""
 
     def server_close(self) -> None:
-        """Release the server's resources. May be overridden."""
+        """Release the server's resources. May be overridden (call super)."""
+        self._lifecycle.move(State.CLOSED)
 
     def handle_error(self, request: Request, client_address: Address) -> None:
         """Log the exception being handled, with the client's address.
 
-        A client that reset or went away, or timed out, gets one INFO line; any
+        A client that reset, went away or timed out gets one INFO line; a client
+        that broke a limit or the protocol (``PeerError``) one WARNING line; any
         other exception an ERROR line with its traceback. Override to change.
         """
         exc = sys.exc_info()[1]
@@ -261,6 +380,8 @@ class BaseServer:
             server_logger.info("client %s disconnected: %s", peer, exc, extra=extra)
         elif isinstance(exc, TimeoutError):
             server_logger.info("client %s timed out: %s", peer, exc, extra=extra)
+        elif isinstance(exc, PeerError):
+            server_logger.warning("client %s: %s", peer, exc, extra=extra)
         else:
             server_logger.error(
                 "Exception occurred during processing of request from %s",
@@ -272,6 +393,130 @@ class BaseServer:
     def fileno(self) -> int:
         """The descriptor ``serve_forever`` waits on; socket servers define it."""
         raise NotImplementedError
+
+    # -- production additions ----------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """Where the server is in its life: idle, serving, draining or closed."""
+        return self._lifecycle.state
+
+    def stats(self) -> ServerStats:
+        """A snapshot of the server's counters (cheap: no I/O, one short lock)."""
+        accepted, active, completed, rejected, events = self._tracker.snapshot()
+        workers, busy, pending = self._worker_counts()
+        return ServerStats(
+            state=self._lifecycle.state.value,
+            accepting=self._watching_listener,
+            accepted=accepted,
+            active=active,
+            completed=completed,
+            pending=pending,
+            rejected=rejected,
+            timed_out=events.get("timed_out", 0),
+            handler_errors=events.get("handler_errors", 0),
+            peer_errors=events.get("peer_errors", 0),
+            disconnects=events.get("disconnects", 0),
+            accept_errors={kind.value: n for kind, n in self._accept_throttle.counts.items()},
+            workers=workers,
+            busy_workers=busy,
+        )
+
+    def _worker_counts(self) -> tuple[int, int, int]:
+        """(workers, busy workers, requests waiting for one); strategies with workers override."""
+        active = self._tracker.in_flight
+        return active, active, 0
+
+    def wait_for(self, predicate: Callable[[ServerStats], bool], timeout: float) -> bool:
+        """Block until ``predicate(self.stats())`` holds or ``timeout`` passes; return it.
+
+        Re-checked whenever a connection is admitted, refused or ends (and at
+        least every 50 ms, for worker states that change in between), so tests
+        and health checks wait for a state instead of sleeping.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate(self.stats()):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._tracker.wait_for_change(min(remaining, 0.05))
+
+    def drain(self, timeout: float = 30.0) -> DrainReport:
+        """Stop accepting at once, let requests in flight finish, abort the rest.
+
+        New connections are refused from the first moment (the listener is
+        closed, so the kernel no longer queues them). Requests in flight get
+        until ``timeout`` seconds to finish; ``self.draining`` is set so
+        handlers can end long sessions politely. What is left at the deadline
+        is aborted (sockets shut down, so blocked reads return; children
+        killed), and the report says how many finished and how many were
+        forced. ``force_drain()`` from another thread cuts the wait short.
+        Call ``server_close()`` afterwards. Must not be called from a handler
+        running on the serving thread.
+        """
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        if self.__serving_thread == threading.get_ident():
+            raise RuntimeError("drain() called from the serving thread would wait for itself")
+        started = time.monotonic()
+        self._lifecycle.move(State.DRAINING)
+        if self.__serving_thread is not None:
+            self.shutdown()
+        self._stop_listening()
+        idle_closed = self._close_idle_requests()
+        in_flight = self._tracker.in_flight
+        self.draining.set()
+        self._wait_for_requests(started + timeout, stop_on_force=True)
+        forced = self._tracker.in_flight
+        still_running = 0
+        if forced:
+            self._abort_requests()
+            self._wait_for_requests(time.monotonic() + self.drain_abort_grace)
+            still_running = self._tracker.in_flight
+        report = DrainReport(
+            in_flight=in_flight,
+            finished=max(in_flight - forced, 0),
+            forced=forced,
+            still_running=still_running,
+            idle_closed=idle_closed,
+            elapsed=time.monotonic() - started,
+        )
+        server_logger.info("%s: %s", describe_address(self.server_address), report)
+        return report
+
+    def force_drain(self) -> None:
+        """Make a drain in progress (or the next one) abort what is left now."""
+        self._lifecycle.force.set()
+        self._tracker.poke()
+
+    def _stop_listening(self) -> None:
+        """Refuse new connections from now on (drain). Socket servers close the listener."""
+
+    def _close_idle_requests(self) -> int:
+        """Close connections that have not started (drain); return how many."""
+        return 0
+
+    def _wait_for_requests(self, deadline: float, *, stop_on_force: bool = False) -> bool:
+        """Wait until no request is in flight or the deadline; return whether none is."""
+        force = self._lifecycle.force
+        tracker = self._tracker
+
+        def settled() -> bool:
+            return tracker.in_flight == 0 or (stop_on_force and force.is_set())
+
+        tracker.wait_until(settled, deadline)
+        return tracker.in_flight == 0
+
+    def _abort_requests(self) -> None:
+        """Abort every request in flight: shut its socket down so blocked I/O returns."""
+        for request, _address in self._tracker.in_flight_requests():
+            if isinstance(request, socket.socket):
+                try:
+                    request.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # closed or reset meanwhile: it is ending anyway
 
     def __enter__(self) -> Self:
         return self
@@ -301,10 +546,11 @@ class TCPServer(BaseServer):
         server_address: Address,
         RequestHandlerClass: HandlerFactory,
         bind_and_activate: bool = True,
+        **options: Unpack[ServerOptions],
     ) -> None:
         # Called explicitly, like the stdlib, so a mix-in placed between us and
         # BaseServer is not handed constructor arguments it does not expect.
-        BaseServer.__init__(self, server_address, RequestHandlerClass)
+        BaseServer.__init__(self, server_address, RequestHandlerClass, **options)
         self.socket = socket.socket(self.address_family, self.socket_type)
         if bind_and_activate:
             try:
@@ -331,6 +577,12 @@ class TCPServer(BaseServer):
         self.socket.listen(self.request_queue_size)
 
     def server_close(self) -> None:
+        self.socket.close()
+        super().server_close()
+
+    def _stop_listening(self) -> None:
+        # Closing the listener makes the kernel refuse new connections and
+        # reset the ones queued but not yet accepted, instead of holding them.
         self.socket.close()
 
     def fileno(self) -> int:
@@ -367,6 +619,9 @@ class UDPServer(TCPServer):
 
     def server_activate(self) -> None:
         """Datagram sockets do not listen."""
+
+    def _stop_listening(self) -> None:
+        """Keep the socket: handlers in flight send their replies through it."""
 
     def shutdown_request(self, request: Any) -> None:
         self.close_request(request)

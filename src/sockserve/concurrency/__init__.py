@@ -1,0 +1,1 @@
+"""Concurrency strategies beyond the stdlib's: the bounded worker pool and its helpers."""
