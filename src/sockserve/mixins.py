@@ -173,7 +173,7 @@ class ForkingMixIn:
             self.finish_request(request, client_address)  # type: ignore[attr-defined]
             status = 0
         except Exception:
-            self.handle_error(request, client_address)  # type: ignore[attr-defined]
+            self._request_failed(request, client_address)  # type: ignore[attr-defined]
         finally:
             try:
                 self.shutdown_request(request)  # type: ignore[attr-defined]

@@ -30,6 +30,8 @@ class ServerOptions(TypedDict, total=False):
     idle_timeout: float | None
     #: Longest line ``rfile.readline()`` returns, terminator included; None: unbounded.
     max_line: int | None
+    #: Log one line per connection to the "sockserve.access" logger.
+    access_log: bool
     #: Pool servers: worker threads.
     max_workers: int
     #: Pool servers: accepted connections that may wait for a worker.
@@ -46,6 +48,7 @@ class ServerOptions(TypedDict, total=False):
 STREAM_ONLY = frozenset(
     {"max_connections", "max_connections_per_ip", "idle_timeout", "max_line", "dispatch"}
 )
+# (access_log works for datagram servers too: one line per datagram handled.)
 
 
 def _positive_int_or_none(name: str, value: object) -> object:
@@ -83,7 +86,14 @@ def _one_of(*choices: str) -> Callable[[str, object], object]:
     return check
 
 
+def _boolean(name: str, value: object) -> object:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 _VALIDATORS: dict[str, Callable[[str, object], object]] = {
+    "access_log": _boolean,
     "max_connections": _positive_int_or_none,
     "max_connections_per_ip": _positive_int_or_none,
     "idle_timeout": _positive_number_or_none,
@@ -120,7 +130,7 @@ def apply_options(server: object, options: dict[str, object]) -> None:
     if datagram:
         for name in sorted(STREAM_ONLY):
             value = getattr(server, name, None)
-            if value is not None and value != "immediate":
+            if value is not None and value != "immediate" and value is not False:
                 raise ValueError(
                     f"{name}={value!r} applies to stream servers only; "
                     f"{cls.__name__} is a datagram server"

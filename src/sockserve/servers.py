@@ -41,6 +41,7 @@ from sockserve.core.lifecycle import DrainReport, Lifecycle, State
 from sockserve.core.tracker import ConnectionTracker
 from sockserve.core.wakeup import Waker
 from sockserve.errors import PeerError
+from sockserve.observability.access import log_access
 from sockserve.observability.logs import RateLimitedLog, describe_address, server_logger
 from sockserve.observability.stats import ServerStats
 from sockserve.options import ServerOptions, apply_options
@@ -84,6 +85,8 @@ class BaseServer:
     #: Longest line (bytes, terminator included) a handler's size-less
     #: ``rfile.readline()`` returns before raising ``LineTooLong``. None: unbounded.
     max_line: int | None = None
+    #: Log one line per connection (peer, outcome, duration, bytes) to "sockserve.access".
+    access_log: bool = False
     #: Seconds a drain waits, after aborting what was left at its deadline,
     #: for the aborted handlers to return.
     drain_abort_grace: float = 2.0
@@ -118,6 +121,8 @@ class BaseServer:
             max_connections_per_ip=self.max_connections_per_ip,
         )
         self._refusals = RateLimitedLog(server_logger, 10.0)
+        #: id(request) -> how it failed, for the access log (filled only when logging).
+        self._outcomes: dict[int, str] = {}
         self._setup_strategy()
 
     def _setup_strategy(self) -> None:
@@ -134,11 +139,14 @@ class BaseServer:
         ``shutdown()`` wakes the loop immediately; ``poll_interval`` only sets
         how often ``service_actions`` runs when nothing else happens.
         """
-        self._lifecycle.move(State.SERVING)
         self.__is_shut_down.clear()
         self.__serving_thread = threading.get_ident()
-        waker = Waker()
+        waker: Waker | None = None
         try:
+            self._lifecycle.move(State.SERVING)
+            # Inside the try: if this fails (no descriptors left), the finally
+            # still sets __is_shut_down, so a shutdown() elsewhere cannot hang.
+            waker = Waker()
             with self.__waker_lock:
                 self.__waker = waker
             with _Selector() as selector:
@@ -157,7 +165,8 @@ class BaseServer:
         finally:
             with self.__waker_lock:
                 self.__waker = None
-            waker.close()
+            if waker is not None:
+                waker.close()
             self._watching_listener = False
             self.__shutdown_request = False
             self.__serving_thread = None
@@ -272,6 +281,8 @@ class BaseServer:
                     self.shutdown_request(request)
                     raise
             else:
+                if self.access_log:
+                    self._outcomes[id(request)] = "denied"
                 self.shutdown_request(request)
         finally:
             if not handed_off:
@@ -297,14 +308,25 @@ class BaseServer:
         """Count the exception being handled by its kind, then call ``handle_error``."""
         exc = sys.exc_info()[1]
         if isinstance(exc, TimeoutError):
-            self._tracker.count("timed_out")
+            event, outcome = "timed_out", "timeout"
         elif isinstance(exc, PeerError):
-            self._tracker.count("peer_errors")
+            event, outcome = "peer_errors", "peer-error"
         elif isinstance(exc, CLIENT_GONE_ERRORS):
-            self._tracker.count("disconnects")
+            event, outcome = "disconnects", "reset"
         else:
-            self._tracker.count("handler_errors")
+            event, outcome = "handler_errors", "error"
+        self._tracker.count(event)
+        if self.access_log:
+            self._outcomes[id(request)] = outcome
         self.handle_error(request, client_address)
+
+    def _log_access(self, request: Request) -> None:
+        """Write the access-log line of a request that is ending (before its socket closes)."""
+        outcome = self._outcomes.pop(id(request), "ok")
+        found = self._tracker.lookup(request)
+        if found is not None:  # refused requests were never admitted: _refuse logs them
+            address, started = found
+            log_access(request, address, outcome, time.monotonic() - started)
 
     def _refuse(self, request: Request, client_address: Address, reason: str) -> None:
         """Log (rate-limited) and reject a request a limit did not admit."""
@@ -315,6 +337,8 @@ class BaseServer:
             describe_address(client_address),
             reason,
         )
+        if self.access_log:
+            log_access(request, client_address, f"refused:{reason}", None)
         try:
             self.reject_request(request, client_address, reason)
         except Exception:
@@ -357,6 +381,8 @@ class BaseServer:
 
     def shutdown_request(self, request: Request) -> None:
         """End the request; stream servers shut the socket down first."""
+        if self.access_log:
+            self._log_access(request)
         self.close_request(request)
 
     def close_request(self, request: Request) -> None:
@@ -592,6 +618,8 @@ class TCPServer(BaseServer):
         return self.socket.accept()
 
     def shutdown_request(self, request: Any) -> None:
+        if self.access_log:
+            self._log_access(request)
         # Send our FIN before closing so the peer sees a clean end of stream
         # even if another process (a forked child) still holds the socket.
         try:
@@ -624,6 +652,8 @@ class UDPServer(TCPServer):
         """Keep the socket: handlers in flight send their replies through it."""
 
     def shutdown_request(self, request: Any) -> None:
+        if self.access_log:
+            self._log_access(request)
         self.close_request(request)
 
     def close_request(self, request: Any) -> None:

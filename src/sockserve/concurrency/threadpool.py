@@ -121,10 +121,12 @@ class ThreadPoolMixIn:
 
     def _first_byte_timed_out(self, request: Any, client_address: object) -> None:
         self._tracker.count("timed_out")  # type: ignore[attr-defined]
-        self._end_unstarted(request)
+        self._end_unstarted(request, "timeout")
 
-    def _end_unstarted(self, request: Request) -> None:
+    def _end_unstarted(self, request: Request, outcome: str = "closed-idle") -> None:
         """End a request no handler ever saw."""
+        if self.access_log:  # type: ignore[attr-defined]
+            self._outcomes[id(request)] = outcome  # type: ignore[attr-defined]
         try:
             self.shutdown_request(request)  # type: ignore[attr-defined]
         finally:

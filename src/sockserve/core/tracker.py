@@ -45,7 +45,7 @@ class ConnectionTracker:
         self._clock = clock
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._in_flight: dict[int, tuple[Any, object, str | None]] = {}
+        self._in_flight: dict[int, tuple[Any, object, str | None, float]] = {}
         self._per_ip: dict[str, int] = {}
         self.accepted = 0
         self.completed = 0
@@ -72,7 +72,7 @@ class ConnectionTracker:
                 self.rejected[reason] += 1
                 self._changed.notify_all()
                 return reason
-            self._in_flight[id(request)] = (request, client_address, ip)
+            self._in_flight[id(request)] = (request, client_address, ip, self._clock())
             self.accepted += 1
             self._changed.notify_all()
         return None
@@ -113,7 +113,12 @@ class ConnectionTracker:
     def in_flight_requests(self) -> list[tuple[Any, object]]:
         """A snapshot of the requests in flight and their client addresses."""
         with self._lock:
-            return [(request, address) for request, address, _ip in self._in_flight.values()]
+            return [(entry[0], entry[1]) for entry in self._in_flight.values()]
+
+    def lookup(self, request: Any) -> tuple[object, float] | None:
+        """(client address, admission time) of a request in flight, else None."""
+        entry = self._in_flight.get(id(request))
+        return (entry[1], entry[3]) if entry is not None else None
 
     def wait_until(self, predicate: Callable[[], bool], deadline: float | None) -> bool:
         """Block until ``predicate()`` holds (re-checked at every change) or the deadline.

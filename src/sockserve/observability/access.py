@@ -1,0 +1,62 @@
+"""One access-log line per connection: peer, outcome, duration, bytes in and out.
+
+The byte counts come from the kernel (``TCP_INFO``'s ``tcpi_bytes_received``
+and ``tcpi_bytes_sent``), read once when the connection ends, so counting
+costs nothing per byte and works whatever the handler does with the socket.
+Other sockets (Unix) show ``-``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+
+from sockserve.observability.logs import describe_address
+
+__all__ = ["access_logger", "log_access", "tcp_byte_counts"]
+
+#: One line per connection, at INFO. Turn it off with the ``access_log`` option
+#: or by raising this logger's level.
+access_logger = logging.getLogger("sockserve.access")
+
+# Offsets in Linux's struct tcp_info (include/uapi/linux/tcp.h).
+_BYTES_RECEIVED = 128  # __u64 tcpi_bytes_received (Linux 4.1+)
+_BYTES_ACKED = 120  # __u64 tcpi_bytes_acked (Linux 4.1+)
+_BYTES_SENT = 200  # __u64 tcpi_bytes_sent, then tcpi_bytes_retrans (Linux 4.19+)
+_TCP_INFO_SIZE = 216
+# tcpi_state values (the first byte) in which the peer's FIN has arrived:
+# CLOSE_WAIT, LAST_ACK, CLOSING, TIME_WAIT, CLOSE.
+_FIN_RECEIVED_STATES = frozenset({8, 9, 11, 6, 7})
+
+
+def tcp_byte_counts(sock: socket.socket) -> tuple[int, int] | None:
+    """(bytes received, bytes sent) of a TCP socket, from the kernel; None if unknown."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:
+        return None
+    if len(info) < _BYTES_RECEIVED + 8:
+        return None
+    (received,) = struct.unpack_from("Q", info, _BYTES_RECEIVED)
+    if info[0] in _FIN_RECEIVED_STATES:
+        received -= 1  # the peer's FIN takes a sequence number but carries no byte
+    if len(info) >= _BYTES_SENT + 16:
+        sent, retransmitted = struct.unpack_from("QQ", info, _BYTES_SENT)
+        return received, sent - retransmitted
+    (acked,) = struct.unpack_from("Q", info, _BYTES_ACKED)
+    return received, acked
+
+
+def log_access(
+    request: object, client_address: object, outcome: str, duration: float | None
+) -> None:
+    """Write the access line for a request that is ending (its socket still open)."""
+    counts = tcp_byte_counts(request) if isinstance(request, socket.socket) else None
+    rx, tx = (str(counts[0]), str(counts[1])) if counts else ("-", "-")
+    elapsed = f"{duration:.3f}s" if duration is not None else "-"
+    access_logger.info(
+        "%s %s %s rx=%s tx=%s", describe_address(client_address), outcome, elapsed, rx, tx
+    )

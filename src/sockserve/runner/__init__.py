@@ -1,0 +1,1 @@
+"""``sockserve run``: load a handler, bind once, and supervise pre-forked worker processes."""

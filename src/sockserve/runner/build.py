@@ -1,0 +1,130 @@
+"""Build a server for one listener from a target and the run's settings.
+
+The listening socket already exists (the master opened it, systemd passed it,
+or SO_REUSEPORT gave this worker its own); the server is constructed with
+``bind_and_activate=False`` and handed that socket, so user server classes
+and factories work unchanged.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from sockserve.concurrency.threadpool import (
+    ThreadPoolTCPServer,
+    ThreadPoolUDPServer,
+    ThreadPoolUnixDatagramServer,
+    ThreadPoolUnixStreamServer,
+)
+from sockserve.exitcodes import ExitCode
+from sockserve.mixins import (
+    ForkingTCPServer,
+    ForkingUDPServer,
+    ForkingUnixDatagramServer,
+    ForkingUnixStreamServer,
+    ThreadingTCPServer,
+    ThreadingUDPServer,
+    ThreadingUnixDatagramServer,
+    ThreadingUnixStreamServer,
+)
+from sockserve.runner.loader import Target, TargetError
+from sockserve.runner.settings import RunConfig
+from sockserve.servers import (
+    BaseServer,
+    TCPServer,
+    UDPServer,
+    UnixDatagramServer,
+    UnixStreamServer,
+)
+
+__all__ = ["build_server", "server_class_for"]
+
+# (worker class, unix?, datagram?) -> server class
+_SERVER_CLASSES: dict[tuple[str, bool, bool], type[TCPServer]] = {
+    ("sync", False, False): TCPServer,
+    ("sync", False, True): UDPServer,
+    ("sync", True, False): UnixStreamServer,
+    ("sync", True, True): UnixDatagramServer,
+    ("threads", False, False): ThreadingTCPServer,
+    ("threads", False, True): ThreadingUDPServer,
+    ("threads", True, False): ThreadingUnixStreamServer,
+    ("threads", True, True): ThreadingUnixDatagramServer,
+    ("pool", False, False): ThreadPoolTCPServer,
+    ("pool", False, True): ThreadPoolUDPServer,
+    ("pool", True, False): ThreadPoolUnixStreamServer,
+    ("pool", True, True): ThreadPoolUnixDatagramServer,
+    ("fork", False, False): ForkingTCPServer,
+    ("fork", False, True): ForkingUDPServer,
+    ("fork", True, False): ForkingUnixStreamServer,
+    ("fork", True, True): ForkingUnixDatagramServer,
+}
+
+
+def server_class_for(worker_class: str, sock: socket.socket) -> type[TCPServer]:
+    """The sockserve server class that serves ``sock`` with the ``worker_class`` strategy."""
+    unix = sock.family == socket.AF_UNIX
+    datagram = sock.type == socket.SOCK_DGRAM
+    return _SERVER_CLASSES[(worker_class, unix, datagram)]
+
+
+def server_options(config: RunConfig, datagram: bool) -> dict[str, Any]:
+    """The constructor options the run's settings imply for one listener."""
+    options: dict[str, Any] = {"access_log": config.access_log}
+    if not datagram:
+        options.update(
+            max_connections=config.max_connections,
+            max_connections_per_ip=config.max_per_ip,
+            idle_timeout=config.idle_timeout,
+            max_line=config.max_line,
+        )
+    if config.worker_class == "pool":
+        options.update(
+            max_workers=config.threads,
+            max_pending=config.max_pending,
+            overflow=config.overflow,
+            first_byte_timeout=config.first_byte_timeout,
+        )
+        if not datagram:
+            options["dispatch"] = config.dispatch
+    return options
+
+
+def build_server(target: Target, sock: socket.socket, config: RunConfig) -> BaseServer:
+    """A server for ``sock``; raises ``TargetError`` when the target cannot make one."""
+    datagram = sock.type == socket.SOCK_DGRAM
+    address = sock.getsockname()
+    try:
+        if target.kind in ("handler", "service"):
+            cls = server_class_for(config.worker_class, sock)
+            server: Any = cls(
+                address,
+                target.handler_for(datagram),
+                bind_and_activate=False,
+                **server_options(config, datagram),
+            )
+            if datagram:
+                server.max_packet_size = 65535  # any UDP payload: echo must not truncate
+        elif target.kind == "server":
+            server = target.obj(address, bind_and_activate=False)
+        else:
+            server = target.obj(address)
+    except TargetError:
+        raise
+    except Exception as exc:
+        raise TargetError(
+            f"building a server from {target.spec!r} failed: {type(exc).__name__}: {exc}",
+            ExitCode.WORKER_BOOT,
+        ) from exc
+    if not isinstance(server, BaseServer) or not hasattr(server, "socket"):
+        raise TargetError(
+            f"{target.spec!r} returned {type(server).__name__}, not a sockserve socket server",
+            ExitCode.BAD_TARGET,
+        )
+    # Swap the socket the constructor made (unbound) for the listener.
+    socket_server: Any = server
+    socket_server.socket.close()
+    socket_server.socket = sock
+    socket_server.address_family = sock.family
+    socket_server.server_address = address
+    return server

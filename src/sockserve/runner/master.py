@@ -1,0 +1,444 @@
+"""The supervisor: one master process that keeps N workers serving the shared listeners.
+
+Rules of this module:
+
+* Signal handlers only record the signal; the master loop acts on it (and
+  ``signal.set_wakeup_fd`` makes the loop's ``select`` return at once).
+* The master never imports the target: workers do, after the fork, so a
+  reload (SIGHUP) serves freshly imported code, and a target that cannot be
+  imported fails in a worker at boot. A worker that dies before it reported
+  ready is a boot failure: the master stops with that worker's exit status
+  instead of respawning it forever.
+* Stops are staged: SIGTERM/SIGINT drain the workers within ``grace``; at the
+  deadline, or on a second signal, they are aborted (SIGQUIT), then killed.
+
+Signals: TERM/INT graceful stop; QUIT immediate stop; HUP reload (new
+workers with re-read configuration start; once all are ready the old ones
+drain); TTIN/TTOU one worker more/less.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+from sockserve.exitcodes import ExitCode
+from sockserve.runner import systemd
+from sockserve.runner.listeners import Listener
+from sockserve.runner.settings import ConfigError, RunConfig
+from sockserve.runner.worker import MSG_HEARTBEAT, MSG_READY, run_worker, set_process_title
+
+__all__ = ["Master"]
+
+log = logging.getLogger("sockserve.master")
+
+HANDLED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGCHLD,
+)
+#: Seconds a stop waits past the grace period before killing workers.
+KILL_MARGIN = 5.0
+#: Seconds a worker may take to boot before it counts as failed.
+BOOT_TIMEOUT = 60.0
+#: Restart back-off for workers that die young: from MIN to MAX, doubling.
+MIN_RESTART_DELAY = 0.1
+MAX_RESTART_DELAY = 10.0
+#: A worker that lived longer than this resets the back-off.
+HEALTHY_LIFETIME = 5.0
+
+
+@dataclass
+class WorkerProcess:
+    pid: int
+    index: int
+    generation: int
+    status_fd: int
+    started: float
+    ready: bool = False
+    last_beat: float = 0.0
+    retiring: bool = False
+
+
+class Master:
+    """Runs the workers; :meth:`run` returns the process exit status."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        listeners: list[Listener],
+        *,
+        reload_config: Callable[[], RunConfig] | None = None,
+    ) -> None:
+        self.config = config
+        self.listeners = listeners
+        self._reload_config = reload_config
+        self.workers: dict[int, WorkerProcess] = {}
+        self.target_count = config.workers
+        self.generation = 1
+        self.phase = "booting"  # booting -> running <-> reloading; any -> stopping
+        self.exit_code = ExitCode.OK
+        self._signals: deque[int] = deque()
+        self._kill_at: float | None = None
+        self._aborted = False
+        self._restart_delay = 0.0
+        self._next_spawn = 0.0
+        self._wake_r = -1
+
+    # -- signals ------------------------------------------------------------
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        self._signals.append(signum)
+
+    def _install_signals(self) -> None:
+        self._wake_r, wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(wake_w, False)
+        self._wake_w = wake_w
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, self._record)
+
+    def _restore_signals(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _act_on_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.popleft()
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                if self.phase == "stopping":
+                    self._abort("second stop signal")
+                else:
+                    self._begin_stop(f"{signal.Signals(signum).name}: draining workers")
+            elif signum == signal.SIGQUIT:
+                self._begin_stop("SIGQUIT: stopping at once")
+                self._abort("SIGQUIT")
+            elif signum == signal.SIGHUP:
+                self._begin_reload()
+            elif signum == signal.SIGTTIN:
+                self.target_count += 1
+                log.info("SIGTTIN: %d worker(s) wanted", self.target_count)
+            elif signum == signal.SIGTTOU:
+                self.target_count = max(1, self.target_count - 1)
+                log.info("SIGTTOU: %d worker(s) wanted", self.target_count)
+
+    # -- the loop -------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        self._write_pid_file()
+        set_process_title(f"sockserve: master [{self.config.target}]")
+        try:
+            self._spawn(1)
+            while True:
+                self._wait_for_events(self._tick())
+                self._act_on_signals()
+                self._reap()
+                now = time.monotonic()
+                if self.phase == "stopping":
+                    if not self.workers:
+                        return int(self.exit_code)
+                    if self._kill_at is not None and now >= self._kill_at:
+                        self._kill_all()
+                    continue
+                self._check_workers(now)
+                self._maintain(now)
+        finally:
+            self._kill_all()
+            self._reap_all()
+            self._restore_signals()
+            self._remove_pid_file()
+
+    def _tick(self) -> float:
+        return 0.5 if self.phase != "stopping" else 0.1
+
+    def _wait_for_events(self, timeout: float) -> None:
+        by_fd = {w.status_fd: w for w in self.workers.values()}
+        try:
+            readable, _, _ = select.select([self._wake_r, *by_fd], [], [], timeout)
+        except InterruptedError:
+            return
+        now = time.monotonic()
+        for fd in readable:
+            if fd == self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(fd, 4096)
+                continue
+            worker = by_fd[fd]
+            try:
+                data = os.read(fd, 4096)
+            except (BlockingIOError, InterruptedError):
+                continue
+            if MSG_READY in data and not worker.ready:
+                worker.ready = True
+                self._worker_ready(worker)
+            if data and (MSG_HEARTBEAT in data or MSG_READY in data):
+                worker.last_beat = now
+
+    # -- workers ----------------------------------------------------------------
+
+    def _spawn(self, index: int) -> None:
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: become a worker and never return here
+            os.close(read_fd)
+            signal.set_wakeup_fd(-1)
+            for other in self.workers.values():
+                os.close(other.status_fd)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            run_worker(self.config, self.listeners, write_fd, index=index)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        now = time.monotonic()
+        self.workers[pid] = WorkerProcess(pid, index, self.generation, read_fd, now, last_beat=now)
+        log.info("worker %d started (pid %d)", index, pid)
+
+    def _worker_ready(self, worker: WorkerProcess) -> None:
+        log.debug("worker %d (pid %d) ready", worker.index, worker.pid)
+        current = self._current_workers()
+        if self.phase == "booting" and len(current) == 1:
+            # The first worker proved the target loads: start the others together.
+            for index in range(2, self.target_count + 1):
+                self._spawn(index)
+        current = self._current_workers()
+        if (
+            self.phase in ("booting", "reloading")
+            and len(current) >= self.target_count
+            and all(w.ready for w in current)
+        ):
+            self._all_ready()
+
+    def _all_ready(self) -> None:
+        if self.phase == "reloading":
+            old = [w for w in self.workers.values() if w.generation < self.generation]
+            for worker in old:
+                self._retire(worker)
+            log.info(
+                "reload complete: %d new worker(s), %d old draining", self.target_count, len(old)
+            )
+        else:
+            for listener in self.listeners:
+                log.info("%s listening on %s", self.config.target, listener.spec)
+            log.info("master pid %d serving with %d worker(s)", os.getpid(), self.target_count)
+        self.phase = "running"
+        systemd.notify(
+            f"READY=1\nSTATUS=serving with {self.target_count} worker(s)\nMAINPID={os.getpid()}"
+        )
+
+    def _current_workers(self) -> list[WorkerProcess]:
+        return [
+            w for w in self.workers.values() if w.generation == self.generation and not w.retiring
+        ]
+
+    def _retire(self, worker: WorkerProcess) -> None:
+        """Ask a worker to drain and exit (it is not replaced)."""
+        worker.retiring = True
+        self._signal(worker.pid, signal.SIGTERM)
+
+    def _check_workers(self, now: float) -> None:
+        timeout = self.config.worker_timeout
+        for worker in list(self.workers.values()):
+            if not worker.ready and now - worker.started > BOOT_TIMEOUT:
+                log.error(
+                    "worker %d (pid %d) did not boot in %.0f s",
+                    worker.index,
+                    worker.pid,
+                    BOOT_TIMEOUT,
+                )
+                self._signal(worker.pid, signal.SIGKILL)
+            elif (
+                worker.ready
+                and timeout
+                and not worker.retiring
+                and now - worker.last_beat > timeout
+            ):
+                log.error(
+                    "worker %d (pid %d) made no progress for %.1f s: killing it",
+                    worker.index,
+                    worker.pid,
+                    now - worker.last_beat,
+                )
+                self._signal(worker.pid, signal.SIGKILL)
+
+    def _maintain(self, now: float) -> None:
+        """Keep the current generation at the wanted size (not while booting)."""
+        if self.phase != "running":
+            return
+        current = self._current_workers()
+        for worker in current[self.target_count :]:
+            self._retire(worker)
+        if len(current) < self.target_count and now >= self._next_spawn:
+            used = {w.index for w in current}
+            for index in range(1, self.target_count + 1):
+                if len(used) >= self.target_count:
+                    break
+                if index not in used:
+                    used.add(index)
+                    self._spawn(index)
+
+    def _reap(self) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            os.close(worker.status_fd)
+            self._worker_exited(worker, os.waitstatus_to_exitcode(status))
+
+    def _worker_exited(self, worker: WorkerProcess, code: int) -> None:
+        how = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+        if self.phase == "stopping" or worker.retiring:
+            log.info("worker %d (pid %d) stopped (%s)", worker.index, worker.pid, how)
+            return
+        if not worker.ready:
+            if self.phase == "reloading" and worker.generation == self.generation:
+                log.error(
+                    "reload failed: a new worker did not boot (%s); keeping the old ones", how
+                )
+                self._abort_reload()
+                return
+            self.exit_code = _boot_failure_code(code)
+            log.error(
+                "worker %d failed to boot (%s): stopping instead of respawning", worker.index, how
+            )
+            self._begin_stop("boot failure")
+            return
+        lived = time.monotonic() - worker.started
+        level = logging.INFO if code == 0 else logging.WARNING
+        log.log(
+            level,
+            "worker %d (pid %d) exited (%s) after %.1f s; replacing it",
+            worker.index,
+            worker.pid,
+            how,
+            lived,
+        )
+        if lived < HEALTHY_LIFETIME and code != 0:
+            self._restart_delay = min(
+                MAX_RESTART_DELAY, max(MIN_RESTART_DELAY, self._restart_delay * 2)
+            )
+        else:
+            self._restart_delay = 0.0
+        self._next_spawn = time.monotonic() + self._restart_delay
+
+    # -- reload and stop ----------------------------------------------------------
+
+    def _begin_reload(self) -> None:
+        if self.phase != "running":
+            log.warning("SIGHUP ignored while %s", self.phase)
+            return
+        systemd.notify(systemd.reloading_message())
+        if self._reload_config is not None:
+            try:
+                new = self._reload_config()
+            except ConfigError as exc:
+                log.error("reload: configuration rejected, keeping the current one: %s", exc)
+                systemd.notify("READY=1")
+                return
+            if new.bind != self.config.bind or new.reuse_port != self.config.reuse_port:
+                log.warning("reload: bind addresses change only with a restart; keeping them")
+            self.config = new
+            self.target_count = new.workers
+        log.info("SIGHUP: reloading with %d new worker(s)", self.target_count)
+        self.phase = "reloading"
+        self.generation += 1
+        for index in range(1, self.target_count + 1):
+            self._spawn(index)
+
+    def _abort_reload(self) -> None:
+        for worker in [w for w in self.workers.values() if w.generation == self.generation]:
+            worker.retiring = True
+            self._signal(worker.pid, signal.SIGKILL)
+        self.generation -= 1
+        self.phase = "running"
+        systemd.notify("READY=1")
+
+    def _begin_stop(self, why: str) -> None:
+        if self.phase == "stopping":
+            return
+        log.info("stopping: %s", why)
+        systemd.notify("STOPPING=1")
+        self.phase = "stopping"
+        for worker in self.workers.values():
+            if not worker.retiring:  # those are draining already: a 2nd SIGTERM would abort
+                self._signal(worker.pid, signal.SIGTERM)
+        self._kill_at = time.monotonic() + self.config.grace + KILL_MARGIN
+
+    def _abort(self, why: str) -> None:
+        """Abort the drain: workers exit at once (SIGQUIT), killed if they do not."""
+        if self._aborted:
+            self._kill_all()
+            return
+        self._aborted = True
+        log.warning("%s: aborting %d worker(s)", why, len(self.workers))
+        for worker in self.workers.values():
+            self._signal(worker.pid, signal.SIGQUIT)
+        self._kill_at = time.monotonic() + 2.0
+
+    def _kill_all(self) -> None:
+        for worker in self.workers.values():
+            self._signal(worker.pid, signal.SIGKILL)
+
+    def _reap_all(self) -> None:
+        for pid, worker in list(self.workers.items()):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            os.close(worker.status_fd)
+            del self.workers[pid]
+
+    @staticmethod
+    def _signal(pid: int, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    # -- pid file -------------------------------------------------------------------
+
+    def _write_pid_file(self) -> None:
+        path = self.config.pid_file
+        if path:
+            with open(path, "w") as handle:
+                handle.write(f"{os.getpid()}\n")
+
+    def _remove_pid_file(self) -> None:
+        path = self.config.pid_file
+        if not path:
+            return
+        with contextlib.suppress(OSError):
+            with open(path) as handle:
+                if handle.read().strip() != str(os.getpid()):
+                    return  # another master owns it now
+            os.unlink(path)
+
+
+def _boot_failure_code(code: int) -> ExitCode:
+    """The master's exit status for a worker that failed to boot with ``code``."""
+    try:
+        known = ExitCode(code)
+    except ValueError:
+        return ExitCode.WORKER_BOOT
+    return known if known not in (ExitCode.OK, ExitCode.FAILURE) else ExitCode.WORKER_BOOT

@@ -1,0 +1,237 @@
+"""A worker process: serve the shared listeners until told to stop, prove progress meanwhile.
+
+The master forks a worker and calls :func:`run_worker` in the child. The
+worker loads the target (after the fork, so a reload imports fresh code),
+builds one server per listener, runs each ``serve_forever`` in a thread and
+reports to the master over a pipe: ``R`` once it serves, then ``.`` as a
+heartbeat while every serving loop keeps turning (their ``service_actions``
+stamp the time). A loop stuck behind a handler stops the heartbeat, and the
+master replaces the worker.
+
+Signals (from the master): SIGTERM drains within the grace period, a second
+SIGTERM or SIGQUIT aborts what is left; SIGINT is ignored (Ctrl-C reaches
+the whole process group, and the master decides).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import NoReturn
+
+from sockserve.exitcodes import ExitCode
+from sockserve.observability.logs import describe_address
+from sockserve.runner.build import build_server
+from sockserve.runner.listeners import Listener
+from sockserve.runner.loader import TargetError, load_target
+from sockserve.runner.settings import RunConfig
+from sockserve.runner.signals import SignalInbox
+from sockserve.servers import BaseServer
+
+__all__ = ["MSG_HEARTBEAT", "MSG_READY", "WorkerLoop", "build_servers", "run_worker"]
+
+log = logging.getLogger("sockserve.worker")
+
+MSG_READY = b"R"
+MSG_HEARTBEAT = b"."
+
+
+class WorkerLoop:
+    """Serve servers in threads, heartbeat, and stop gracefully when a signal arrives.
+
+    The first signal in ``inbox`` starts a drain of every server with one
+    deadline (SIGQUIT aborts at once); any further signal aborts the drain.
+    """
+
+    def __init__(
+        self,
+        servers: list[BaseServer],
+        inbox: SignalInbox,
+        *,
+        grace: float,
+        heartbeat: Callable[[], None] = lambda: None,
+        heartbeat_interval: float = 1.0,
+        max_requests: int = 0,
+    ) -> None:
+        self.servers = servers
+        self.inbox = inbox
+        self.grace = grace
+        self._heartbeat = heartbeat
+        self._interval = heartbeat_interval
+        self._max_requests = max_requests
+        self._progress = [time.monotonic()] * len(servers)
+        self._failed: list[BaseServer] = []
+
+    def _stamp_progress(self, index: int, server: BaseServer) -> None:
+        original = server.service_actions
+
+        def service_actions() -> None:
+            self._progress[index] = time.monotonic()
+            original()
+
+        server.service_actions = service_actions  # type: ignore[method-assign]
+
+    def _serve(self, server: BaseServer, poll: float) -> None:
+        try:
+            server.serve_forever(poll_interval=poll)
+        except BaseException:
+            log.exception("serving %s failed", describe_address(server.server_address))
+            self._failed.append(server)
+        finally:
+            self.inbox.wake()
+
+    def run(self) -> str:
+        """Serve until a signal, a failure or the request budget; drain; return why it ended.
+
+        The reason is ``"signal"``, ``"recycle"`` or ``"failure"``.
+        """
+        poll = min(1.0, self._interval)
+        for index, server in enumerate(self.servers):
+            self._stamp_progress(index, server)
+            threading.Thread(
+                target=self._serve,
+                args=(server, poll),
+                name=f"sockserve-serve-{index}",
+                daemon=True,
+            ).start()
+        reason = ""
+        while not reason:
+            self.inbox.wait(self._interval)
+            received = self.inbox.take()
+            if received:
+                log.info("received %s: stopping", received[0].name)
+                reason = "signal"
+                if signal.SIGQUIT in received:
+                    self._force()
+            elif self._failed:
+                reason = "failure"
+            else:
+                stale = time.monotonic() - 2 * self._interval - 1.0
+                if all(stamp > stale for stamp in self._progress):
+                    self._heartbeat()
+                if self._max_requests and self._served() >= self._max_requests:
+                    log.info("served %d connections: recycling this worker", self._served())
+                    reason = "recycle"
+        self._drain()
+        return reason
+
+    def _served(self) -> int:
+        return sum(server.stats().accepted for server in self.servers)
+
+    def _force(self) -> None:
+        for server in self.servers:
+            server.force_drain()
+
+    def _drain(self) -> None:
+        """Drain every server at once, sharing one deadline; a further signal aborts."""
+        drains = [
+            threading.Thread(target=server.drain, args=(self.grace,), daemon=True)
+            for server in self.servers
+            if server.state.value in ("idle", "serving")
+        ]
+        for thread in drains:
+            thread.start()
+        while any(thread.is_alive() for thread in drains):
+            self.inbox.wait(0.2)
+            if self.inbox.take():
+                log.warning("second signal: aborting the drain")
+                self._force()
+        for server in self.servers:
+            server.server_close()
+
+
+def run_worker(
+    config: RunConfig, listeners: list[Listener], status_fd: int, *, index: int
+) -> NoReturn:
+    """The body of a worker process (never returns)."""
+    code = ExitCode.OK
+    try:
+        code = _serve(config, listeners, status_fd, index)
+    except BaseException as exc:  # nothing may unwind into the master's code after fork
+        print(f"sockserve: worker error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = ExitCode.FAILURE
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: int) -> ExitCode:
+    signal.signal(signal.SIGQUIT, lambda signum, frame: os._exit(ExitCode.OK))
+    for ignored in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(ignored, signal.SIG_IGN)
+    set_process_title(f"sockserve: worker {index} [{config.target}]")
+    with SignalInbox([signal.SIGTERM]) as inbox:
+        try:
+            servers = build_servers(config, listeners, fresh_sockets=config.reuse_port)
+        except TargetError as exc:
+            print(f"sockserve: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except OSError as exc:
+            print(f"sockserve: error: worker {index} could not listen: {exc}", file=sys.stderr)
+            return ExitCode.BIND
+        budget = config.max_requests
+        if budget and config.max_requests_jitter:
+            budget += random.randint(0, config.max_requests_jitter)
+        interval = 1.0 if config.worker_timeout is None else min(1.0, config.worker_timeout / 4)
+        loop = WorkerLoop(
+            servers,
+            inbox,
+            grace=config.grace,
+            heartbeat=lambda: _send(status_fd, MSG_HEARTBEAT),
+            heartbeat_interval=interval,
+            max_requests=budget,
+        )
+        _send(status_fd, MSG_READY)
+        reason = loop.run()
+    return ExitCode.FAILURE if reason == "failure" else ExitCode.OK
+
+
+def build_servers(
+    config: RunConfig, listeners: list[Listener], *, fresh_sockets: bool = False
+) -> list[BaseServer]:
+    """Load the target and build one server per listener (TargetError if it cannot be)."""
+    target = load_target(config.target)
+    servers = []
+    try:
+        for listener in listeners:
+            sock = listener.sock
+            if fresh_sockets:
+                sock = listener.fresh_reuse_port_socket(backlog=socket.SOMAXCONN)
+            servers.append(build_server(target, sock, config))
+    except BaseException:
+        for server in servers:
+            server.server_close()
+        raise
+    return servers
+
+
+def _send(fd: int, message: bytes) -> None:
+    try:
+        os.write(fd, message)
+    except (BlockingIOError, BrokenPipeError):
+        pass  # the master is gone or busy; it judges us by what it does read
+
+
+def set_process_title(title: str) -> None:
+    """Show ``title`` in ps/top where cheap: setproctitle if installed, else the comm name."""
+    try:
+        # An optional extra, imported only if present.
+        import setproctitle  # type: ignore[import-not-found]  # noqa: PLC0415
+
+        setproctitle.setproctitle(title)
+        return
+    except ImportError:
+        pass
+    try:
+        with open(f"/proc/{os.getpid()}/comm", "w") as comm:
+            comm.write(title.replace("sockserve: ", "sockserve-")[:15])
+    except OSError:
+        pass  # not Linux, or not allowed: the title is a nicety

@@ -1,0 +1,61 @@
+"""The classic Internet test services, written with sockserve's public API.
+
+Each service has a stream handler (served over TCP and Unix stream sockets)
+and a datagram handler (served over UDP). They double as short examples of
+sockserve handlers. :data:`SERVICES` lets the command line (and anything else
+that serves them by name) find them without knowing the modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import NamedTuple
+
+from sockserve.handlers import BaseRequestHandler
+from sockserve.services.chargen import ChargenDatagramHandler, ChargenStreamHandler
+from sockserve.services.daytime import DaytimeDatagramHandler, DaytimeStreamHandler
+from sockserve.services.discard import DiscardDatagramHandler, DiscardStreamHandler
+from sockserve.services.echo import EchoDatagramHandler, EchoStreamHandler
+
+__all__ = [
+    "SERVICES",
+    "ChargenDatagramHandler",
+    "ChargenStreamHandler",
+    "DaytimeDatagramHandler",
+    "DaytimeStreamHandler",
+    "DiscardDatagramHandler",
+    "DiscardStreamHandler",
+    "EchoDatagramHandler",
+    "EchoStreamHandler",
+    "Service",
+]
+
+
+class Service(NamedTuple):
+    """The handlers of one service and the one-line description shown in ``--help``."""
+
+    stream: type[BaseRequestHandler]  # TCP and Unix stream sockets
+    datagram: type[BaseRequestHandler]  # UDP
+    description: str
+
+
+#: Service name -> its handlers. Read-only: the names are the command line's subcommands.
+SERVICES: Mapping[str, Service] = MappingProxyType(
+    {
+        "echo": Service(
+            EchoStreamHandler, EchoDatagramHandler, "send back what the client sends (RFC 862)"
+        ),
+        "discard": Service(
+            DiscardStreamHandler, DiscardDatagramHandler, "read and drop everything (RFC 863)"
+        ),
+        "daytime": Service(
+            DaytimeStreamHandler, DaytimeDatagramHandler, "send the date and time (RFC 867)"
+        ),
+        "chargen": Service(
+            ChargenStreamHandler,
+            ChargenDatagramHandler,
+            "send lines of printable characters (RFC 864)",
+        ),
+    }
+)

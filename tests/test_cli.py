@@ -1,0 +1,383 @@
+"""The ``sockserve`` command: run as ``python -m sockserve`` in a subprocess, plus its parts.
+
+A server is ready when it logs its "listening on" line, so the tests read that
+line from its stderr (with a deadline) instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sockserve
+from sockserve import cli
+from sockserve.core.addresses import parse_bind_spec
+from sockserve.exitcodes import ExitCode
+from sockserve.runner import listeners as listeners_module
+from sockserve.runner.listeners import ListenerError, close_listeners, open_listeners
+from sockserve.runner.settings import RunConfig
+from sockserve.runner.signals import SignalInbox
+from sockserve.runner.worker import WorkerLoop, build_servers
+from sockserve.services import SERVICES
+from sockserve.testing import serving
+
+TIMEOUT = 10.0  # bound on every wait: a socket call, a log line, an exit
+SRC = Path(__file__).resolve().parent.parent / "src"
+LISTENING = re.compile(r"INFO sockserve\.cli: (\w+) listening on (\S+)\n")
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    return env
+
+
+def command(*args: str) -> list[str]:
+    # -X dev: the child reports unclosed resources and other warnings on stderr.
+    return [sys.executable, "-X", "dev", "-m", "sockserve", *args]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run a command that is expected to exit by itself."""
+    return subprocess.run(
+        command(*args),
+        check=False,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=TIMEOUT,
+    )
+
+
+class ServerProcess:
+    """A ``python -m sockserve`` child whose stderr is read as it comes."""
+
+    def __init__(self, *args: str, pass_fds: tuple[int, ...] = ()) -> None:
+        self.proc = subprocess.Popen(
+            command(*args),
+            pass_fds=pass_fds,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=child_env(),
+        )
+        assert self.proc.stderr is not None
+        self._stderr = self.proc.stderr
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._stderr, selectors.EVENT_READ)
+        self.output = ""  # stderr read so far
+        self._eof = False
+
+    def _read_some(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not self._selector.select(remaining):
+            raise AssertionError(f"timed out; stderr so far:\n{self.output}")
+        chunk = os.read(self._stderr.fileno(), 65536)
+        if not chunk:
+            self._eof = True
+        self.output += chunk.decode()
+
+    def listeners(self, count: int = 1) -> list[str]:
+        """Wait for ``count`` "listening on" lines; return the bound specs in order."""
+        deadline = time.monotonic() + TIMEOUT
+        while len(found := LISTENING.findall(self.output)) < count:
+            if self._eof:
+                raise AssertionError(f"exited before listening; stderr:\n{self.output}")
+            self._read_some(deadline)
+        return [spec for _service, spec in found]
+
+    def port(self) -> int:
+        return int(self.listeners()[0].rpartition(":")[2])
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum``, wait for the exit status and read the rest of stderr."""
+        self.proc.send_signal(signum)
+        status = self.proc.wait(TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while not self._eof:
+            self._read_some(deadline)
+        return status
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(TIMEOUT)
+        self._selector.close()
+        self._stderr.close()
+
+
+@pytest.fixture
+def start() -> Iterator[Any]:
+    """Start servers; whatever happens, none outlives the test."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, pass_fds: tuple[int, ...] = ()) -> ServerProcess:
+        server = ServerProcess(*args, pass_fds=pass_fds)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def tcp_client(port: int, host: str = "127.0.0.1") -> socket.socket:
+    return socket.create_connection((host, port), TIMEOUT)
+
+
+def echo_over_tcp(port: int, payload: bytes = b"hello, echo\n", host: str = "127.0.0.1") -> None:
+    with tcp_client(port, host) as client:
+        client.sendall(payload)
+        assert client.recv(1024) == payload
+
+
+def assert_clean_stop(output: str, signal_name: str) -> None:
+    assert f"INFO sockserve.worker: received {signal_name}: stopping\n" in output
+    assert output.endswith("INFO sockserve.cli: stopped\n")
+    assert "Traceback" not in output
+    assert "Warning" not in output
+
+
+def listening_spec(port_spec: str) -> tuple[str, int]:
+    host, _, port = port_spec.partition("://")[2].rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port held by a listening socket without SO_REUSEADDR."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+# -- running and stopping ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_echo_serves_then_stops_cleanly_on_signal(start: Any, signum: signal.Signals) -> None:
+    server = start("echo", "--bind", "127.0.0.1:0")
+    [spec] = server.listeners()
+    assert re.fullmatch(r"tcp://127\.0\.0\.1:\d+", spec)
+    port = server.port()
+    assert port != 0  # the port really bound, not the one asked for
+    echo_over_tcp(port)
+    # A client still connected must not hold up the stop.
+    with tcp_client(port) as idle_client:
+        echo_over_tcp(port, b"second client\n")
+        assert server.stop(signum) == ExitCode.OK
+        assert idle_client.recv(1024) == b""  # our connection was closed with the process
+    assert_clean_stop(server.output, signum.name)
+
+
+def test_tcp_and_udp_at_once(start: Any) -> None:
+    server = start("echo", "--bind", "127.0.0.1:0", "--bind", "udp://127.0.0.1:0")
+    tcp_spec, udp_spec = server.listeners(2)
+    assert tcp_spec.startswith("tcp://") and udp_spec.startswith("udp://")
+    echo_over_tcp(listening_spec(tcp_spec)[1])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(TIMEOUT)
+        client.sendto(b"datagram", listening_spec(udp_spec))
+        assert client.recv(1024) == b"datagram"
+    assert server.stop() == ExitCode.OK
+    assert_clean_stop(server.output, "SIGTERM")
+
+
+def test_unix_socket_is_served_and_removed_on_stop(start: Any, tmp_path: Path) -> None:
+    path = tmp_path / "echo.sock"
+    server = start("echo", "--bind", f"unix:{path}")
+    assert server.listeners() == [f"unix:{path}"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(TIMEOUT)
+        client.connect(str(path))
+        client.sendall(b"local\n")
+        assert client.recv(1024) == b"local\n"
+    assert server.stop() == ExitCode.OK
+    assert not path.exists()
+    assert_clean_stop(server.output, "SIGTERM")
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_every_service_is_a_subcommand(start: Any, service: str) -> None:
+    server = start(service)  # the default bind: 127.0.0.1, a free port
+    [spec] = server.listeners()
+    assert spec.startswith("tcp://127.0.0.1:")
+    assert f"INFO sockserve.cli: {service} listening on {spec}\n" in server.output
+    with tcp_client(server.port()) as client:
+        client.shutdown(socket.SHUT_WR)
+        reply = client.recv(4096)
+    # echo and discard answer an empty request with nothing; the others always talk.
+    assert bool(reply) == (service in ("daytime", "chargen"))
+    assert server.stop() == ExitCode.OK
+    assert_clean_stop(server.output, "SIGTERM")
+
+
+# -- failures -----------------------------------------------------------------------
+
+
+def test_port_in_use_is_one_line_and_exit_bind(busy_port: int) -> None:
+    result = run("echo", "--bind", f"127.0.0.1:{busy_port}")
+    assert result.returncode == ExitCode.BIND
+    assert result.stderr == (
+        f"sockserve: error: cannot bind tcp://127.0.0.1:{busy_port}: "
+        f"[Errno {errno.EADDRINUSE}] {os.strerror(errno.EADDRINUSE)}\n"
+    )
+
+
+def test_binding_is_all_or_nothing(busy_port: int, tmp_path: Path) -> None:
+    path = tmp_path / "first.sock"
+    result = run("echo", "--bind", f"unix:{path}", "--bind", f"127.0.0.1:{busy_port}")
+    assert result.returncode == ExitCode.BIND
+    assert result.stderr.splitlines() == [
+        f"sockserve: error: cannot bind tcp://127.0.0.1:{busy_port}: "
+        f"[Errno {errno.EADDRINUSE}] {os.strerror(errno.EADDRINUSE)}"
+    ]
+    assert not path.exists()  # the listener bound first was closed
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ("127.0.0.1:99999", "port 99999 is out of range 0-65535"),
+        ("[::1:80", "'[' without a closing ']'"),
+        ("nohost", "missing ':PORT'"),
+    ],
+)
+def test_bad_spec_is_a_usage_error(spec: str, problem: str) -> None:
+    result = run("echo", "--bind", "127.0.0.1:0", "--bind", spec)
+    assert result.returncode == ExitCode.USAGE
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"sockserve: error: invalid bind address {spec!r}: ")
+    assert problem in line
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"sockserve {sockserve.__version__}\n"
+
+
+# -- the parts, in-process ------------------------------------------------------------
+
+
+def parse(*args: str) -> RunConfig:
+    return cli.config_from_args(cli.build_parser().parse_args(args), environ={})
+
+
+def test_config_defaults_to_loopback_tcp_on_a_free_port() -> None:
+    config = parse("chargen")
+    assert config.target == "chargen"
+    assert config.bind == []  # resolved to DEFAULT_BIND (or systemd's sockets) when opening
+    assert config.workers == 0  # the service shortcuts serve in-process
+    assert config.log_level == "info"
+
+
+def test_config_keeps_every_bind_in_order() -> None:
+    config = parse("echo", "--bind", "udp://127.0.0.1:7", "--bind", ":7", "--log-level", "debug")
+    assert config.bind == ["udp://127.0.0.1:7", ":7"]
+    assert config.log_level == "debug"
+
+
+def test_fd_specs_serve_an_inherited_socket(start: Any) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as inherited:
+        port = inherited.getsockname()[1]
+        fd = inherited.fileno()
+        os.set_inheritable(fd, True)
+        server = start("echo", "--bind", f"fd://{fd}", pass_fds=(fd,))
+        [spec] = server.listeners()
+        assert spec == f"tcp://127.0.0.1:{port}"
+    echo_over_tcp(port)
+    assert server.stop() == ExitCode.OK
+
+
+def test_open_listeners_closes_what_it_bound_when_one_fails(busy_port: int, tmp_path: Path) -> None:
+    path = tmp_path / "first.sock"
+    specs = [parse_bind_spec(f"unix:{path}"), parse_bind_spec(f"127.0.0.1:{busy_port}")]
+    with pytest.raises(ListenerError) as caught:
+        open_listeners(specs)
+    assert caught.value.spec == specs[1]
+    assert isinstance(caught.value.error, OSError)
+    assert caught.value.error.errno == errno.EADDRINUSE
+    assert not path.exists()
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="needs IPv6")
+def test_all_addresses_accepts_ipv4_and_ipv6_clients() -> None:
+    [listener] = open_listeners([parse_bind_spec(":0")])
+    try:
+        assert re.fullmatch(r"tcp://:\d+", str(listener.spec))
+        port = listener.spec.inet_address[1]
+        [server] = build_servers(parse("echo"), [listener])
+        with serving(server):
+            assert server.socket.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
+            echo_over_tcp(port)  # IPv4, through the IPv6 socket
+            echo_over_tcp(port, host="::1")
+    finally:
+        close_listeners([listener])
+
+
+def test_all_addresses_falls_back_to_ipv4_when_the_kernel_has_no_ipv6(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_socket = socket.socket
+
+    def no_ipv6(family: int = socket.AF_INET, *args: Any, **kwargs: Any) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
+        return real_socket(family, *args, **kwargs)
+
+    monkeypatch.setattr(listeners_module.socket, "socket", no_ipv6)
+    [listener] = open_listeners([parse_bind_spec(":0", ipv6=True)])
+    monkeypatch.undo()
+    try:
+        assert listener.sock.family == socket.AF_INET
+        assert listener.spec.address == ("0.0.0.0", listener.sock.getsockname()[1])
+    finally:
+        close_listeners([listener])
+
+
+def test_signal_inbox_records_the_signal_and_restores_handlers() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with SignalInbox([signal.SIGTERM]) as inbox:
+        os.kill(os.getpid(), signal.SIGTERM)
+        inbox.wait(TIMEOUT)  # returns: the signal woke it
+        assert inbox.take() == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_signal_inbox_wakes_from_another_thread() -> None:
+    with SignalInbox([signal.SIGTERM]) as inbox:
+        threading.Thread(target=inbox.wake).start()
+        inbox.wait(TIMEOUT)
+        assert inbox.take() == []
+
+
+class _CrashingServer(sockserve.TCPServer):
+    def serve_forever(self, poll_interval: float | None = 0.5) -> None:
+        raise RuntimeError("boom")
+
+
+def test_a_server_that_dies_stops_the_rest_with_exit_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    healthy = sockserve.TCPServer(("127.0.0.1", 0), sockserve.BaseRequestHandler)
+    broken = _CrashingServer(("127.0.0.1", 0), sockserve.BaseRequestHandler)
+    with SignalInbox([signal.SIGTERM]) as inbox:
+        reason = WorkerLoop([healthy, broken], inbox, grace=1.0).run()
+    assert reason == "failure"
+    assert healthy.socket.fileno() == -1  # closed along with the broken one
+    assert any("failed" in r.getMessage() for r in caplog.records if r.name == "sockserve.worker")
