@@ -59,11 +59,22 @@ def _positive_int_or_none(name: str, value: object) -> object:
     return value
 
 
+#: Timeouts beyond this (a year) are surely mistakes, and sockets and poll()
+#: reject them anyway (inf, or more than 2**31 ms): use None for "forever".
+_LONGEST_TIMEOUT = 365 * 24 * 3600.0
+
+
 def _positive_number_or_none(name: str, value: object) -> object:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value < _LONGEST_TIMEOUT
+    ):
+        raise ValueError(
+            f"{name} must be a positive, finite number of seconds or None, got {value!r}"
+        )
     return float(value)
 
 

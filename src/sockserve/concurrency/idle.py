@@ -29,6 +29,8 @@ _log = logging.getLogger("sockserve.pool")
 
 Parked = tuple[Any, object]
 
+_MAX_WAIT = 3600.0
+
 
 class FirstByteWaiter:
     """One thread that hands connections on when they become readable or time out."""
@@ -90,7 +92,8 @@ class FirstByteWaiter:
                 wait = None
                 if parked and self._timeout is not None:
                     first_deadline = next(iter(parked.values()))[2]
-                    wait = max(0.0, first_deadline - time.monotonic())
+                    # Capped: poll() cannot wait longer than 2**31 ms; we just wake and re-check.
+                    wait = min(_MAX_WAIT, max(0.0, first_deadline - time.monotonic()))
                 for key, _events in selector.select(wait):
                     if key.fileobj is self._waker:
                         self._waker.drain()

@@ -26,6 +26,10 @@ class Waker:
         """The descriptor to register with a selector (readable after a wake)."""
         return self._reader.fileno()
 
+    def write_fileno(self) -> int:
+        """The write end's descriptor (for ``signal.set_wakeup_fd``)."""
+        return self._writer.fileno()
+
     def wake(self) -> None:
         """Make the read end readable. Safe from any thread, never blocks."""
         try:

@@ -26,15 +26,14 @@ import select
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 
 from sockserve.exitcodes import ExitCode
 from sockserve.runner import systemd
 from sockserve.runner.listeners import Listener
 from sockserve.runner.settings import ConfigError, RunConfig
+from sockserve.runner.signals import SignalInbox
 from sockserve.runner.worker import MSG_HEARTBEAT, MSG_READY, run_worker, set_process_title
 
 __all__ = ["Master"]
@@ -91,37 +90,16 @@ class Master:
         self.generation = 1
         self.phase = "booting"  # booting -> running <-> reloading; any -> stopping
         self.exit_code = ExitCode.OK
-        self._signals: deque[int] = deque()
+        self._inbox = SignalInbox(HANDLED_SIGNALS)
         self._kill_at: float | None = None
         self._aborted = False
         self._restart_delay = 0.0
         self._next_spawn = 0.0
-        self._wake_r = -1
 
     # -- signals ------------------------------------------------------------
 
-    def _record(self, signum: int, frame: FrameType | None) -> None:
-        self._signals.append(signum)
-
-    def _install_signals(self) -> None:
-        self._wake_r, wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(wake_w, False)
-        self._wake_w = wake_w
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        for signum in HANDLED_SIGNALS:
-            signal.signal(signum, self._record)
-
-    def _restore_signals(self) -> None:
-        signal.set_wakeup_fd(-1)
-        for signum in HANDLED_SIGNALS:
-            signal.signal(signum, signal.SIG_DFL)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-
     def _act_on_signals(self) -> None:
-        while self._signals:
-            signum = self._signals.popleft()
+        for signum in self._inbox.take():
             if signum in (signal.SIGTERM, signal.SIGINT):
                 if self.phase == "stopping":
                     self._abort("second stop signal")
@@ -142,7 +120,10 @@ class Master:
     # -- the loop -------------------------------------------------------------
 
     def run(self) -> int:
-        self._install_signals()
+        with self._inbox:
+            return self._run()
+
+    def _run(self) -> int:
         self._write_pid_file()
         set_process_title(f"sockserve: master [{self.config.target}]")
         try:
@@ -163,7 +144,6 @@ class Master:
         finally:
             self._kill_all()
             self._reap_all()
-            self._restore_signals()
             self._remove_pid_file()
 
     def _tick(self) -> float:
@@ -172,14 +152,13 @@ class Master:
     def _wait_for_events(self, timeout: float) -> None:
         by_fd = {w.status_fd: w for w in self.workers.values()}
         try:
-            readable, _, _ = select.select([self._wake_r, *by_fd], [], [], timeout)
+            readable, _, _ = select.select([self._inbox.fileno(), *by_fd], [], [], timeout)
         except InterruptedError:
             return
         now = time.monotonic()
         for fd in readable:
-            if fd == self._wake_r:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(fd, 4096)
+            if fd == self._inbox.fileno():
+                self._inbox.drain()
                 continue
             worker = by_fd[fd]
             try:
@@ -204,8 +183,9 @@ class Master:
             signal.set_wakeup_fd(-1)
             for other in self.workers.values():
                 os.close(other.status_fd)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._inbox.close()
+            for signum in HANDLED_SIGNALS:  # the worker installs what it needs
+                signal.signal(signum, signal.SIG_DFL)
             run_worker(self.config, self.listeners, write_fd, index=index)
         os.close(write_fd)
         os.set_blocking(read_fd, False)

@@ -10,6 +10,7 @@ prints exactly what a run would use and every error names its source.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -70,8 +71,12 @@ def _at_least(minimum: float, *, optional: bool = False) -> Callable[[Any], str 
     def check(value: Any) -> str | None:
         if value is None and optional:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            return f"must be a number >= {minimum:g}" + (" or none" if optional else "")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not minimum <= value < math.inf
+        ):
+            return f"must be a finite number >= {minimum:g}" + (" or none" if optional else "")
         return None
 
     return check

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import selectors
 import signal
-import socket
 from collections.abc import Sequence
 from types import FrameType, TracebackType
 from typing import Any, Self
+
+from sockserve.core.wakeup import Waker
 
 __all__ = ["SignalInbox"]
 
@@ -27,15 +28,13 @@ class SignalInbox:
         self.signals = tuple(signal.Signals(s) for s in signals)
         #: Signals received and not yet taken with :meth:`take`, in order.
         self.received: list[signal.Signals] = []
-        self._reader, self._writer = socket.socketpair()
-        self._reader.setblocking(False)
-        self._writer.setblocking(False)
+        self._waker = Waker()
         self._previous_handlers: dict[signal.Signals, Any] = {}
         self._previous_wakeup_fd = -1
 
     def __enter__(self) -> Self:
         self._previous_wakeup_fd = signal.set_wakeup_fd(
-            self._writer.fileno(), warn_on_full_buffer=False
+            self._waker.write_fileno(), warn_on_full_buffer=False
         )
         for signum in self.signals:
             self._previous_handlers[signum] = signal.signal(signum, self._record)
@@ -54,8 +53,7 @@ class SignalInbox:
 
     def close(self) -> None:
         """Close the socket pair (a forked child that does not use the inbox calls this)."""
-        self._reader.close()
-        self._writer.close()
+        self._waker.close()
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signal.Signals(signum))
@@ -67,28 +65,21 @@ class SignalInbox:
 
     def fileno(self) -> int:
         """Readable after a signal or a wake (for a caller's own selector)."""
-        return self._reader.fileno()
+        return self._waker.fileno()
 
     def wake(self) -> None:
         """End the current or next :meth:`wait` (from any thread)."""
-        try:
-            self._writer.send(b"\0")
-        except OSError:
-            pass  # the buffer is full of wake-ups already, or we are closing
+        self._waker.wake()
 
     def drain(self) -> None:
         """Consume pending wake-ups."""
-        try:
-            while self._reader.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
+        self._waker.drain()
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until a signal, a :meth:`wake` or ``timeout``; the caller checks ``received``."""
         if self.received:
             return
         with selectors.DefaultSelector() as selector:
-            selector.register(self._reader, selectors.EVENT_READ)
+            selector.register(self._waker, selectors.EVENT_READ)
             selector.select(timeout)
         self.drain()
