@@ -125,9 +125,7 @@ def config_from_args(
         )
     # The service shortcuts serve in this process unless told otherwise, and
     # stop within seconds: their connections (echo, chargen) never end by themselves.
-    return build_config(
-        flags, target=args.command, environ=environ, defaults=SERVICE_DEFAULTS
-    )
+    return build_config(flags, target=args.command, environ=environ, defaults=SERVICE_DEFAULTS)
 
 
 def resolve_listeners(config: RunConfig) -> list[Listener]:

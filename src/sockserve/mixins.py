@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -95,6 +96,10 @@ class ThreadingMixIn:
         thread.start()
 
     def server_close(self) -> None:
+        if getattr(self, "socket_type", None) == socket.SOCK_DGRAM:
+            # Datagram handlers reply through the server's one socket: let the
+            # ones in flight finish before it closes, or their replies are lost.
+            self._threads.join()
         super().server_close()  # type: ignore[misc]
         self._threads.join()
 

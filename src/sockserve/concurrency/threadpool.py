@@ -27,6 +27,7 @@ or asynchronous handlers.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 from sockserve._types import Address, Request
@@ -151,6 +152,9 @@ class ThreadPoolMixIn:
         super()._abort_requests()  # type: ignore[misc]
 
     def server_close(self) -> None:
+        if getattr(self, "socket_type", None) == socket.SOCK_DGRAM:
+            # Replies go out through the server's socket: finish before closing it.
+            self._pool.close(wait=self.block_on_close)
         super().server_close()  # type: ignore[misc]
         self._close_idle_requests()
         self._pool.close(wait=self.block_on_close)
