@@ -125,18 +125,18 @@ class ForkingMixIn:
         """Reap finished children; wait while at ``max_children``, or for all if blocking."""
         if self.active_children is None:
             return
-        # At the cap: wait for any child, so the next fork stays under it.
+        # At the cap: wait for one of our children to exit, so the next fork
+        # stays under it; in slices, so a shutdown or drain is not held up.
         while len(self.active_children) >= self.max_children:
-            try:
-                pid, _status = os.waitpid(-1, 0)
-                self._child_reaped(pid)
-            except ChildProcessError:
-                for pid in list(self.active_children):  # none left at all
-                    self._child_reaped(pid)
-            except OSError:
+            if self._stop_pending():  # type: ignore[attr-defined]
                 break
-        flags = 0 if blocking else os.WNOHANG
-        for pid in self.active_children.copy():
+            wait_for_any_exit(self.active_children, 0.1)
+            self._reap(self.active_children.copy(), os.WNOHANG)
+        self._reap(self.active_children.copy(), 0 if blocking else os.WNOHANG)
+
+    def _reap(self, pids: set[int], flags: int) -> None:
+        """waitpid each of ``pids`` (only ours: never another part of the program's children)."""
+        for pid in pids:
             try:
                 reaped, _status = os.waitpid(pid, flags)
                 if reaped:  # (0, 0) means the child is still running
@@ -172,7 +172,11 @@ class ForkingMixIn:
             self._child_requests[pid] = request
             self.close_request(request)  # type: ignore[attr-defined]
             return
-        # In the child: never return into the parent's serving loop.
+        # In the child: never return into the parent's serving loop. A stream
+        # child drops its copy of the listener, so that closing it in the
+        # parent (a drain) makes the kernel refuse new clients at once.
+        if getattr(self, "socket_type", None) == socket.SOCK_STREAM:
+            self.socket.close()  # type: ignore[attr-defined]
         status = 1
         try:
             self.finish_request(request, client_address)  # type: ignore[attr-defined]

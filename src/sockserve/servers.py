@@ -194,6 +194,17 @@ class BaseServer:
             self._watching_listener = want
         return timeout
 
+    def _stop_pending(self) -> bool:
+        """Whether the serving loop has been asked to stop, or the server to drain or close.
+
+        Strategies that may block in the loop (a forking server at
+        ``max_children``) check it so a shutdown or drain is not held up.
+        """
+        return self.__shutdown_request or self._lifecycle.state in (
+            State.DRAINING,
+            State.CLOSED,
+        )
+
     def __stop_requested(self) -> bool:
         # A method, not an inline attribute test: another thread sets the flag
         # while we wait, which a type checker's narrowing cannot know.
@@ -491,19 +502,24 @@ class BaseServer:
         if self.__serving_thread is not None:
             self.shutdown()
         self._stop_listening()
+        # Nothing new is admitted from here: every request in flight now ends
+        # either by itself (finished) or at the deadline (forced).
+        tracker = self._tracker
+        completed_before = tracker.completed
+        in_flight = tracker.in_flight
         idle_closed = self._close_idle_requests()
-        in_flight = self._tracker.in_flight
         self.draining.set()
         self._wait_for_requests(started + timeout, stop_on_force=True)
-        forced = self._tracker.in_flight
+        forced = tracker.in_flight
+        finished = tracker.completed - completed_before - idle_closed
         still_running = 0
         if forced:
             self._abort_requests()
             self._wait_for_requests(time.monotonic() + self.drain_abort_grace)
-            still_running = self._tracker.in_flight
+            still_running = tracker.in_flight
         report = DrainReport(
-            in_flight=in_flight,
-            finished=max(in_flight - forced, 0),
+            in_flight=in_flight - idle_closed,
+            finished=finished,
             forced=forced,
             still_running=still_running,
             idle_closed=idle_closed,

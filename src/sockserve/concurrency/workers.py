@@ -58,8 +58,13 @@ class WorkerPool(Generic[_Job]):
         self._closing = False
 
     def has_room(self) -> bool:
-        """Whether ``submit`` would take one more job now (read without the lock: a hint)."""
-        return self._busy + len(self._queue) < self._capacity
+        """Whether ``submit`` would take one more job now.
+
+        Under the lock: a worker moves a job from the queue to busy in two
+        steps, and reading between them would promise room that is not there.
+        """
+        with self._lock:
+            return self._busy + len(self._queue) < self._capacity
 
     def submit(self, job: _Job, *, force: bool = False) -> bool:
         """Queue ``job``; False if the pool is full (or closing) and ``force`` is not set.

@@ -97,7 +97,9 @@ class ConnectionTracker:
         """An admitted request is refused after all (a full pool): release and count it."""
         self.release(request)
         with self._lock:
-            self.completed -= 1  # it never ran: count it as rejected, not completed
+            # It never ran: count it as rejected, like a refusal, not as accepted.
+            self.completed -= 1
+            self.accepted -= 1
             self.rejected[reason] += 1
 
     def count(self, event: str) -> None:
@@ -134,7 +136,8 @@ class ConnectionTracker:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return False
-                self._changed.wait(remaining)
+                # Capped: Condition.wait overflows on huge timeouts (inf means "no deadline").
+                self._changed.wait(min(remaining, 3600.0))
             return True
 
     def wait_for_change(self, timeout: float) -> None:

@@ -1,0 +1,1 @@
+"""drain tests (issue 3): a package, so module names never clash with other test folders."""
