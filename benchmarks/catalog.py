@@ -1,0 +1,176 @@
+"""Which servers the suite knows, what each one is, and which protocols it speaks.
+
+This module is metadata only: it imports no framework, so the harness process
+stays free of gevent, uvloop and sockserve (each server runs in its own
+subprocess, see :mod:`benchmarks.servers`, and availability is probed there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The protocols a server may take part in. "shutdown" is not a wire protocol:
+#: it marks the servers with the socketserver API whose ``shutdown()`` latency
+#: can be measured in-process.
+PROTOCOLS = ("tcp", "udp", "http", "shutdown")
+
+#: Every ratio in the report is relative to this server, measured in the same round.
+BASELINE = "stdlib-threading-somaxconn"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server under test.
+
+    ``protocols`` lists what the kind can serve at all; whether it is really
+    available on this machine (sockserve's later strategies, optional peers)
+    is decided at run time by the probe.
+    """
+
+    name: str
+    family: str
+    tcp: str
+    udp: str = ""
+    http: str = ""
+    protocols: tuple[str, ...] = ("tcp",)
+    #: workload keys (cell keys or workload names) this kind sits out, with why
+    skips: tuple[tuple[str, str], ...] = ()
+
+    def describe(self, proto: str) -> str:
+        """What implements ``proto`` for this kind, in the words of its API."""
+        return {"tcp": self.tcp, "udp": self.udp, "http": self.http}.get(proto, self.tcp)
+
+    def skip_reason(self, workload: str, cell_key: str) -> str | None:
+        """Why this kind does not run ``cell_key`` (None: it does)."""
+        for key, reason in self.skips:
+            if key in (workload, cell_key):
+                return reason
+        return None
+
+
+_SOCKSERVE_PROTOS = ("tcp", "udp", "http", "shutdown")
+
+SERVERS: tuple[ServerSpec, ...] = (
+    ServerSpec(
+        name="sockserve-threading",
+        family="sockserve",
+        tcp="sockserve.ThreadingTCPServer + BaseRequestHandler (recv/sendall loop)",
+        udp="sockserve.ThreadingUDPServer + BaseRequestHandler (sendto)",
+        http="sockserve.ThreadingTCPServer + http.server.BaseHTTPRequestHandler",
+        protocols=_SOCKSERVE_PROTOS,
+    ),
+    ServerSpec(
+        name="sockserve-pool",
+        family="sockserve",
+        tcp="sockserve.ThreadPoolTCPServer (bounded pool, defaults)",
+        udp="sockserve.ThreadPoolUDPServer (bounded pool, defaults)",
+        http="sockserve.ThreadPoolTCPServer + http.server.BaseHTTPRequestHandler",
+        protocols=_SOCKSERVE_PROTOS,
+    ),
+    ServerSpec(
+        name="sockserve-forking",
+        family="sockserve",
+        tcp="sockserve.ForkingTCPServer (a process per connection, max_children default)",
+        protocols=("tcp", "shutdown"),
+    ),
+    ServerSpec(
+        name="sockserve-run-1",
+        family="sockserve",
+        tcp="python -m sockserve run HANDLER --workers 1 (runner defaults otherwise)",
+        http="python -m sockserve run HTTP_HANDLER --workers 1 (runner defaults otherwise)",
+        protocols=("tcp", "http"),
+    ),
+    ServerSpec(
+        name="sockserve-run-2",
+        family="sockserve",
+        tcp="python -m sockserve run HANDLER --workers 2 (runner defaults otherwise)",
+        http="python -m sockserve run HTTP_HANDLER --workers 2 (runner defaults otherwise)",
+        protocols=("tcp", "http"),
+    ),
+    ServerSpec(
+        name="sockserve-sync",
+        family="sockserve",
+        tcp="",
+        udp="sockserve.UDPServer (one datagram at a time, no threads)",
+        protocols=("udp",),
+    ),
+    ServerSpec(
+        name="stdlib-threading-backlog5",
+        family="stdlib",
+        tcp="socketserver.ThreadingTCPServer, default listen backlog (5)",
+        http="http.server.ThreadingHTTPServer (backlog 5)",
+        protocols=("tcp", "http"),
+    ),
+    ServerSpec(
+        name=BASELINE,
+        family="stdlib",
+        tcp="socketserver.ThreadingTCPServer, request_queue_size=socket.SOMAXCONN",
+        udp="socketserver.ThreadingUDPServer",
+        http="http.server.ThreadingHTTPServer, request_queue_size=socket.SOMAXCONN",
+        protocols=("tcp", "udp", "http", "shutdown"),
+    ),
+    ServerSpec(
+        name="stdlib-sync",
+        family="stdlib",
+        tcp="",
+        udp="socketserver.UDPServer (one datagram at a time, no threads)",
+        protocols=("udp",),
+    ),
+    ServerSpec(
+        name="asyncio-streams",
+        family="asyncio",
+        tcp="asyncio.start_server, StreamReader.read / StreamWriter.write + drain",
+        protocols=("tcp",),
+    ),
+    ServerSpec(
+        name="asyncio-protocol",
+        family="asyncio",
+        tcp="asyncio loop.create_server, Protocol.data_received -> transport.write",
+        udp="asyncio loop.create_datagram_endpoint, DatagramProtocol -> sendto",
+        protocols=("tcp", "udp"),
+    ),
+    ServerSpec(
+        name="uvloop-streams",
+        family="uvloop",
+        tcp="uvloop + asyncio.start_server streams",
+        protocols=("tcp",),
+    ),
+    ServerSpec(
+        name="uvloop-protocol",
+        family="uvloop",
+        tcp="uvloop + asyncio Protocol",
+        udp="uvloop + asyncio DatagramProtocol",
+        protocols=("tcp", "udp"),
+    ),
+    ServerSpec(
+        name="gevent",
+        family="gevent",
+        tcp="gevent.server.StreamServer, recv/sendall loop",
+        udp="gevent.server.DatagramServer",
+        protocols=("tcp", "udp"),
+    ),
+)
+
+#: The servers a quick (smoke) run uses: only what the stdlib and sockserve provide.
+QUICK_SERVERS = ("sockserve-threading", BASELINE, "asyncio-protocol")
+
+BY_NAME = {spec.name: spec for spec in SERVERS}
+
+
+def select(names: list[str] | None) -> list[ServerSpec]:
+    """The specs for ``names`` in catalog order (all of them for None).
+
+    Unknown names are an error, so a typo in ``--only`` does not silently
+    benchmark nothing.
+    """
+    if names is None:
+        return list(SERVERS)
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        known = ", ".join(BY_NAME)
+        raise ValueError(f"unknown server(s): {', '.join(unknown)} (known: {known})")
+    wanted = set(names)
+    if BASELINE not in wanted:
+        # Ratios need the baseline measured in the same round.
+        wanted.add(BASELINE)
+    return [spec for spec in SERVERS if spec.name in wanted]

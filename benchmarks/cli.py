@@ -1,0 +1,293 @@
+"""``python -m benchmarks``: parse options, probe, build, run, write the report.
+
+Outputs: an unfiltered full run writes docs/benchmarks.md, its plots under
+docs/benchmarks/ and the raw results as docs/benchmarks/results.json. A quick
+run, or one narrowed with --only/--workloads, writes under
+benchmarks/.build/ instead, so a partial run never replaces the published page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import loadgen, wrk
+from benchmarks.catalog import BASELINE, QUICK_SERVERS, SERVERS, ServerSpec, select
+from benchmarks.harness import BUILD_DIR, REPO, run_python_module
+from benchmarks.machine import describe
+from benchmarks.plots import make_all
+from benchmarks.report import render
+from benchmarks.runner import Matrix, execute
+from benchmarks.stats import summarize
+from benchmarks.workloads import WORKLOADS, Cell, Context, plan
+
+FULL_DURATION_S = 1.0
+QUICK_DURATION_S = 0.3
+#: A quick run that overruns this stops starting new jobs (the smoke test's budget).
+QUICK_TIME_LIMIT_S = 45.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark sockserve against the stdlib and asyncio/uvloop/gevent peers.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: tiny durations, stdlib/asyncio/sockserve only, one round",
+    )
+    parser.add_argument("--only", help="comma-separated server names (see --list)")
+    parser.add_argument(
+        "--workloads", help=f"comma-separated workloads ({', '.join(WORKLOADS)}) or cell keys"
+    )
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick: 1)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        help=f"seconds per timed run (default {FULL_DURATION_S}; quick: {QUICK_DURATION_S})",
+    )
+    parser.add_argument("--json", type=Path, help="where to write the raw results")
+    parser.add_argument("--markdown", type=Path, help="where to write the report")
+    parser.add_argument("--plots-dir", type=Path, help="where to write the PNG plots")
+    parser.add_argument("--no-plots", action="store_true", help="skip the plots")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rebuild the report and plots from an existing results JSON (no measuring)",
+    )
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="list servers (with availability here) and workloads, then exit",
+    )
+    args = parser.parse_args(argv)
+    if args.rounds is not None and not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be between 1 and 20")
+    if args.duration is not None and not 0.1 <= args.duration <= 60:
+        parser.error("--duration must be between 0.1 and 60 seconds")
+    return args
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def probe() -> dict[str, Any]:
+    """Ask a server subprocess what is available (keeps frameworks out of this process)."""
+    done = run_python_module("benchmarks.servers", ["--probe"], timeout=90)
+    if done.returncode != 0:
+        raise SystemExit(f"probing the servers failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def choose_cells(cells: list[Cell], wanted: list[str] | None, quick: bool) -> list[Cell]:
+    """Filter by workload name or cell key; a quick run leaves HTTP out unless asked.
+
+    HTTP needs wrk, an external program; the smoke run sticks to what the
+    repository itself builds.
+    """
+    if wanted is None:
+        return [c for c in cells if not (quick and c.workload == "http")]
+    known = set(WORKLOADS) | {c.key for c in cells}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown workload(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return [c for c in cells if c.workload in wanted or c.key in wanted]
+
+
+def outputs(args: argparse.Namespace, narrowed: bool) -> tuple[Path, Path, Path | None]:
+    """(json, markdown, plots dir or None) for this run."""
+    if args.quick or narrowed:
+        base = BUILD_DIR / ("quick" if args.quick else "partial")
+        default_json, default_md, default_plots = (
+            base / "results.json",
+            base / "benchmarks.md",
+            base,
+        )
+    else:
+        docs = REPO / "docs"
+        default_json = docs / "benchmarks" / "results.json"
+        default_md = docs / "benchmarks.md"
+        default_plots = docs / "benchmarks"
+    plots_dir = args.plots_dir or default_plots
+    if args.no_plots or (args.quick and args.plots_dir is None):
+        plots_dir = None
+    return args.json or default_json, args.markdown or default_md, plots_dir
+
+
+def list_everything(availability: dict[str, dict[str, str | None]]) -> None:
+    for spec in SERVERS:
+        marks = ", ".join(
+            f"{p}: {'yes' if availability[spec.name].get(p) is None else 'no'}"
+            for p in spec.protocols
+        )
+        print(f"{spec.name:<28} {marks}")
+        for proto, reason in availability[spec.name].items():
+            if reason:
+                print(f"{'':<28}   {proto}: {reason}")
+    print()
+    for cell in plan(quick=False, duration=FULL_DURATION_S):
+        print(f"{cell.workload:<9} {cell.key:<22} {cell.title}")
+    print(f"\nwrk: {wrk.find() or 'not installed (HTTP workload unavailable)'}")
+
+
+def availability_here(say: Any) -> tuple[dict[str, dict[str, str | None]], dict[str, Any]]:
+    """(server -> protocol -> reason or None, versions), HTTP marked off without wrk."""
+    say(f"probing servers ({sys.executable})")
+    found = probe()
+    availability: dict[str, dict[str, str | None]] = found["kinds"]
+    if not wrk.find():
+        for protos in availability.values():
+            if protos.get("http", "n/a") is None:
+                protos["http"] = "wrk is not installed (apt-get install -y wrk)"
+    return availability, found["versions"]
+
+
+def selection(args: argparse.Namespace) -> tuple[list[ServerSpec], list[Cell], int, float]:
+    """(servers, cells, rounds, duration) the options ask for; ValueError for unknown names."""
+    rounds = args.rounds or (1 if args.quick else 3)
+    duration = args.duration or (QUICK_DURATION_S if args.quick else FULL_DURATION_S)
+    specs = select(_split(args.only) or (list(QUICK_SERVERS) if args.quick else None))
+    cells = choose_cells(
+        plan(quick=args.quick, duration=duration), _split(args.workloads), args.quick
+    )
+    return specs, cells, rounds, duration
+
+
+def measure(
+    args: argparse.Namespace,
+    *,
+    exe: Path,
+    availability: dict[str, dict[str, str | None]],
+    versions: dict[str, Any],
+    say: Any,
+) -> tuple[dict[str, Any], list[Cell]]:
+    """Run the matrix the options select; returns the results document and its cells."""
+    specs, cells, rounds, duration = selection(args)
+    matrix = Matrix(cells=cells, servers=specs, availability=availability, rounds=rounds)
+    for spec in specs:
+        for reason in sorted({r for r in availability[spec.name].values() if r}):
+            say(f"{spec.name}: not available: {reason}")
+    say(
+        f"{len(matrix.jobs())} runs: {len(cells)} workload cells x {len(specs)} servers x "
+        f"{rounds} round(s), {duration:g} s per timed run"
+    )
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    ctx = Context(exe=exe, log_dir=BUILD_DIR / "logs")
+    runs = execute(matrix, ctx, say, QUICK_TIME_LIMIT_S if args.quick else None)
+    for (name, proto), reason in matrix.discovered.items():
+        availability[name][proto] = reason
+    command = "python -m benchmarks " + shlex.join(args.argv)
+    results: dict[str, Any] = {
+        "meta": {
+            "command": command.strip(),
+            "started": started.strftime("%Y-%m-%d %H:%M UTC"),
+            "elapsed_s": time.monotonic() - t0,
+            "rounds": rounds,
+            "duration_s": duration,
+            "quick": args.quick,
+            "baseline": BASELINE,
+        },
+        "machine": describe(versions),
+        "availability": {spec.name: availability[spec.name] for spec in specs},
+        "cells": [cell.__dict__ for cell in cells],
+        "runs": runs,
+        "summary": summarize(runs, cells, BASELINE),
+    }
+    return results, cells
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command; exit status 0 (all runs done, all bytes verified), 1 (some not), 2 (usage)."""
+    args = parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
+    if args.render_only:
+        return render_only(args)
+    say = _printer()
+    availability, versions = availability_here(say)
+    if args.list:
+        list_everything(availability)
+        return 0
+    try:
+        selection(args)  # unknown names fail here, before anything is built or run
+        exe = loadgen.build()
+    except (loadgen.LoadgenError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    say(f"load generator: {exe}")
+    json_path, md_path, plots_dir = outputs(args, narrowed=bool(args.only or args.workloads))
+    results, cells = measure(args, exe=exe, availability=availability, versions=versions, say=say)
+    write_outputs(
+        results, cells=cells, json_path=json_path, md_path=md_path, plots_dir=plots_dir, say=say
+    )
+    runs = results["runs"]
+    failures = [r for r in runs if not r.get("ok") and r.get("error")]
+    mismatched = [r for r in runs if r.get("ok") and r["metrics"].get("mismatches")]
+    say(
+        f"done in {results['meta']['elapsed_s'] / 60:.1f} min: {len(runs)} runs, "
+        f"{len(failures)} failed, {len(mismatched)} with mismatched bytes"
+    )
+    return 1 if failures or mismatched else 0
+
+
+def render_only(args: argparse.Namespace) -> int:
+    """Re-render a finished run (for changes to the report code; numbers stay as measured)."""
+    json_path, md_path, plots_dir = outputs(args, narrowed=False)
+    try:
+        results = json.loads(json_path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read {json_path}: {exc}", file=sys.stderr)
+        return 2
+    cells = [Cell(**cell) for cell in results["cells"]]
+    write_outputs(
+        results, cells=cells, json_path=None, md_path=md_path, plots_dir=plots_dir, say=_printer()
+    )
+    return 0
+
+
+def write_outputs(
+    results: dict[str, Any],
+    *,
+    cells: list[Cell],
+    json_path: Path | None,
+    md_path: Path,
+    plots_dir: Path | None,
+    say: Any,
+) -> None:
+    """Results JSON first (the plots and report are derived from it)."""
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        say(f"wrote {json_path}")
+    plot_links: dict[str, str] = {}
+    if plots_dir is not None:
+        try:
+            for key, path in make_all(results, plots_dir).items():
+                plot_links[key] = os.path.relpath(path, md_path.parent)
+            say(f"wrote {len(plot_links)} plots to {plots_dir}")
+        except ImportError:
+            say("matplotlib is not installed: no plots (pip install -e '.[bench]')")
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(render(results, cells, plot_links))
+    say(f"wrote {md_path}")
+
+
+def _printer() -> Any:
+    """Progress lines, flushed at once (a full run takes minutes)."""
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    return say

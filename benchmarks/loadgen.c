@@ -1,0 +1,693 @@
+/*
+ * loadgen: the load generator of sockserve's benchmark suite.
+ *
+ * Why C and one thread: the benchmark machine has two cores, and a Python
+ * client would burn as much CPU per round trip as the Python servers it
+ * drives, so the numbers would measure the client.  One epoll loop with
+ * non-blocking sockets costs a few microseconds per round trip, which leaves
+ * the server the other core.
+ *
+ * Modes (all bounded in time; every run stops by itself):
+ *   pingpong  N connections, each sends a message, waits for the full echo,
+ *             verifies every byte, repeats until the duration ends.
+ *   churn     C concurrent slots: connect, one round trip, close, repeat.
+ *   burst     N connects issued at once, one round trip each, then close;
+ *             counts how many were served before the timeout.
+ *   hold      N connections, one round trip each, then kept open and idle
+ *             until stdin closes (or --hold seconds pass); the result line is
+ *             printed as soon as the connections are established, so the
+ *             caller can sample the server while they are held.
+ *   udp       N UDP sockets ping-ponging datagrams; a datagram without an
+ *             answer within --udp-timeout-ms counts as lost and is replaced.
+ *
+ * Output: one JSON object on one line on stdout.  Latencies go into a
+ * log-linear histogram (128 sub-buckets per power of two, < 0.8% error).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SUB_BITS 7
+#define SUB_COUNT (1 << SUB_BITS)
+#define HIST_BUCKETS (2 * SUB_COUNT + 64 * SUB_COUNT)
+#define PATTERN_PERIOD 251 /* prime, so offsets of consecutive messages differ */
+#define MAX_EVENTS 512
+#define SCRATCH_SIZE (256 * 1024)
+#define UDP_HEADER 8
+
+enum mode { M_PINGPONG, M_CHURN, M_BURST, M_HOLD, M_UDP };
+enum state { S_IDLE, S_CONNECTING, S_ACTIVE, S_DONE, S_FAILED };
+
+struct options {
+    enum mode mode;
+    const char *host;
+    int port;
+    int conns;
+    size_t size;
+    double duration;   /* pingpong, churn, udp */
+    double timeout;    /* burst, hold: time allowed to get served */
+    double hold;       /* hold: longest time to keep connections open */
+    int udp_timeout_ms;
+    uint64_t max_ops;  /* hard cap on round trips / connections */
+};
+
+struct conn {
+    int fd;
+    int id;
+    enum state state;
+    uint64_t seq;       /* messages completed on this connection */
+    size_t sent;
+    size_t recvd;
+    uint64_t t_begin;   /* start of the current round trip (ns) */
+    uint64_t t_connect; /* start of the current connection attempt (ns) */
+    uint32_t events;    /* epoll interest currently registered */
+    int served;         /* completed at least one round trip */
+    int ever_connected;
+};
+
+struct counters {
+    uint64_t ops;            /* round trips, or connections for churn/burst */
+    uint64_t bytes;          /* payload bytes echoed and verified */
+    uint64_t mismatches;     /* bytes that differed from what was sent */
+    uint64_t connect_errors;
+    uint64_t resets;
+    uint64_t eofs;           /* server closed a connection mid-run */
+    uint64_t other_errors;
+    uint64_t lost;           /* udp: datagrams never answered in time */
+    uint64_t late;           /* udp: answers that arrived after being given up */
+    uint64_t attempts;       /* connection attempts (churn, burst) */
+};
+
+static uint64_t hist[HIST_BUCKETS];
+static uint64_t hist_count, hist_max, hist_sum;
+static unsigned char *pattern;
+static unsigned char scratch[SCRATCH_SIZE];
+static struct counters ctr;
+static struct sockaddr_in server_addr;
+static int draining; /* past the deadline: finish what is in flight, count nothing */
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int hist_index(uint64_t v) {
+    if (v < 2 * SUB_COUNT) return (int)v;
+    int msb = 63 - __builtin_clzll(v);
+    int shift = msb - SUB_BITS;
+    int top = (int)(v >> shift); /* in [SUB_COUNT, 2 * SUB_COUNT) */
+    int idx = 2 * SUB_COUNT + (shift - 1) * SUB_COUNT + (top - SUB_COUNT);
+    return idx < HIST_BUCKETS ? idx : HIST_BUCKETS - 1;
+}
+
+static double hist_value(int idx) {
+    if (idx < 2 * SUB_COUNT) return (double)idx;
+    int shift = (idx - 2 * SUB_COUNT) / SUB_COUNT + 1;
+    uint64_t top = (uint64_t)((idx - 2 * SUB_COUNT) % SUB_COUNT + SUB_COUNT);
+    double lo = (double)(top << shift);
+    double hi = (double)((top + 1) << shift);
+    return (lo + hi) / 2.0;
+}
+
+static void hist_record(uint64_t ns) {
+    hist[hist_index(ns)]++;
+    hist_count++;
+    hist_sum += ns;
+    if (ns > hist_max) hist_max = ns;
+}
+
+/* Latency in microseconds at quantile q (0 < q <= 1); 0 when empty. */
+static double hist_quantile(double q) {
+    if (hist_count == 0) return 0.0;
+    uint64_t target = (uint64_t)(q * (double)hist_count + 0.999999);
+    if (target < 1) target = 1;
+    uint64_t seen = 0;
+    for (int i = 0; i < HIST_BUCKETS; i++) {
+        seen += hist[i];
+        if (seen >= target) {
+            double v = hist_value(i);
+            if (v > (double)hist_max) v = (double)hist_max;
+            return v / 1000.0;
+        }
+    }
+    return (double)hist_max / 1000.0;
+}
+
+static int epfd = -1;
+
+static void set_interest(struct conn *c, uint32_t ev) {
+    if (c->events == ev) return;
+    struct epoll_event e = {.events = ev, .data.ptr = c};
+    epoll_ctl(epfd, c->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &e);
+    c->events = ev;
+}
+
+static void close_conn(struct conn *c, enum state final) {
+    if (c->fd >= 0) {
+        if (c->events) epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+    }
+    c->fd = -1;
+    c->events = 0;
+    c->state = final;
+}
+
+/* The message of round trip `seq` on connection `id` starts at this offset. */
+static const unsigned char *message_for(const struct conn *c) {
+    return pattern + (((uint64_t)c->id * 31u + c->seq) % PATTERN_PERIOD);
+}
+
+static void count_mismatch(const unsigned char *got, const unsigned char *want, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != want[i]) ctr.mismatches++;
+}
+
+static int start_connect(struct conn *c, uint64_t t) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        ctr.other_errors++;
+        c->state = S_FAILED;
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->fd = fd;
+    c->events = 0;
+    c->t_connect = t;
+    c->sent = c->recvd = 0;
+    ctr.attempts++;
+    int rc = connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr);
+    if (rc < 0 && errno != EINPROGRESS) {
+        ctr.connect_errors++;
+        close_conn(c, S_FAILED);
+        return -1;
+    }
+    c->state = S_CONNECTING;
+    set_interest(c, EPOLLOUT);
+    return 0;
+}
+
+/* Send what is left of the current message; ask for EPOLLOUT if it did not fit. */
+static int pump_send(struct conn *c, size_t size) {
+    const unsigned char *msg = message_for(c);
+    while (c->sent < size) {
+        ssize_t n = send(c->fd, msg + c->sent, size - c->sent, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->sent += (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (n < 0 && errno == EINTR) continue;
+        if (errno == ECONNRESET || errno == EPIPE) ctr.resets++;
+        else ctr.other_errors++;
+        return -1;
+    }
+    set_interest(c, c->sent < size ? (EPOLLIN | EPOLLOUT) : EPOLLIN);
+    return 0;
+}
+
+static void begin_round_trip(struct conn *c, size_t size, uint64_t t) {
+    c->sent = c->recvd = 0;
+    c->t_begin = t;
+    if (pump_send(c, size) < 0) close_conn(c, S_FAILED);
+}
+
+/*
+ * Read everything available and verify it against the message in flight.
+ * Returns 1 when the echo is complete, 0 when more is needed, -1 on error.
+ */
+static int pump_recv(struct conn *c, size_t size) {
+    const unsigned char *msg = message_for(c);
+    for (;;) {
+        ssize_t n = recv(c->fd, scratch, sizeof scratch, 0);
+        if (n > 0) {
+            size_t got = (size_t)n;
+            size_t expected = size - c->recvd;
+            size_t cmp = got < expected ? got : expected;
+            if (memcmp(scratch, msg + c->recvd, cmp) != 0)
+                count_mismatch(scratch, msg + c->recvd, cmp);
+            if (got > expected) {
+                ctr.mismatches += got - expected; /* bytes nobody sent */
+                return -1;
+            }
+            c->recvd += got;
+            if (c->recvd == size) return 1;
+            continue;
+        }
+        if (n == 0) {
+            ctr.eofs++;
+            return -1;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        if (errno == EINTR) continue;
+        if (errno == ECONNRESET) ctr.resets++;
+        else ctr.other_errors++;
+        return -1;
+    }
+}
+
+/* A connect finished (or failed); returns 0 when it is usable. */
+static int finish_connect(struct conn *c) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0) {
+        ctr.connect_errors++;
+        close_conn(c, S_FAILED);
+        return -1;
+    }
+    c->state = S_ACTIVE;
+    c->ever_connected = 1;
+    return 0;
+}
+
+static int ms_until(uint64_t deadline, uint64_t t) {
+    if (t >= deadline) return 0;
+    uint64_t ms = (deadline - t + 999999) / 1000000;
+    return ms > 1000 ? 1000 : (int)ms;
+}
+
+/* What one round trip finishing means for each TCP mode. */
+static void on_echo_complete(const struct options *o, struct conn *c, uint64_t t,
+                             uint64_t deadline) {
+    if (draining) {
+        c->sent = c->recvd = 0; /* nothing in flight any more */
+        if (o->mode == M_CHURN) close_conn(c, S_IDLE);
+        else set_interest(c, EPOLLIN);
+        return;
+    }
+    ctr.bytes += o->size;
+    c->served = 1;
+    switch (o->mode) {
+    case M_PINGPONG:
+        hist_record(t - c->t_begin);
+        ctr.ops++;
+        c->seq++;
+        if (t < deadline && ctr.ops < o->max_ops) {
+            begin_round_trip(c, o->size, t);
+        } else {
+            c->sent = c->recvd = 0; /* quiescent: nothing in flight */
+            set_interest(c, EPOLLIN);
+        }
+        break;
+    case M_CHURN:
+        hist_record(t - c->t_connect);
+        ctr.ops++;
+        close_conn(c, S_IDLE);
+        if (t < deadline && ctr.attempts < o->max_ops) start_connect(c, t);
+        break;
+    case M_BURST:
+        hist_record(t - c->t_connect);
+        ctr.ops++;
+        close_conn(c, S_DONE);
+        break;
+    case M_HOLD:
+        hist_record(t - c->t_connect);
+        ctr.ops++;
+        c->state = S_DONE;
+        set_interest(c, EPOLLIN); /* keep watching: an EOF means the server dropped it */
+        break;
+    case M_UDP:
+        break;
+    }
+}
+
+static void on_tcp_event(const struct options *o, struct conn *c, uint32_t ev, uint64_t t,
+                         uint64_t deadline) {
+    if (c->state == S_CONNECTING) {
+        if (finish_connect(c) < 0) {
+            if (o->mode == M_CHURN && t < deadline) start_connect(c, t);
+            return;
+        }
+        begin_round_trip(c, o->size, t);
+        return;
+    }
+    if (c->state == S_DONE) {
+        /* hold mode: the connection should stay silent; data or EOF is an error */
+        if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+            ssize_t n = recv(c->fd, scratch, sizeof scratch, 0);
+            if (n == 0) ctr.eofs++;
+            else if (n > 0) ctr.mismatches += (uint64_t)n;
+            else if (errno != EAGAIN) ctr.resets++;
+            if (n >= 0 || errno != EAGAIN) close_conn(c, S_FAILED);
+        }
+        return;
+    }
+    if (c->state != S_ACTIVE) return;
+    if ((ev & EPOLLOUT) && c->sent < o->size && pump_send(c, o->size) < 0) {
+        close_conn(c, S_FAILED);
+        return;
+    }
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        int r = pump_recv(c, o->size);
+        if (r < 0) {
+            close_conn(c, S_FAILED);
+            if (o->mode == M_CHURN && t < deadline) start_connect(c, t);
+            return;
+        }
+        if (r == 1 && c->sent == o->size) on_echo_complete(o, c, now_ns(), deadline);
+    }
+}
+
+static int count_state(const struct conn *cs, int n, enum state s) {
+    int k = 0;
+    for (int i = 0; i < n; i++) k += cs[i].state == s;
+    return k;
+}
+
+static int in_flight(const struct conn *cs, int n) {
+    int k = 0;
+    for (int i = 0; i < n; i++) k += cs[i].state == S_ACTIVE && cs[i].sent > 0;
+    return k;
+}
+
+/*
+ * After the deadline, wait (at most a second) for the echoes still in flight
+ * before closing: closing a socket with unread data sends a reset, and the
+ * servers would then spend the end of the run logging errors they did not cause.
+ */
+static void drain(const struct options *o, struct conn *cs) {
+    struct epoll_event events[MAX_EVENTS];
+    draining = 1;
+    for (int i = 0; i < o->conns; i++)
+        if (cs[i].state == S_CONNECTING) close_conn(&cs[i], S_IDLE);
+    uint64_t end = now_ns() + 1000000000ull;
+    for (;;) {
+        uint64_t t = now_ns();
+        if (t >= end || in_flight(cs, o->conns) == 0) return;
+        int n = epoll_wait(epfd, events, MAX_EVENTS, ms_until(end, t));
+        if (n < 0 && errno != EINTR) return;
+        for (int i = 0; i < n; i++)
+            on_tcp_event(o, (struct conn *)events[i].data.ptr, events[i].events, t, 0);
+    }
+}
+
+/* pingpong, churn, burst and hold share one event loop. */
+static int run_tcp(const struct options *o, struct conn *cs, uint64_t *elapsed_ns) {
+    struct epoll_event events[MAX_EVENTS];
+    uint64_t t0 = now_ns();
+    double window = (o->mode == M_BURST || o->mode == M_HOLD) ? o->timeout : o->duration;
+    uint64_t deadline = t0 + (uint64_t)(window * 1e9);
+    for (int i = 0; i < o->conns; i++) start_connect(&cs[i], now_ns());
+    for (;;) {
+        uint64_t t = now_ns();
+        if (t >= deadline) break;
+        if (o->mode == M_BURST || o->mode == M_HOLD) {
+            int settled = count_state(cs, o->conns, S_DONE) + count_state(cs, o->conns, S_FAILED);
+            if (settled == o->conns) break;
+        }
+        if (o->mode == M_CHURN && ctr.attempts >= o->max_ops &&
+            count_state(cs, o->conns, S_ACTIVE) + count_state(cs, o->conns, S_CONNECTING) == 0)
+            break;
+        if (o->mode == M_PINGPONG && ctr.ops >= o->max_ops) break;
+        int n = epoll_wait(epfd, events, MAX_EVENTS, ms_until(deadline, t));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            perror("epoll_wait");
+            return -1;
+        }
+        t = now_ns();
+        for (int i = 0; i < n; i++)
+            on_tcp_event(o, (struct conn *)events[i].data.ptr, events[i].events, t, deadline);
+    }
+    *elapsed_ns = now_ns() - t0;
+    if (o->mode == M_PINGPONG || o->mode == M_CHURN) drain(o, cs);
+    return 0;
+}
+
+/* hold: after the result line, keep the connections until stdin closes. */
+static void hold_until_released(const struct options *o) {
+    struct pollfd p = {.fd = STDIN_FILENO, .events = POLLIN};
+    uint64_t end = now_ns() + (uint64_t)(o->hold * 1e9);
+    for (;;) {
+        uint64_t t = now_ns();
+        if (t >= end) return;
+        int ms = ms_until(end, t);
+        int r = poll(&p, 1, ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return;
+        if (r > 0) {
+            char buf[256];
+            ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+            if (n <= 0) return; /* EOF: the caller is done sampling */
+        }
+    }
+}
+
+/* ---- UDP ---------------------------------------------------------------- */
+
+static void udp_fill(unsigned char *buf, const struct conn *c, size_t size) {
+    uint32_t id = (uint32_t)c->id, seq = (uint32_t)c->seq;
+    memcpy(buf, &id, 4);
+    memcpy(buf + 4, &seq, 4);
+    memcpy(buf + UDP_HEADER, message_for(c), size - UDP_HEADER);
+}
+
+static void udp_send(struct conn *c, size_t size, uint64_t t) {
+    unsigned char *buf = scratch + SCRATCH_SIZE / 2;
+    udp_fill(buf, c, size);
+    c->t_begin = t;
+    ssize_t n = send(c->fd, buf, size, 0);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        if (errno == ECONNREFUSED) ctr.connect_errors++;
+        else ctr.other_errors++;
+    }
+}
+
+static void udp_receive(const struct options *o, struct conn *c, uint64_t deadline) {
+    for (;;) {
+        ssize_t n = recv(c->fd, scratch, SCRATCH_SIZE / 2, 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            if (errno == EINTR) continue;
+            if (errno == ECONNREFUSED) ctr.connect_errors++;
+            else ctr.other_errors++;
+            return;
+        }
+        uint32_t id, seq;
+        if ((size_t)n < UDP_HEADER) {
+            ctr.mismatches += (uint64_t)n;
+            continue;
+        }
+        memcpy(&id, scratch, 4);
+        memcpy(&seq, scratch + 4, 4);
+        if (id != (uint32_t)c->id || seq != (uint32_t)c->seq) {
+            ctr.late++; /* an answer we already gave up on */
+            continue;
+        }
+        uint64_t t = now_ns();
+        unsigned char *want = scratch + SCRATCH_SIZE / 2;
+        udp_fill(want, c, o->size);
+        if ((size_t)n != o->size) {
+            size_t cmp = (size_t)n < o->size ? (size_t)n : o->size;
+            count_mismatch(scratch, want, cmp);
+            ctr.mismatches += (size_t)n > o->size ? (size_t)n - o->size : o->size - (size_t)n;
+        } else if (memcmp(scratch, want, o->size) != 0) {
+            count_mismatch(scratch, want, o->size);
+        } else {
+            ctr.bytes += o->size;
+        }
+        hist_record(t - c->t_begin);
+        ctr.ops++;
+        c->served = 1;
+        c->seq++;
+        if (t < deadline && ctr.ops < o->max_ops) udp_send(c, o->size, t);
+        else c->state = S_DONE;
+    }
+}
+
+static int run_udp(const struct options *o, struct conn *cs, uint64_t *elapsed_ns) {
+    struct epoll_event events[MAX_EVENTS];
+    uint64_t t0 = now_ns();
+    uint64_t deadline = t0 + (uint64_t)(o->duration * 1e9);
+    uint64_t give_up = (uint64_t)o->udp_timeout_ms * 1000000ull;
+    for (int i = 0; i < o->conns; i++) {
+        struct conn *c = &cs[i];
+        c->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&server_addr, sizeof server_addr) < 0) {
+            perror("udp socket");
+            return -1;
+        }
+        c->events = 0;
+        set_interest(c, EPOLLIN);
+        c->state = S_ACTIVE;
+        c->ever_connected = 1;
+        udp_send(c, o->size, now_ns());
+    }
+    for (;;) {
+        uint64_t t = now_ns();
+        if (t >= deadline || ctr.ops >= o->max_ops) break;
+        /* resend what timed out; wake up no later than the next give-up time */
+        uint64_t next = deadline;
+        for (int i = 0; i < o->conns; i++) {
+            struct conn *c = &cs[i];
+            if (c->state != S_ACTIVE) continue;
+            if (t - c->t_begin >= give_up) {
+                ctr.lost++;
+                c->seq++;
+                udp_send(c, o->size, t);
+            }
+            if (c->t_begin + give_up < next) next = c->t_begin + give_up;
+        }
+        int n = epoll_wait(epfd, events, MAX_EVENTS, ms_until(next, t));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            perror("epoll_wait");
+            return -1;
+        }
+        for (int i = 0; i < n; i++) udp_receive(o, (struct conn *)events[i].data.ptr, deadline);
+    }
+    *elapsed_ns = now_ns() - t0;
+    return 0;
+}
+
+/* ---- setup and report ---------------------------------------------------- */
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: loadgen MODE --port N [--host 127.0.0.1] [--conns N] [--size BYTES]\n"
+            "               [--duration S] [--timeout S] [--hold S] [--udp-timeout-ms MS]\n"
+            "               [--max-ops N]\n"
+            "MODE: pingpong | churn | burst | hold | udp\n");
+    exit(2);
+}
+
+static void parse(int argc, char **argv, struct options *o) {
+    if (argc < 2) usage();
+    const char *m = argv[1];
+    if (!strcmp(m, "pingpong")) o->mode = M_PINGPONG;
+    else if (!strcmp(m, "churn")) o->mode = M_CHURN;
+    else if (!strcmp(m, "burst")) o->mode = M_BURST;
+    else if (!strcmp(m, "hold")) o->mode = M_HOLD;
+    else if (!strcmp(m, "udp")) o->mode = M_UDP;
+    else usage();
+    for (int i = 2; i < argc; i++) {
+        if (i + 1 >= argc) usage();
+        const char *k = argv[i], *v = argv[++i];
+        if (!strcmp(k, "--host")) o->host = v;
+        else if (!strcmp(k, "--port")) o->port = atoi(v);
+        else if (!strcmp(k, "--conns")) o->conns = atoi(v);
+        else if (!strcmp(k, "--size")) o->size = (size_t)strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--duration")) o->duration = atof(v);
+        else if (!strcmp(k, "--timeout")) o->timeout = atof(v);
+        else if (!strcmp(k, "--hold")) o->hold = atof(v);
+        else if (!strcmp(k, "--udp-timeout-ms")) o->udp_timeout_ms = atoi(v);
+        else if (!strcmp(k, "--max-ops")) o->max_ops = strtoull(v, NULL, 10);
+        else usage();
+    }
+    if (o->port <= 0 || o->port > 65535 || o->conns <= 0 || o->size == 0) usage();
+    if (o->size > SCRATCH_SIZE / 2) {
+        fprintf(stderr, "loadgen: --size is limited to %d bytes\n", SCRATCH_SIZE / 2);
+        exit(2);
+    }
+    if (o->mode == M_UDP && o->size < UDP_HEADER + 1) {
+        fprintf(stderr, "loadgen: udp needs --size of at least %d\n", UDP_HEADER + 1);
+        exit(2);
+    }
+    if (o->duration <= 0 || o->duration > 600 || o->timeout <= 0 || o->timeout > 600 ||
+        o->hold < 0 || o->hold > 600) {
+        fprintf(stderr, "loadgen: durations must be in (0, 600] seconds\n");
+        exit(2);
+    }
+}
+
+/* Enough descriptors for thousands of connections, within the hard limit. */
+static void raise_fd_limit(int want) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    rlim_t need = (rlim_t)want + 64;
+    if (rl.rlim_cur >= need) return;
+    rl.rlim_cur = need < rl.rlim_max ? need : rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+static const char *mode_name(enum mode m) {
+    static const char *names[] = {"pingpong", "churn", "burst", "hold", "udp"};
+    return names[m];
+}
+
+static void report(const struct options *o, const struct conn *cs, uint64_t elapsed_ns) {
+    int connected = 0, served = 0, open_now = 0;
+    for (int i = 0; i < o->conns; i++) {
+        connected += cs[i].ever_connected;
+        served += cs[i].served;
+        open_now += cs[i].fd >= 0 && cs[i].state != S_CONNECTING;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+    double sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    double mean = hist_count ? (double)hist_sum / (double)hist_count / 1000.0 : 0.0;
+    printf("{\"mode\":\"%s\",\"conns\":%d,\"size\":%zu,\"elapsed_s\":%.6f,"
+           "\"ops\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"mismatches\":%" PRIu64 ","
+           "\"connected\":%d,\"served\":%d,\"open\":%d,\"attempts\":%" PRIu64 ","
+           "\"errors\":{\"connect\":%" PRIu64 ",\"reset\":%" PRIu64 ",\"eof\":%" PRIu64
+           ",\"other\":%" PRIu64 "},\"lost\":%" PRIu64 ",\"late\":%" PRIu64 ","
+           "\"latency_us\":{\"count\":%" PRIu64 ",\"mean\":%.2f,\"p50\":%.2f,\"p90\":%.2f,"
+           "\"p99\":%.2f,\"p999\":%.2f,\"max\":%.2f},"
+           "\"cpu_user_s\":%.6f,\"cpu_sys_s\":%.6f,\"maxrss_kb\":%ld}\n",
+           mode_name(o->mode), o->conns, o->size, (double)elapsed_ns / 1e9, ctr.ops, ctr.bytes,
+           ctr.mismatches, connected, served, open_now, ctr.attempts, ctr.connect_errors,
+           ctr.resets, ctr.eofs, ctr.other_errors, ctr.lost, ctr.late, hist_count, mean,
+           hist_quantile(0.50), hist_quantile(0.90), hist_quantile(0.99), hist_quantile(0.999),
+           (double)hist_max / 1000.0, user, sys, ru.ru_maxrss);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+    struct options o = {
+        .host = "127.0.0.1", .port = 0, .conns = 1, .size = 64, .duration = 2.0,
+        .timeout = 10.0, .hold = 30.0, .udp_timeout_ms = 200, .max_ops = 100000000ull,
+    };
+    parse(argc, argv, &o);
+    raise_fd_limit(o.conns);
+    memset(&server_addr, 0, sizeof server_addr);
+    server_addr.sin_family = AF_INET;
+    server_addr.sin_port = htons((uint16_t)o.port);
+    if (inet_pton(AF_INET, o.host, &server_addr.sin_addr) != 1) {
+        fprintf(stderr, "loadgen: --host must be an IPv4 address\n");
+        return 2;
+    }
+    pattern = malloc(o.size + PATTERN_PERIOD);
+    struct conn *cs = calloc((size_t)o.conns, sizeof *cs);
+    if (!pattern || !cs) {
+        perror("malloc");
+        return 1;
+    }
+    for (size_t i = 0; i < o.size + PATTERN_PERIOD; i++)
+        pattern[i] = (unsigned char)((i * 7u + 13u) & 0xffu);
+    for (int i = 0; i < o.conns; i++) {
+        cs[i].fd = -1;
+        cs[i].id = i;
+    }
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) {
+        perror("epoll_create1");
+        return 1;
+    }
+    uint64_t elapsed = 0;
+    int rc = o.mode == M_UDP ? run_udp(&o, cs, &elapsed) : run_tcp(&o, cs, &elapsed);
+    if (rc < 0) return 1;
+    report(&o, cs, elapsed);
+    if (o.mode == M_HOLD) hold_until_released(&o);
+    for (int i = 0; i < o.conns; i++)
+        if (cs[i].fd >= 0) close(cs[i].fd);
+    close(epfd);
+    free(cs);
+    free(pattern);
+    return 0;
+}

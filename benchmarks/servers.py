@@ -1,0 +1,447 @@
+"""One server under test, in its own process: ``python -m benchmarks.servers --kind K``.
+
+Why a process per server: each framework gets a clean interpreter (gevent,
+uvloop and two socketserver implementations never share one), its CPU time and
+memory can be read from /proc without the harness's own, and a server that
+wedges is simply killed.
+
+Protocol with the harness: the process binds 127.0.0.1 port 0, prints one JSON
+line ``{"port": N, "pid": P, "backlog": B}`` on stdout once it accepts
+connections, and exits on SIGTERM. ``--probe`` prints instead which kinds and
+protocols are available here, and the versions of what they use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.util
+import json
+import os
+import resource
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+from collections.abc import Callable
+from http.server import ThreadingHTTPServer
+from types import FrameType, ModuleType
+from typing import Any, cast
+
+from benchmarks.catalog import SERVERS
+from benchmarks.handlers import (
+    RECV_SIZE,
+    FixedBodyHTTPHandler,
+    datagram_echo_handler_class,
+    echo_handler_class,
+)
+
+HOST = "127.0.0.1"
+#: asyncio's (and uvloop's) documented default listen backlog.
+ASYNCIO_BACKLOG = 100
+#: How long the prefork runner gets to answer its first request.
+RUNNER_START_TIMEOUT_S = 20.0
+
+
+#: What importing a package that is missing or half-written may raise.
+IMPORT_FAILURES = (ImportError, SyntaxError, AttributeError, NameError, TypeError, ValueError)
+
+
+class Unavailable(Exception):
+    """This kind cannot run this protocol here; the message says why."""
+
+
+# -- process plumbing ----------------------------------------------------------
+
+
+def announce(port: int, backlog: int | None, **extra: Any) -> None:
+    """Tell the harness we are listening (it reads exactly one line)."""
+    line = {"port": port, "pid": os.getpid(), "backlog": backlog, **extra}
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM ends the process at once: a benchmark server has nothing to save,
+    and a stdlib server would otherwise wait for every handler thread."""
+    os._exit(0)
+
+
+def raise_fd_limit() -> None:
+    """Thousands of connections need thousands of descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def free_port() -> int:
+    """A port nobody listens on right now, for a server that will not take port 0."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+# -- socketserver API: sockserve and the stdlib ------------------------------------
+
+#: (kind, protocol) -> the class name in the socketserver-style module.
+_SOCKETSERVER_CLASSES: dict[tuple[str, str], str] = {
+    ("sockserve-threading", "tcp"): "ThreadingTCPServer",
+    ("sockserve-threading", "udp"): "ThreadingUDPServer",
+    ("sockserve-threading", "http"): "ThreadingTCPServer",
+    ("sockserve-pool", "tcp"): "ThreadPoolTCPServer",
+    ("sockserve-pool", "udp"): "ThreadPoolUDPServer",
+    ("sockserve-pool", "http"): "ThreadPoolTCPServer",
+    ("sockserve-forking", "tcp"): "ForkingTCPServer",
+    ("sockserve-sync", "udp"): "UDPServer",
+    ("stdlib-threading-backlog5", "tcp"): "ThreadingTCPServer",
+    ("stdlib-threading-somaxconn", "tcp"): "ThreadingTCPServer",
+    ("stdlib-threading-somaxconn", "udp"): "ThreadingUDPServer",
+    ("stdlib-sync", "udp"): "UDPServer",
+}
+
+
+def _socketserver_module(kind: str) -> ModuleType:
+    if not kind.startswith("sockserve"):
+        return importlib.import_module("socketserver")
+    try:
+        return importlib.import_module("sockserve")
+    except IMPORT_FAILURES as exc:
+        raise Unavailable(f"sockserve does not import: {exc!r}") from exc
+
+
+def _server_class(kind: str, proto: str) -> type[Any]:
+    """The server class for (kind, proto), adjusted the way a user would adjust it."""
+    if proto == "http" and kind.startswith("stdlib"):
+        if kind == "stdlib-threading-somaxconn":
+            return type(
+                "SomaxconnThreadingHTTPServer",
+                (ThreadingHTTPServer,),
+                {"request_queue_size": socket.SOMAXCONN},
+            )
+        return ThreadingHTTPServer
+    name = _SOCKETSERVER_CLASSES.get((kind, "tcp" if proto == "shutdown" else proto))
+    if name is None:
+        raise Unavailable(f"{kind} has no {proto} server")
+    module = _socketserver_module(kind)
+    cls: type[Any] | None = getattr(module, name, None)
+    if cls is None:
+        raise Unavailable(f"{module.__name__}.{name} does not exist in this version")
+    if kind == "stdlib-threading-somaxconn" and proto != "udp":
+        return type(f"Somaxconn{name}", (cls,), {"request_queue_size": socket.SOMAXCONN})
+    return cls
+
+
+def _handler_class(kind: str, proto: str) -> type[Any]:
+    if proto == "http":
+        return FixedBodyHTTPHandler
+    if kind.startswith("sockserve"):
+        try:
+            handlers = importlib.import_module("benchmarks.sockserve_handlers")
+        except IMPORT_FAILURES as exc:
+            raise Unavailable(f"sockserve does not import: {exc!r}") from exc
+        handler: type[Any] = (
+            handlers.DatagramEchoHandler if proto == "udp" else handlers.EchoHandler
+        )
+        return handler
+    if proto == "udp":
+        return datagram_echo_handler_class(socketserver.BaseRequestHandler)
+    return echo_handler_class(socketserver.BaseRequestHandler)
+
+
+def make_socketserver(kind: str, proto: str) -> Any:
+    """A bound, listening (not yet serving) socketserver-API server on 127.0.0.1:0.
+
+    Used here and by :mod:`benchmarks.shutdown`, which drives the same
+    servers in-process.
+    """
+    cls = _server_class(kind, proto)
+    handler = _handler_class(kind, "tcp" if proto == "shutdown" else proto)
+    try:
+        return cls((HOST, 0), handler)
+    except TypeError as exc:
+        raise Unavailable(f"{cls.__name__} needs arguments the suite does not know: {exc}") from exc
+
+
+def serve_socketserver(kind: str, proto: str) -> None:
+    """Run a socketserver-API server until SIGTERM."""
+    server = make_socketserver(kind, proto)
+    backlog = getattr(server, "request_queue_size", None) if proto != "udp" else None
+    announce(server.server_address[1], backlog)
+    server.serve_forever()
+
+
+# -- sockserve's prefork runner ------------------------------------------------------
+
+
+def runner_available() -> str | None:
+    """None if ``python -m sockserve run`` exists, else why not."""
+    try:
+        if importlib.util.find_spec("sockserve") is None:
+            return "sockserve is not installed"
+        if importlib.util.find_spec("sockserve.__main__") is None:
+            return "sockserve has no command line (python -m sockserve) in this version"
+    except IMPORT_FAILURES as exc:
+        return f"sockserve does not import: {exc!r}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "sockserve", "run", "--help"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "python -m sockserve run --help did not answer within 30 s"
+    if done.returncode != 0:
+        return "python -m sockserve has no 'run' command in this version"
+    return None
+
+
+def _wait_until_serving(port: int, proto: str) -> None:
+    """One request through the runner: returns once a worker has answered it.
+
+    The listening socket exists before the runner starts, so connect() alone
+    proves nothing; an answer does. Blocking with a timeout, no polling.
+    """
+    probe = (
+        b"ping" if proto == "tcp" else b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection((HOST, port), timeout=RUNNER_START_TIMEOUT_S) as client:
+        client.sendall(probe)
+        if not client.recv(len(probe)):
+            raise SystemExit("sockserve run closed the readiness connection without answering")
+
+
+def serve_prefork(workers: int, proto: str) -> None:
+    """Run ``python -m sockserve run`` with its default settings on a socket we bound.
+
+    The listener is bound here (127.0.0.1, port 0) and handed over as
+    ``--bind fd://N``: the port is known without parsing the runner's log,
+    and there is no window in which another process could take it.
+    """
+    reason = runner_available()
+    if reason:
+        raise Unavailable(reason)
+    target = {
+        "tcp": "benchmarks.sockserve_handlers:EchoHandler",
+        "http": "benchmarks.sockserve_handlers:HTTPHandler",
+    }.get(proto)
+    if target is None:
+        raise Unavailable(f"sockserve run is not benchmarked for {proto}")
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((HOST, 0))
+    listener.listen(socket.SOMAXCONN)
+    port = listener.getsockname()[1]
+    command = [sys.executable, "-m", "sockserve", "run", target]
+    command += ["--bind", f"fd://{listener.fileno()}", "--workers", str(workers)]
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=(listener.fileno(),))
+    listener.close()  # the runner has its own copy
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        # os.waitpid, not child.wait(): this handler may interrupt child.wait()
+        # below, which holds the Popen's lock, and a second wait would only
+        # time out. The harness SIGKILLs the group if the runner hangs.
+        child.send_signal(signal.SIGTERM)
+        try:
+            os.waitpid(child.pid, 0)
+        finally:
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, forward)
+    _wait_until_serving(port, proto)
+    announce(port, socket.SOMAXCONN, workers=workers)
+    child.wait()
+
+
+# -- asyncio and uvloop --------------------------------------------------------------
+
+
+class EchoProtocol(asyncio.Protocol):
+    """The Protocol way: write back whatever arrives, from the callback."""
+
+    transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class DatagramEchoProtocol(asyncio.DatagramProtocol):
+    """Each datagram goes back to its sender."""
+
+    transport: asyncio.DatagramTransport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.transport.sendto(data, addr)
+
+
+async def _echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The streams way: read, write, drain, until EOF."""
+    try:
+        while data := await reader.read(RECV_SIZE):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+async def _serve_asyncio(style: str, proto: str) -> None:
+    loop = asyncio.get_running_loop()
+    if proto == "udp":
+        if style != "protocol":
+            raise Unavailable("asyncio streams have no datagram API")
+        transport, _ = await loop.create_datagram_endpoint(
+            DatagramEchoProtocol, local_addr=(HOST, 0)
+        )
+        announce(transport.get_extra_info("sockname")[1], None)
+        await loop.create_future()  # until SIGTERM
+        return
+    if proto != "tcp":
+        raise Unavailable(f"no {proto} server for asyncio")
+    if style == "streams":
+        server = await asyncio.start_server(_echo_stream, HOST, 0)
+    else:
+        server = await loop.create_server(EchoProtocol, HOST, 0)
+    announce(server.sockets[0].getsockname()[1], ASYNCIO_BACKLOG)
+    await server.serve_forever()
+
+
+def serve_asyncio(style: str, proto: str, use_uvloop: bool) -> None:
+    """Run an asyncio server, on uvloop's loop if asked."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if use_uvloop:
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError as exc:
+            raise Unavailable("uvloop is not installed (pip install -e '.[bench]')") from exc
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve_asyncio(style, proto))
+
+
+# -- gevent --------------------------------------------------------------------------
+
+
+def serve_gevent(proto: str) -> None:
+    """gevent's own servers, without monkey-patching (they need none)."""
+    try:
+        gevent = importlib.import_module("gevent")
+        gserver = importlib.import_module("gevent.server")
+    except ImportError as exc:
+        raise Unavailable("gevent is not installed (pip install -e '.[bench]')") from exc
+
+    def echo(sock: Any, address: Any) -> None:
+        while True:
+            data = sock.recv(RECV_SIZE)
+            if not data:
+                return
+            sock.sendall(data)
+
+    class DatagramEcho(gserver.DatagramServer):  # type: ignore[misc,name-defined]
+        def handle(self, data: bytes, address: Any) -> None:
+            self.socket.sendto(data, address)
+
+    gevent.signal_handler(signal.SIGTERM, os._exit, 0)
+    if proto == "udp":
+        server = DatagramEcho((HOST, 0))
+        server.start()
+        announce(server.server_port, None)
+    elif proto == "tcp":
+        server = gserver.StreamServer((HOST, 0), echo)
+        server.start()
+        announce(server.server_port, getattr(server, "backlog", None))
+    else:
+        raise Unavailable(f"no {proto} server for gevent")
+    server.serve_forever()
+
+
+# -- dispatch and probe ------------------------------------------------------------
+
+
+def serve(kind: str, proto: str) -> None:
+    """Run ``kind`` for ``proto`` until SIGTERM."""
+    if kind.startswith("sockserve-run-"):
+        serve_prefork(int(kind.rsplit("-", 1)[1]), proto)
+    elif kind.startswith(("sockserve-", "stdlib-")):
+        serve_socketserver(kind, proto)
+    elif kind.startswith(("asyncio-", "uvloop-")):
+        family, style = kind.split("-", 1)
+        serve_asyncio(style, proto, use_uvloop=family == "uvloop")
+    elif kind == "gevent":
+        serve_gevent(proto)
+    else:
+        raise SystemExit(f"unknown kind {kind!r}")
+
+
+def _probe_one(kind: str, proto: str, runner_reason: str | None) -> str | None:
+    """None when ``kind`` can serve ``proto`` here, else why not (without serving)."""
+    try:
+        if kind.startswith("sockserve-run-"):
+            return runner_reason
+        if kind.startswith(("sockserve-", "stdlib-")):
+            _server_class(kind, proto)
+            return None
+        family = kind.split("-", 1)[0]
+        if family in ("uvloop", "gevent") and importlib.util.find_spec(family) is None:
+            return f"{family} is not installed (pip install -e '.[bench]')"
+    except Unavailable as exc:
+        return str(exc)
+    return None
+
+
+def _version(module: str) -> str | None:
+    try:
+        mod = importlib.import_module(module)
+    except IMPORT_FAILURES:
+        return None
+    return str(getattr(mod, "__version__", "?"))
+
+
+def probe() -> dict[str, Any]:
+    """Availability of every (kind, protocol) pair, and the versions in use."""
+    runner_reason = runner_available()
+    kinds = {
+        spec.name: {proto: _probe_one(spec.name, proto, runner_reason) for proto in spec.protocols}
+        for spec in SERVERS
+    }
+    versions = {name: _version(name) for name in ("sockserve", "uvloop", "gevent")}
+    sockserve_path = None
+    spec = importlib.util.find_spec("sockserve")
+    if spec is not None and spec.origin:
+        sockserve_path = os.path.dirname(spec.origin)
+    return {"kinds": kinds, "versions": versions, "sockserve_path": sockserve_path}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", help="server kind (see benchmarks.catalog)")
+    parser.add_argument("--proto", default="tcp", choices=("tcp", "udp", "http"))
+    parser.add_argument("--probe", action="store_true", help="print availability as JSON")
+    args = parser.parse_args(argv)
+    if args.probe:
+        print(json.dumps(probe()))
+        return 0
+    if not args.kind:
+        parser.error("--kind is required")
+    raise_fd_limit()
+    signal.signal(signal.SIGTERM, _exit_now)
+    try:
+        serve(args.kind, args.proto)
+    except Unavailable as exc:
+        print(f"unavailable: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""Handlers as importable module attributes, for ``python -m sockserve run MODULE:Handler``.
+
+The prefork runner takes a handler by dotted path, so these must exist at
+import time; this module imports sockserve and is only loaded by servers that
+use it.
+"""
+
+from __future__ import annotations
+
+import sockserve
+from benchmarks.handlers import (
+    FixedBodyHTTPHandler,
+    datagram_echo_handler_class,
+    echo_handler_class,
+)
+
+EchoHandler = echo_handler_class(sockserve.BaseRequestHandler, "EchoHandler")
+DatagramEchoHandler = datagram_echo_handler_class(
+    sockserve.BaseRequestHandler, "DatagramEchoHandler"
+)
+HTTPHandler = FixedBodyHTTPHandler
+
+__all__ = ["DatagramEchoHandler", "EchoHandler", "HTTPHandler"]

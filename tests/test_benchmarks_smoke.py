@@ -1,0 +1,92 @@
+"""Smoke test of the benchmark suite: ``python -m benchmarks --quick`` must run end to end.
+
+No performance number is asserted (CI machines vary too much); what must hold
+is that every server in the quick set ran every quick workload, completed
+round trips, and echoed every byte correctly. The quick set needs only the
+stdlib, asyncio and sockserve, plus a C compiler for the load generator: a
+missing compiler fails here with a message, it is not skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+QUICK_SERVERS = ("sockserve-threading", "stdlib-threading-somaxconn", "asyncio-protocol")
+QUICK_WORKLOADS = {"pingpong", "churn", "burst", "idle", "udp", "shutdown"}
+#: Workloads whose main count is round trips (or connections) completed.
+COUNTED = {"pingpong", "churn", "burst", "idle", "udp"}
+
+
+def _quick_run(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict]:
+    results = tmp_path / "results.json"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO), str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "--quick",
+        "--only",
+        ",".join(QUICK_SERVERS),
+        "--json",
+        str(results),
+        "--markdown",
+        str(tmp_path / "benchmarks.md"),
+    ]
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=100, check=False
+    )
+    data = json.loads(results.read_text()) if results.exists() else {}
+    return done, data
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_every_server_and_verifies_every_byte(tmp_path: Path) -> None:
+    compiler = os.environ.get("CC", "cc")
+    assert shutil.which(compiler), (
+        f"the benchmark load generator needs a C compiler ({compiler!r} not found): "
+        "apt-get install -y gcc"
+    )
+    done, data = _quick_run(tmp_path)
+    output = f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, output
+    assert data, f"no results JSON written\n{output}"
+
+    assert set(data["availability"]) == set(QUICK_SERVERS), data["availability"]
+    for server in QUICK_SERVERS:
+        assert data["availability"][server]["tcp"] is None, (server, data["availability"][server])
+
+    runs = data["runs"]
+    assert not [r for r in runs if not r.get("ok")], [r for r in runs if not r.get("ok")]
+    workloads = {cell["key"]: cell["workload"] for cell in data["cells"]}
+    assert set(workloads.values()) == QUICK_WORKLOADS
+
+    for server in QUICK_SERVERS:
+        mine = [r for r in runs if r["server"] == server]
+        ran = {workloads[r["cell"]] for r in mine}
+        expected = {"pingpong", "churn", "burst", "idle"}
+        if server != "asyncio-protocol":
+            expected.add("shutdown")  # socketserver API only
+        expected.add("udp")
+        assert expected <= ran, (server, sorted(ran))
+        for run in mine:
+            metrics = run["metrics"]
+            assert metrics["mismatches"] == 0, (server, run["cell"], metrics)
+            if workloads[run["cell"]] in COUNTED:
+                assert metrics["ops"] > 0, (server, run["cell"], metrics)
+                assert metrics["served"] > 0, (server, run["cell"], metrics)
+        pingpong = [r for r in mine if workloads[r["cell"]] == "pingpong"]
+        assert pingpong and all(r["metrics"]["ops"] > 0 for r in pingpong), server
+
+    report = (tmp_path / "benchmarks.md").read_text()
+    assert "## Headline" in report and "stdlib-threading-somaxconn" in report
