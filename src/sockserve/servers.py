@@ -38,6 +38,7 @@ from typing import Any, Self, Unpack
 from sockserve._types import Address, HandlerFactory, Request
 from sockserve.core.accept import AcceptThrottle
 from sockserve.core.lifecycle import DrainReport, Lifecycle, State
+from sockserve.core.timeouts import apply_idle_timeout
 from sockserve.core.tracker import ConnectionTracker
 from sockserve.core.wakeup import Waker
 from sockserve.errors import PeerError
@@ -278,7 +279,7 @@ class BaseServer:
             self._refuse(request, client_address, refusal)
             return
         if self.idle_timeout is not None:
-            request.settimeout(self.idle_timeout)
+            apply_idle_timeout(request, self.idle_timeout)
         handed_off = False
         try:
             if self.verify_request(request, client_address):
