@@ -44,6 +44,7 @@ from sockserve.runner.listeners import (
 )
 from sockserve.runner.loader import TargetError, load_target
 from sockserve.runner.master import Master
+from sockserve.runner.pidfile import pid_file
 from sockserve.runner.settings import SETTINGS, ConfigError, RunConfig, build_config
 from sockserve.runner.signals import SignalInbox
 from sockserve.runner.worker import WorkerLoop, build_servers
@@ -55,6 +56,8 @@ PROG = "sockserve"
 DEFAULT_BIND = "127.0.0.1:0"
 #: Defaults of the built-in service commands that differ from ``run``'s.
 SERVICE_DEFAULTS: Mapping[str, Any] = {"workers": 0, "grace": 2.0}
+#: ``run``'s defaults that differ from the settings table's: a process per core.
+RUN_DEFAULTS: Mapping[str, Any] = {"workers": os.cpu_count() or 1}
 #: One line per record; the "listening on" lines are meant to be parsed by scripts.
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
@@ -69,6 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Settings also come from SOCKSERVE_* variables and --config FILE (TOML).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {sockserve.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        parents=[_options_parser(RUN_DEFAULTS)],
+        help="serve a handler class, server class or factory: package.module:Name",
+    )
+    run.add_argument("target", help="package.module:Name, or a built-in service name")
+    service_options = _options_parser(SERVICE_DEFAULTS)
+    for name, service in SERVICES.items():
+        commands.add_parser(name, parents=[service_options], help=service.description)
+    return parser
+
+
+def _options_parser(defaults: Mapping[str, Any]) -> argparse.ArgumentParser:
+    """Every setting as an option; ``--help`` shows the defaults of the command."""
     options = argparse.ArgumentParser(add_help=False)
     for setting in SETTINGS:
         if setting.from_text.__name__ == "_boolean":
@@ -84,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             options.add_argument(
                 setting.flag, dest=setting.name, default=None, metavar="VALUE",
-                help=f"{setting.help} (default: {setting.default})",
+                help=f"{setting.help} (default: {defaults.get(setting.name, setting.default)})",
             )  # fmt: skip
     options.add_argument("--config", metavar="FILE", help="read settings from a TOML file")
     options.add_argument(
@@ -92,16 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="load the target, print the effective settings and exit",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser(
-        "run",
-        parents=[options],
-        help="serve a handler class, server class or factory: package.module:Name",
-    )
-    run.add_argument("target", help="package.module:Name, or a built-in service name")
-    for name, service in SERVICES.items():
-        commands.add_parser(name, parents=[options], help=service.description)
-    return parser
+    return options
 
 
 def config_from_args(
@@ -120,9 +129,7 @@ def config_from_args(
                 raise ConfigError(f"{setting.flag} {value!r}: {exc}") from None
         flags[setting.name] = value
     if args.command == "run":
-        return build_config(
-            flags, target=args.target, environ=environ, defaults={"workers": os.cpu_count() or 1}
-        )
+        return build_config(flags, target=args.target, environ=environ, defaults=RUN_DEFAULTS)
     # The service shortcuts serve in this process unless told otherwise, and
     # stop within seconds: their connections (echo, chargen) never end by themselves.
     return build_config(flags, target=args.command, environ=environ, defaults=SERVICE_DEFAULTS)
@@ -145,16 +152,24 @@ def resolve_listeners(config: RunConfig) -> list[Listener]:
 
 def serve_in_process(config: RunConfig, listeners: list[Listener]) -> int:
     """``--workers 0``: serve here until SIGTERM/SIGINT (drain) or SIGQUIT (abort)."""
-    with SignalInbox([signal.SIGTERM, signal.SIGINT, signal.SIGQUIT]) as inbox:
+    with (
+        SignalInbox([signal.SIGTERM, signal.SIGINT, signal.SIGQUIT]) as inbox,
+        pid_file(config.pid_file),
+    ):
         try:
             servers = build_servers(config, listeners)
         except TargetError as exc:
             return _error(exc.exit_code, exc)
         for listener in listeners:
             logger.info("%s listening on %s", config.target, listener.spec)
-        reason = WorkerLoop(servers, inbox, grace=config.grace).run()
+        systemd.notify(f"READY=1\nMAINPID={os.getpid()}")
+        reason = WorkerLoop(servers, inbox, grace=config.grace, on_stop=_notify_stopping).run()
     logger.info("stopped")
     return ExitCode.FAILURE if reason == "failure" else ExitCode.OK
+
+
+def _notify_stopping() -> None:
+    systemd.notify("STOPPING=1")
 
 
 @contextmanager

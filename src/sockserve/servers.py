@@ -502,6 +502,7 @@ class BaseServer:
         self._lifecycle.move(State.DRAINING)
         if self.__serving_thread is not None:
             self.shutdown()
+        self._accept_backlog()
         self._stop_listening()
         # Nothing new is admitted from here: every request in flight now ends
         # either by itself (finished) or at the deadline (forced).
@@ -533,6 +534,13 @@ class BaseServer:
         """Make a drain in progress (or the next one) abort what is left now."""
         self._lifecycle.force.set()
         self._tracker.poke()
+
+    def _accept_backlog(self) -> None:
+        """Drain: take what the kernel already queued, so those clients are served, not reset.
+
+        Bounded by the backlog's size; stops at the first poll that finds
+        nothing more (another worker sharing the listener may take some).
+        """
 
     def _stop_listening(self) -> None:
         """Refuse new connections from now on (drain). Socket servers close the listener."""
@@ -623,9 +631,21 @@ class TCPServer(BaseServer):
         self.socket.close()
         super().server_close()
 
+    def _accept_backlog(self) -> None:
+        try:
+            self.socket.setblocking(False)  # a race lost to another worker is EAGAIN
+            with _Selector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                for _ in range(max(self.request_queue_size, 1)):
+                    if not selector.select(0):
+                        return
+                    self._handle_request_noblock()
+        except (OSError, ValueError):
+            return  # the listener is closed already: nothing is queued on it
+
     def _stop_listening(self) -> None:
-        # Closing the listener makes the kernel refuse new connections and
-        # reset the ones queued but not yet accepted, instead of holding them.
+        # Closing the listener makes the kernel refuse new connections (what
+        # was queued has just been accepted) instead of holding them.
         self.socket.close()
 
     def fileno(self) -> int:

@@ -33,6 +33,7 @@ from typing import Any
 from sockserve._types import Address, Request
 from sockserve.concurrency.idle import FirstByteWaiter
 from sockserve.concurrency.workers import WorkerPool
+from sockserve.core.lifecycle import State
 from sockserve.servers import TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
 
 __all__ = [
@@ -90,7 +91,10 @@ class ThreadPoolMixIn:
         """Queue the request for a worker (or park it until readable)."""
         if self._waiter is not None and self._waiter.park(request, client_address):
             return
-        if not self._pool.submit((request, client_address)):
+        # While draining, what is accepted is the backlog being emptied: queue
+        # it all (bounded by the backlog's size) rather than reset anyone.
+        draining = self.state is State.DRAINING  # type: ignore[attr-defined]
+        if not self._pool.submit((request, client_address), force=draining):
             self._overflowed(request, client_address)
 
     def _overflowed(self, request: Request, client_address: Address) -> None:

@@ -121,7 +121,10 @@ def build_server(target: Target, sock: socket.socket, config: RunConfig) -> Base
             f"{target.spec!r} returned {type(server).__name__}, not a sockserve socket server",
             ExitCode.BAD_TARGET,
         )
-    # Swap the socket the constructor made (unbound) for the listener.
+    # Swap the socket the constructor made (unbound) for the listener. It is
+    # shared with other workers: non-blocking, so a worker that loses the race
+    # for a connection gets EAGAIN (ignored) instead of blocking in accept().
+    sock.setblocking(False)
     socket_server: Any = server
     socket_server.socket.close()
     socket_server.socket = sock

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from sockserve.exitcodes import ExitCode
 from sockserve.runner import systemd
 from sockserve.runner.listeners import Listener
+from sockserve.runner.pidfile import pid_file
 from sockserve.runner.settings import ConfigError, RunConfig
 from sockserve.runner.signals import SignalInbox
 from sockserve.runner.worker import MSG_HEARTBEAT, MSG_READY, run_worker, set_process_title
@@ -120,11 +121,10 @@ class Master:
     # -- the loop -------------------------------------------------------------
 
     def run(self) -> int:
-        with self._inbox:
+        with self._inbox, pid_file(self.config.pid_file):
             return self._run()
 
     def _run(self) -> int:
-        self._write_pid_file()
         set_process_title(f"sockserve: master [{self.config.target}]")
         try:
             self._spawn(1)
@@ -144,7 +144,6 @@ class Master:
         finally:
             self._kill_all()
             self._reap_all()
-            self._remove_pid_file()
 
     def _tick(self) -> float:
         return 0.5 if self.phase != "stopping" else 0.1
@@ -364,6 +363,10 @@ class Master:
         log.info("stopping: %s", why)
         systemd.notify("STOPPING=1")
         self.phase = "stopping"
+        # Our copy of the listeners would keep the kernel queueing clients that
+        # nobody will accept once the workers have drained: close it now.
+        for listener in self.listeners:
+            listener.sock.close()
         for worker in self.workers.values():
             if not worker.retiring:  # those are draining already: a 2nd SIGTERM would abort
                 self._signal(worker.pid, signal.SIGTERM)
@@ -395,24 +398,6 @@ class Master:
     def _signal(pid: int, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
-
-    # -- pid file -------------------------------------------------------------------
-
-    def _write_pid_file(self) -> None:
-        path = self.config.pid_file
-        if path:
-            with open(path, "w") as handle:
-                handle.write(f"{os.getpid()}\n")
-
-    def _remove_pid_file(self) -> None:
-        path = self.config.pid_file
-        if not path:
-            return
-        with contextlib.suppress(OSError):
-            with open(path) as handle:
-                if handle.read().strip() != str(os.getpid()):
-                    return  # another master owns it now
-            os.unlink(path)
 
 
 def _boot_failure_code(code: int) -> ExitCode:

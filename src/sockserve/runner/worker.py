@@ -59,6 +59,9 @@ class WorkerLoop:
         heartbeat: Callable[[], None] = lambda: None,
         heartbeat_interval: float = 1.0,
         max_requests: int = 0,
+        repeat_forces: bool = True,
+        parent_pid: int | None = None,
+        on_stop: Callable[[], None] = lambda: None,
     ) -> None:
         self.servers = servers
         self.inbox = inbox
@@ -66,8 +69,15 @@ class WorkerLoop:
         self._heartbeat = heartbeat
         self._interval = heartbeat_interval
         self._max_requests = max_requests
+        #: Whether a second stop signal aborts the drain. A worker says no: its
+        #: master escalates with SIGQUIT, and a SIGTERM sent to the whole process
+        #: group (systemd, kill -TERM -PGID) reaches it twice.
+        self._repeat_forces = repeat_forces
+        self._parent_pid = parent_pid
         self._progress = [time.monotonic()] * len(servers)
         self._failed: list[BaseServer] = []
+        self._budget_spent = False
+        self._on_stop = on_stop
 
     def _stamp_progress(self, index: int, server: BaseServer) -> None:
         original = server.service_actions
@@ -77,6 +87,26 @@ class WorkerLoop:
             original()
 
         server.service_actions = service_actions  # type: ignore[method-assign]
+
+    def _limit_requests(self, server: BaseServer) -> None:
+        """Stop accepting on ``server`` once the worker's request budget is spent.
+
+        Checked in the accept loop itself (a read of one counter per
+        iteration), so a budget of 20 recycles after 20 connections, not
+        after whatever arrived before the next heartbeat.
+        """
+        original = server._ready_to_accept
+        budget = self._max_requests
+
+        def ready_to_accept() -> bool:
+            if self._budget_spent or self._served() >= budget:
+                if not self._budget_spent:
+                    self._budget_spent = True
+                    self.inbox.wake()
+                return False
+            return original()
+
+        server._ready_to_accept = ready_to_accept  # type: ignore[method-assign]
 
     def _serve(self, server: BaseServer, poll: float) -> None:
         try:
@@ -90,11 +120,13 @@ class WorkerLoop:
     def run(self) -> str:
         """Serve until a signal, a failure or the request budget; drain; return why it ended.
 
-        The reason is ``"signal"``, ``"recycle"`` or ``"failure"``.
+        The reason is ``"signal"``, ``"recycle"``, ``"orphaned"`` or ``"failure"``.
         """
         poll = min(1.0, self._interval)
         for index, server in enumerate(self.servers):
             self._stamp_progress(index, server)
+            if self._max_requests:
+                self._limit_requests(server)
             threading.Thread(
                 target=self._serve,
                 args=(server, poll),
@@ -116,14 +148,18 @@ class WorkerLoop:
                 stale = time.monotonic() - 2 * self._interval - 1.0
                 if all(stamp > stale for stamp in self._progress):
                     self._heartbeat()
-                if self._max_requests and self._served() >= self._max_requests:
+                if self._budget_spent:
                     log.info("served %d connections: recycling this worker", self._served())
                     reason = "recycle"
+                elif self._parent_pid is not None and os.getppid() != self._parent_pid:
+                    log.warning("the master (pid %d) is gone: stopping", self._parent_pid)
+                    reason = "orphaned"
+        self._on_stop()
         self._drain()
         return reason
 
     def _served(self) -> int:
-        return sum(server.stats().accepted for server in self.servers)
+        return sum(server._tracker.accepted for server in self.servers)
 
     def _force(self) -> None:
         for server in self.servers:
@@ -140,7 +176,7 @@ class WorkerLoop:
             thread.start()
         while any(thread.is_alive() for thread in drains):
             self.inbox.wait(0.2)
-            if self.inbox.take():
+            if self.inbox.take() and self._repeat_forces:
                 log.warning("second signal: aborting the drain")
                 self._force()
         for server in self.servers:
@@ -155,7 +191,7 @@ def run_worker(
     try:
         code = _serve(config, listeners, status_fd, index)
     except BaseException as exc:  # nothing may unwind into the master's code after fork
-        print(f"sockserve: worker error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        say(f"sockserve: worker error: {type(exc).__name__}: {exc}")
         code = ExitCode.FAILURE
     finally:
         sys.stdout.flush()
@@ -172,10 +208,10 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
         try:
             servers = build_servers(config, listeners, fresh_sockets=config.reuse_port)
         except TargetError as exc:
-            print(f"sockserve: error: {exc}", file=sys.stderr)
+            say(f"sockserve: error: {exc}")
             return exc.exit_code
         except OSError as exc:
-            print(f"sockserve: error: worker {index} could not listen: {exc}", file=sys.stderr)
+            say(f"sockserve: error: worker {index} could not listen: {exc}")
             return ExitCode.BIND
         budget = config.max_requests
         if budget and config.max_requests_jitter:
@@ -188,6 +224,8 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
             heartbeat=lambda: _send(status_fd, MSG_HEARTBEAT),
             heartbeat_interval=interval,
             max_requests=budget,
+            repeat_forces=False,
+            parent_pid=os.getppid(),
         )
         _send(status_fd, MSG_READY)
         reason = loop.run()
@@ -211,6 +249,12 @@ def build_servers(
             server.server_close()
         raise
     return servers
+
+
+def say(line: str) -> None:
+    """Write one whole line to stderr in a single write(), so lines of processes do not mix."""
+    sys.stderr.flush()
+    os.write(2, (line + "\n").encode("utf-8", "backslashreplace"))
 
 
 def _send(fd: int, message: bytes) -> None:
