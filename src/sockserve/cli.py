@@ -153,7 +153,7 @@ def resolve_listeners(config: RunConfig) -> list[Listener]:
 def serve_in_process(config: RunConfig, listeners: list[Listener]) -> int:
     """``--workers 0``: serve here until SIGTERM/SIGINT (drain) or SIGQUIT (abort)."""
     with (
-        SignalInbox([signal.SIGTERM, signal.SIGINT, signal.SIGQUIT]) as inbox,
+        SignalInbox([signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP]) as inbox,
         pid_file(config.pid_file),
     ):
         try:

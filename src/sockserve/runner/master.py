@@ -34,22 +34,14 @@ from sockserve.runner import systemd
 from sockserve.runner.listeners import Listener
 from sockserve.runner.pidfile import pid_file
 from sockserve.runner.settings import ConfigError, RunConfig
-from sockserve.runner.signals import SignalInbox
+from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
 from sockserve.runner.worker import MSG_HEARTBEAT, MSG_READY, run_worker, set_process_title
 
 __all__ = ["Master"]
 
 log = logging.getLogger("sockserve.master")
 
-HANDLED_SIGNALS = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGQUIT,
-    signal.SIGHUP,
-    signal.SIGTTIN,
-    signal.SIGTTOU,
-    signal.SIGCHLD,
-)
+HANDLED_SIGNALS = SUPERVISOR_SIGNALS
 #: Seconds a stop waits past the grace period before killing workers.
 KILL_MARGIN = 5.0
 #: Seconds a worker may take to boot before it counts as failed.
@@ -71,6 +63,7 @@ class WorkerProcess:
     ready: bool = False
     last_beat: float = 0.0
     retiring: bool = False
+    killed: bool = False
 
 
 class Master:
@@ -176,7 +169,13 @@ class Master:
         read_fd, write_fd = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
+        # Signals stay blocked across the fork until the worker has its own
+        # handlers (run_worker unblocks them): a SIGTERM in between is then a
+        # graceful stop, not a death by the default action.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         pid = os.fork()
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if pid == 0:  # the child: become a worker and never return here
             os.close(read_fd)
             signal.set_wakeup_fd(-1)
@@ -237,6 +236,8 @@ class Master:
     def _check_workers(self, now: float) -> None:
         timeout = self.config.worker_timeout
         for worker in list(self.workers.values()):
+            if worker.killed:
+                continue  # SIGKILLed already: waiting to be reaped
             if not worker.ready and now - worker.started > BOOT_TIMEOUT:
                 log.error(
                     "worker %d (pid %d) did not boot in %.0f s",
@@ -244,6 +245,7 @@ class Master:
                     worker.pid,
                     BOOT_TIMEOUT,
                 )
+                worker.killed = True
                 self._signal(worker.pid, signal.SIGKILL)
             elif (
                 worker.ready
@@ -257,6 +259,7 @@ class Master:
                     worker.pid,
                     now - worker.last_beat,
                 )
+                worker.killed = True
                 self._signal(worker.pid, signal.SIGKILL)
 
     def _maintain(self, now: float) -> None:

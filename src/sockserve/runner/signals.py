@@ -18,7 +18,20 @@ from typing import Any, Self
 
 from sockserve.core.wakeup import Waker
 
-__all__ = ["SignalInbox"]
+__all__ = ["SUPERVISOR_SIGNALS", "SignalInbox"]
+
+#: What the master handles: stop (TERM, INT), stop now (QUIT), reload (HUP),
+#: one worker more or less (TTIN, TTOU), a worker exited (CHLD). The master
+#: blocks them across fork; a worker unblocks them once its handlers are in.
+SUPERVISOR_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGCHLD,
+)
 
 
 class SignalInbox:

@@ -32,7 +32,7 @@ from sockserve.runner.build import build_server
 from sockserve.runner.listeners import Listener
 from sockserve.runner.loader import TargetError, load_target
 from sockserve.runner.settings import RunConfig
-from sockserve.runner.signals import SignalInbox
+from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
 from sockserve.servers import BaseServer
 
 __all__ = ["MSG_HEARTBEAT", "MSG_READY", "WorkerLoop", "build_servers", "run_worker"]
@@ -137,6 +137,9 @@ class WorkerLoop:
         while not reason:
             self.inbox.wait(self._interval)
             received = self.inbox.take()
+            if signal.SIGHUP in received:
+                log.warning("SIGHUP: reloading needs worker processes (--workers 1 or more)")
+                received = [signum for signum in received if signum != signal.SIGHUP]
             if received:
                 log.info("received %s: stopping", received[0].name)
                 reason = "signal"
@@ -205,6 +208,8 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
         signal.signal(ignored, signal.SIG_IGN)
     set_process_title(f"sockserve: worker {index} [{config.target}]")
     with SignalInbox([signal.SIGTERM]) as inbox:
+        # The master blocked these around the fork; our handlers are in place now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)
         try:
             servers = build_servers(config, listeners, fresh_sockets=config.reuse_port)
         except TargetError as exc:

@@ -1,0 +1,1 @@
+"""The production runner, ``sockserve run``, tested from outside: processes, signals, proxies."""

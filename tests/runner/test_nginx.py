@@ -1,0 +1,135 @@
+"""A real nginx ``stream`` proxy in front of two sockserve instances: spread, rolling restart.
+
+nginx runs deploy/nginx/sockserve-stream.conf itself, with the test's addresses
+put in. nginx and its stream module are Debian packages
+(``apt-get install nginx libnginx-mod-stream``); without them this test
+fails rather than skips.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import socket
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sockserve.exitcodes import ExitCode
+
+from .support import HANDLER, REPO, TIMEOUT, Load, ask, child_env
+
+CONFIG = REPO / "deploy" / "nginx" / "sockserve-stream.conf"
+MISSING = "nginx with its stream module is needed: apt-get install -y nginx libnginx-mod-stream"
+WORKER_EXITED = r"\[notice\] \d+#\d+: worker process \d+ exited with code 0$"
+
+
+@pytest.fixture(scope="module")
+def nginx() -> tuple[str, str]:
+    """The nginx binary, and the load_module line its stream module needs (or "")."""
+    binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if binary is None:
+        pytest.fail(MISSING)
+    built = subprocess.run(
+        [binary, "-V"], capture_output=True, text=True, timeout=TIMEOUT, check=True
+    ).stderr
+    if re.search(r"--with-stream(\s|$)", built):
+        return binary, ""  # built in
+    modules = re.search(r"--modules-path=(\S+)", built)
+    module = Path(modules[1] if modules else "/usr/lib/nginx/modules") / "ngx_stream_module.so"
+    if "--with-stream=dynamic" not in built or not module.exists():
+        pytest.fail(MISSING)
+    return binary, f"load_module {module};"
+
+
+def render(replacements: dict[str, str]) -> str:
+    """The stream configuration with each address replaced in its one line."""
+    lines = CONFIG.read_text().splitlines(keepends=True)
+    for old, new in replacements.items():
+        where = [
+            i for i, line in enumerate(lines) if old in line and not line.lstrip().startswith("#")
+        ]
+        assert len(where) == 1, f"{old!r} should be in exactly one line of {CONFIG}"
+        lines[where[0]] = lines[where[0]].replace(old, new)
+    return "".join(lines)
+
+
+def instance(sockserve: Any, name: str, port: int = 0) -> Any:
+    return sockserve(
+        "run", HANDLER, "--bind", f"127.0.0.1:{port}", "--workers", "1", "--no-access-log",
+        "--grace", "10", env=child_env(SOCKSERVE_TEST_ID=name),
+    )  # fmt: skip
+
+
+def test_rolling_restart_behind_nginx_loses_no_connection(
+    sockserve: Any, spawn: Any, nginx: tuple[str, str], tmp_path: Path
+) -> None:
+    binary, load_module = nginx
+    s1, s2 = instance(sockserve, "s1"), instance(sockserve, "s2")
+    port1, port2 = s1.port(), s2.port()
+    stream_conf = tmp_path / "sockserve-stream.conf"
+
+    def configure(s1_down: bool) -> None:
+        stream_conf.write_text(
+            render({
+                "127.0.0.1:7001 max_fails=1 fail_timeout=5s": f"127.0.0.1:{port1} "
+                + ("down" if s1_down else "max_fails=1 fail_timeout=5s"),
+                "127.0.0.1:7002": f"127.0.0.1:{port2}",
+                "127.0.0.1:7000": f"127.0.0.1:{front_port}",
+            })
+        )  # fmt: skip
+
+    with socket.create_server(("127.0.0.1", 0)) as front:
+        front_port = front.getsockname()[1]
+        configure(s1_down=False)
+        main_conf = tmp_path / "nginx.conf"
+        main_conf.write_text(
+            "daemon off;\n"
+            "worker_processes 1;\n"
+            f"pid {tmp_path}/nginx.pid;\n"
+            "error_log stderr notice;\n"
+            f"{load_module}\n"
+            "events { worker_connections 1024; }\n"
+            f"include {stream_conf};\n"
+        )
+        # nginx takes the listening socket from us, as in its binary upgrade: no port race.
+        proxy = spawn(
+            [binary, "-e", "stderr", "-p", str(tmp_path), "-c", str(main_conf)],
+            env=child_env(NGINX=f"{front.fileno()};"),
+            pass_fds=[front.fileno()],
+        )
+        proxy.wait_for(r"\[notice\] \d+#\d+: start worker process \d+$")
+        assert proxy.lines(r'using inherited sockets from "\d+;"$')
+
+    spread = Counter(ask(front_port, "id") for _ in range(10))
+    assert set(spread) == {"s1", "s2"}
+
+    with Load(front_port, "id") as load:
+        load.wait_answers(20)
+        # 1. Take s1 out: `down`, and a reload (old nginx workers finish their connections).
+        configure(s1_down=True)
+        mark = proxy.mark()
+        proxy.signal(signal.SIGHUP)
+        proxy.wait_for(WORKER_EXITED, start=mark)
+        # 2. Stop it: requests in flight finish, then it exits.
+        s1.signal(signal.SIGTERM)
+        assert s1.wait_exit() == ExitCode.OK
+        down_from = len(load.answers)
+        load.wait_answers(down_from + 20)
+        assert set(load.answers[down_from:]) == {"s2"}
+        # 3. Start it again on the same port, and put it back.
+        s1 = instance(sockserve, "s1", port1)
+        assert s1.port() == port1
+        configure(s1_down=False)
+        mark = proxy.mark()
+        proxy.signal(signal.SIGHUP)
+        proxy.wait_for(WORKER_EXITED, start=mark)
+        back_from = len(load.answers)
+        load.wait_answer(lambda answer: answer == "s1", start=back_from)
+        load.wait_answers(len(load.answers) + 20)
+    assert load.errors == []
+    assert not re.search(r"\[(error|crit|alert|emerg)\]", proxy.output), proxy.output

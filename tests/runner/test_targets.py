@@ -1,0 +1,201 @@
+"""What ``sockserve run`` serves, and how it fails: target kinds, exit codes, --check-config."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sockserve.exitcodes import ExitCode
+
+from .support import HANDLER, STARTED, Conn, ask, child_env, pids_serving
+
+BIND = ("--bind", "127.0.0.1:0")
+ERROR_LINE = r"^sockserve: error: .*$"
+
+
+def assert_clean(output: str) -> None:
+    assert "Traceback" not in output
+    assert "Warning" not in output
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        HANDLER,
+        "tests.runner.targets.mod:PidServer",
+        "tests.runner.targets.mod:make_server",
+    ],
+    ids=["handler-class", "server-class", "factory"],
+)
+def test_two_workers_serve_every_kind_of_target(sockserve: Any, target: str) -> None:
+    server = sockserve("run", target, *BIND, "--workers", "2")
+    port = server.port()
+    workers = {str(pid) for _index, pid in server.started()}
+    assert len(workers) == 2
+    # Each worker accepts from the shared listener: over enough connections both answer.
+    assert pids_serving(port, want=2) == workers
+    with Conn(port) as conn:  # and a connection is a conversation, not one line
+        assert conn.ask("echo one") == "one"
+        assert conn.ask("echo two") == "two"
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == ExitCode.OK
+    assert_clean(server.output)
+
+
+def test_a_builtin_service_is_a_target(sockserve: Any) -> None:
+    server = sockserve("run", "echo", *BIND, "--workers", "2")
+    port = server.port()
+    assert server.lines(r"^\[\d+\] INFO sockserve\.master: echo listening on tcp://127\.0\.0\.1:")
+    with Conn(port) as conn:
+        assert conn.ask("anything at all") == "anything at all"
+    assert len(server.started()) == 2
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == ExitCode.OK
+
+
+# -- failures: one line, a named exit status, no respawn loop --------------------------------
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_module_that_raises_at_import_exits_5_at_once(sockserve: Any, workers: str) -> None:
+    began = time.monotonic()
+    server = sockserve("run", "tests.runner.targets.broken:Handler", *BIND, "--workers", workers)
+    assert server.wait_exit() == ExitCode.IMPORT
+    assert time.monotonic() - began < 5.0  # no back-off, no respawn loop
+    [error] = server.lines(ERROR_LINE)
+    assert re.fullmatch(
+        r"sockserve: error: importing 'tests\.runner\.targets\.broken' failed: "
+        r"RuntimeError: this module fails to import on purpose \(.*broken\.py:3\)",
+        error[0],
+    )
+    assert "Traceback" not in server.output
+    if workers == "2":
+        # The first worker proves the target loads before the others start.
+        assert len(server.lines(STARTED)) == 1
+        assert server.lines(r"ERROR sockserve\.master: worker 1 failed to boot \(exit status 5\)")
+    assert not server.lines(r"listening on")
+
+
+BAD_TARGETS = [
+    ("missing-module", "tests.runner.targets.nosuchmodule:Handler", ExitCode.IMPORT,
+     "no module named"),
+    ("missing-name", "tests.runner.targets.mod:Missing", ExitCode.NOT_FOUND,
+     "has no attribute 'Missing'"),
+    ("constant", "tests.runner.targets.mod:NOT_A_TARGET", ExitCode.BAD_TARGET, "is a int, not a"),
+    ("plain-class", "tests.runner.targets.mod:NotAHandler", ExitCode.BAD_TARGET,
+     "is a type, not a"),
+    ("bad-factory", "tests.runner.targets.mod:bad_factory", ExitCode.BAD_TARGET, "returned str"),
+    ("no-colon", "tests.runner.targets.mod", ExitCode.USAGE, "must look like package.module:Name"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mode", "target", "code", "message"),
+    [
+        pytest.param(mode, target, code, message, id=f"{mode}-{name}")
+        for mode in ("run", "check-config")
+        for name, target, code, message in BAD_TARGETS
+        # A factory is only called when serving: --check-config imports, it does not bind.
+        if not (mode == "check-config" and name == "bad-factory")
+    ],
+)
+def test_bad_targets_have_their_exit_status(
+    sockserve: Any, mode: str, target: str, code: ExitCode, message: str
+) -> None:
+    extra = ["--check-config"] if mode == "check-config" else ["--workers", "2"]
+    server = sockserve("run", target, *BIND, *extra)
+    assert server.wait_exit() == code
+    [error] = server.lines(ERROR_LINE)
+    assert message in error[0]
+    assert "Traceback" not in server.output
+    assert server.stdout == ""  # --check-config prints settings only for a good target
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--workers", "-1"], {}, "workers = -1: must be a"),
+        (["--worker-class", "green"], {}, "must be one of sync, threads, pool, fork"),
+        (["--grace", "soon"], {}, "--grace 'soon'"),
+        (["--no-such-option"], {}, "unrecognized arguments: --no-such-option"),
+        (["--bind", "127.0.0.1:99999"], {}, "port 99999 is out of range"),
+        ([], {"SOCKSERVE_THREADS": "many"}, "environment SOCKSERVE_THREADS"),
+        ([], {"SOCKSERVE_CONFIG": "/nonexistent/sockserve.toml"}, "cannot read config file"),
+        (["--reuse-port", "--workers", "0"], {}, "reuse-port needs worker processes"),
+    ],
+    ids=["negative", "choice", "number", "unknown-flag", "bind", "env", "config-file", "combo"],
+)
+def test_bad_settings_exit_2(
+    sockserve: Any, args: list[str], env: dict[str, str], message: str
+) -> None:
+    server = sockserve("run", HANDLER, *args, env=child_env(**env))
+    assert server.wait_exit() == ExitCode.USAGE
+    assert message in server.output
+    assert "Traceback" not in server.output
+    assert not server.lines(STARTED)  # nothing was started
+
+
+# -- --check-config ---------------------------------------------------------------------
+
+
+def settings_of(stdout: str) -> dict[str, str]:
+    pairs = (line.partition(" = ") for line in stdout.splitlines())
+    return {name: value for name, _eq, value in pairs}
+
+
+def test_check_config_prints_the_effective_settings_by_precedence(
+    sockserve: Any, tmp_path: Path
+) -> None:
+    """flags > SOCKSERVE_* > TOML file > defaults, one setting decided at each level."""
+    config = tmp_path / "sockserve.toml"
+    config.write_text(
+        "[sockserve]\n"
+        "workers = 3\n"  # only in the file
+        "grace = 5.0\n"  # file < environment
+        "threads = 7\n"  # file < environment < flag
+        'bind = "127.0.0.1:7001"\n'
+    )
+    env = child_env(SOCKSERVE_CONFIG=str(config), SOCKSERVE_GRACE="6", SOCKSERVE_THREADS="8")
+    server = sockserve(
+        "run", HANDLER, "--threads", "9", "--no-access-log", "--check-config", env=env
+    )
+    assert server.wait_exit() == ExitCode.OK
+    assert server.output == ""
+    settings = settings_of(server.stdout)
+    assert settings["target"] == repr(HANDLER)
+    assert settings["workers"] == "3"  # file
+    assert settings["grace"] == "6.0"  # environment beats the file
+    assert settings["threads"] == "9"  # the flag beats both
+    assert settings["bind"] == "['127.0.0.1:7001']"
+    assert settings["access_log"] == "False"
+    assert settings["idle_timeout"] == "300.0"  # the default
+    assert settings["config_file"] == repr(str(config))
+    # Every field of the configuration is printed, one per line.
+    from sockserve.runner.settings import SETTINGS
+
+    assert {s.name for s in SETTINGS} | {"target", "config_file"} == set(settings)
+
+
+def test_check_config_with_a_config_flag_and_run_defaults(sockserve: Any, tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(f'target = "{HANDLER}"\nmax-requests = 100\n')
+    server = sockserve("echo", "--config", str(config), "--check-config")
+    assert server.wait_exit() == ExitCode.OK
+    settings = settings_of(server.stdout)
+    assert settings["target"] == "'echo'"  # the command names the target, not the file
+    assert settings["max_requests"] == "100"  # dashes or underscores in TOML keys
+    assert settings["workers"] == "0"  # the service commands serve in-process by default
+    assert settings["grace"] == "2.0"
+
+
+def test_a_server_that_answers_right_after_check_config(sockserve: Any) -> None:
+    """--check-config does not bind: the same command line then serves."""
+    check = sockserve("run", HANDLER, *BIND, "--workers", "1", "--check-config")
+    assert check.wait_exit() == ExitCode.OK
+    server = sockserve("run", HANDLER, *BIND, "--workers", "1")
+    assert ask(server.port(), "echo ok") == "ok"
