@@ -10,11 +10,11 @@ import time
 import pytest
 
 import sockserve as socketserver
+from helpers.clients import Background, closed_by_peer, connect, recv_line
 from sockserve import State
 from sockserve.testing import serving
 
 from ._servers import KINDS, THREAD_KINDS, TwoStep, make_server
-from ._support import Background, closed_by_peer, connect, recv_line
 
 WAIT = 10.0
 N = 50

@@ -10,9 +10,8 @@ import socket
 import pytest
 
 import sockserve as socketserver
+from helpers.clients import closed_by_peer, connect, recv_line, short_tempdir
 from sockserve.testing import serving
-
-from ._support import closed_by_peer, connect, recv_line, short_tempdir
 
 WAIT = 10.0
 

@@ -13,9 +13,8 @@ import time
 import pytest
 
 import sockserve as socketserver
+from helpers.clients import closed_by_peer, connect, recv_line
 from sockserve.testing import serving
-
-from ._support import closed_by_peer, connect, recv_line
 
 IDLE = 0.3
 MARGIN = 5.0

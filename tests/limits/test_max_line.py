@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 
 import sockserve as socketserver
+from helpers.clients import IO_TIMEOUT, closed_by_peer, connect, recv_line
 from sockserve.core.reader import BoundedReader
 from sockserve.testing import serving
-
-from ._support import IO_TIMEOUT, closed_by_peer, connect, recv_line
 
 WAIT = 10.0
 LIMIT = 1024

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 import sockserve as socketserver
-
-from ._support import short_tempdir
+from helpers.clients import short_tempdir
 
 
 class Handler(socketserver.StreamRequestHandler):

@@ -14,9 +14,8 @@ import threading
 import pytest
 
 import sockserve as socketserver
+from helpers.clients import closed_by_peer, connect, recv_line
 from sockserve.testing import serving
-
-from ._support import closed_by_peer, connect, recv_line
 
 WAIT = 10.0
 CLIENTS = 8

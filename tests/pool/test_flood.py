@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 
 import sockserve
-
-from ._support import connect, recv_line
+from helpers.clients import connect, recv_line
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,15 @@ import threading
 import pytest
 
 import sockserve as socketserver
+from helpers.clients import (
+    IO_TIMEOUT,
+    closed_by_peer,
+    connect,
+    recv_line,
+    run_clients,
+    short_tempdir,
+)
 from sockserve.testing import serving
-
-from ._support import IO_TIMEOUT, closed_by_peer, connect, recv_line, run_clients, short_tempdir
 
 WAIT = 10.0
 

@@ -9,9 +9,8 @@ import time
 import pytest
 
 import sockserve as socketserver
+from helpers.clients import closed_by_peer, connect, recv_line
 from sockserve.testing import serving
-
-from ._support import closed_by_peer, connect, recv_line
 
 WAIT = 10.0
 

@@ -1,7 +1,5 @@
 """Client-side helpers for the pool, limits and drain tests.
 
-The three test packages each keep an identical copy of this module (imported
-relatively), so none depends on how the others are laid out or collected.
 Every socket operation is bounded by a timeout; nothing here sleeps.
 """
 
