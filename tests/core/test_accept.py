@@ -5,11 +5,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Sequence
-from typing import Any
 
 import pytest
 
+from helpers.fakes import FakeClock, Records
 from sockserve.core.accept import (
     RESOURCE_ERRNOS,
     TRANSIENT_ERRNOS,
@@ -52,33 +51,9 @@ def _present(names: list[str]) -> list[str]:
     return [name for name in names if hasattr(errno, name)]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-class Records(Sequence[logging.LogRecord]):
-    """The records of the current test phase, read afresh on every access."""
-
-    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
-        self._caplog = caplog
-
-    def __getitem__(self, index: Any) -> Any:
-        return self._caplog.records[index]
-
-    def __len__(self) -> int:
-        return len(self._caplog.records)
 
 
 @pytest.fixture
