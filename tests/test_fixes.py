@@ -32,6 +32,7 @@ from typing import IO, Any
 import pytest
 
 import sockserve
+import sockserve.testing
 from helpers.net import TIMEOUT, Net, SelectWatch
 
 HELPERS = Path(__file__).resolve().parent / "helpers"
@@ -691,3 +692,33 @@ def test_http_server_and_xmlrpc_server_run_on_sockserve(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "OK"
     assert "Warning" not in result.stderr, result.stderr
+
+
+def test_an_exception_in_verify_request_ends_that_request_not_the_server() -> None:
+    """The stdlib lets it escape serve_forever; sockserve hands it to handle_error."""
+    errors: list[object] = []
+
+    class Picky(sockserve.TCPServer):
+        calls = 0
+
+        def verify_request(self, request: object, client_address: object) -> bool:
+            Picky.calls += 1
+            if Picky.calls == 1:
+                raise RuntimeError("verification backend down")
+            return True
+
+        def handle_error(self, request: object, client_address: object) -> None:
+            errors.append(sys.exc_info()[1])
+
+    class Echo(sockserve.StreamRequestHandler):
+        def handle(self) -> None:
+            self.wfile.write(self.rfile.readline())
+
+    with Picky(("127.0.0.1", 0), Echo) as server, sockserve.testing.serving(server, close=False):
+        for attempt in (b"first\n", b"second\n"):
+            with socket.create_connection(server.server_address, timeout=10) as client:
+                client.sendall(attempt)
+                reply = client.recv(100)
+            assert reply == (b"" if attempt == b"first\n" else attempt)
+        assert server.wait_for(lambda st: st.active == 0, 10)
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)

@@ -278,24 +278,26 @@ class BaseServer:
         if refusal is not None:
             self._refuse(request, client_address, refusal)
             return
-        if self.idle_timeout is not None:
-            apply_idle_timeout(request, self.idle_timeout)
         handed_off = False
         try:
+            # Unlike the stdlib, an exception from verify_request (or from
+            # setting the idle timeout) goes to handle_error: it ends this
+            # request, not the serving loop.
+            if self.idle_timeout is not None:
+                apply_idle_timeout(request, self.idle_timeout)
             if self.verify_request(request, client_address):
-                try:
-                    self.process_request(request, client_address)
-                    handed_off = self._dispatches_in_background
-                except Exception:
-                    self._request_failed(request, client_address)
-                    self.shutdown_request(request)
-                except BaseException:
-                    self.shutdown_request(request)
-                    raise
+                self.process_request(request, client_address)
+                handed_off = self._dispatches_in_background
             else:
                 if self.access_log:
                     self._outcomes[id(request)] = "denied"
                 self.shutdown_request(request)
+        except Exception:
+            self._request_failed(request, client_address)
+            self.shutdown_request(request)
+        except BaseException:
+            self.shutdown_request(request)
+            raise
         finally:
             if not handed_off:
                 self._tracker.release(request)
