@@ -24,10 +24,8 @@ What differs, on purpose, where no caller can tell:
 from __future__ import annotations
 
 import logging
-import os
 import selectors
 import socket
-import stat
 import sys
 import threading
 import time
@@ -40,6 +38,7 @@ from sockserve.core.accept import AcceptThrottle
 from sockserve.core.lifecycle import DrainReport, Lifecycle, State
 from sockserve.core.timeouts import apply_idle_timeout
 from sockserve.core.tracker import ConnectionTracker
+from sockserve.core.unixfiles import SocketFileRecord, record_socket_file, remove_socket_file
 from sockserve.core.wakeup import Waker
 from sockserve.errors import PeerError
 from sockserve.observability.access import log_access
@@ -699,59 +698,18 @@ class UDPServer(TCPServer):
         """The socket is shared by every request: nothing to close."""
 
 
-class _SocketFileRecord:
-    """Which socket file this process created, so only that exact file is removed."""
-
-    __slots__ = ("device", "inode", "path", "pid")
-
-    def __init__(self, path: str | bytes, device: int, inode: int) -> None:
-        self.path = path
-        self.device = device
-        self.inode = inode
-        self.pid = os.getpid()
-
-
-def _record_socket_file(address: object) -> _SocketFileRecord | None:
-    """Remember the socket file just bound (nothing for abstract or unnamed sockets)."""
-    if not isinstance(address, str | bytes) or not address or address[:1] in ("\0", b"\0"):
-        return None
-    try:
-        info = os.stat(address)
-    except OSError:
-        return None
-    if not stat.S_ISSOCK(info.st_mode):
-        return None
-    return _SocketFileRecord(address, info.st_dev, info.st_ino)
-
-
-def _remove_socket_file(record: _SocketFileRecord | None) -> None:
-    """Unlink the socket file if it is still the one we created, from the process that did.
-
-    A forked child must not remove its parent's file, and a file another server
-    has since bound at the same path is not ours to remove.
-    """
-    if record is None or record.pid != os.getpid():
-        return
-    try:
-        info = os.stat(record.path)
-        if (info.st_dev, info.st_ino) == (record.device, record.inode):
-            os.unlink(record.path)
-    except OSError:
-        pass  # already gone, or not ours any more
-
-
 class _OwnsSocketFile(TCPServer):
     """Removes, on ``server_close``, the Unix socket file that ``server_bind`` created."""
 
-    _socket_file: _SocketFileRecord | None = None
+    _socket_file: SocketFileRecord | None = None
 
     def server_bind(self) -> None:
         super().server_bind()
-        self._socket_file = _record_socket_file(self.server_address)
+        self._socket_file = record_socket_file(self.server_address)
 
     def server_close(self) -> None:
         super().server_close()
-        _remove_socket_file(self._socket_file)
+        remove_socket_file(self._socket_file)
         self._socket_file = None
 
 
