@@ -32,6 +32,8 @@ class ServerOptions(TypedDict, total=False):
     max_line: int | None
     #: Log one line per connection to the "sockserve.access" logger.
     access_log: bool
+    #: Set TCP_NODELAY on accepted TCP connections (no Nagle delay on small writes).
+    tcp_nodelay: bool
     #: Pool servers: worker threads.
     max_workers: int
     #: Pool servers: accepted connections that may wait for a worker.
@@ -46,7 +48,14 @@ class ServerOptions(TypedDict, total=False):
 
 #: Options that only make sense for connections (stream sockets).
 STREAM_ONLY = frozenset(
-    {"max_connections", "max_connections_per_ip", "idle_timeout", "max_line", "dispatch"}
+    {
+        "max_connections",
+        "max_connections_per_ip",
+        "idle_timeout",
+        "max_line",
+        "dispatch",
+        "tcp_nodelay",
+    }
 )
 # (access_log works for datagram servers too: one line per datagram handled.)
 
@@ -105,6 +114,7 @@ def _boolean(name: str, value: object) -> object:
 
 _VALIDATORS: dict[str, Callable[[str, object], object]] = {
     "access_log": _boolean,
+    "tcp_nodelay": _boolean,
     "max_connections": _positive_int_or_none,
     "max_connections_per_ip": _positive_int_or_none,
     "idle_timeout": _positive_number_or_none,

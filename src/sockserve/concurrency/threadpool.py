@@ -170,6 +170,7 @@ class _StreamPoolDefaults:
     max_connections: int | None = 4096
     idle_timeout: float | None = 300.0
     max_line: int | None = 65536
+    tcp_nodelay: bool = True
 
 
 class ThreadPoolTCPServer(_StreamPoolDefaults, ThreadPoolMixIn, TCPServer):

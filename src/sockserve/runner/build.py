@@ -77,6 +77,7 @@ def server_options(config: RunConfig, datagram: bool) -> dict[str, Any]:
             max_connections_per_ip=config.max_per_ip,
             idle_timeout=config.idle_timeout,
             max_line=config.max_line,
+            tcp_nodelay=config.tcp_nodelay,
         )
     if config.worker_class == "pool":
         options.update(

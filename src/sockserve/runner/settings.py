@@ -234,6 +234,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pid_file", _optional(str), None, "write the master's pid to this file"),
     Setting("log_level", str, "info", "log level: " + ", ".join(LOG_LEVELS), _choice(*LOG_LEVELS)),
     Setting(
+        "tcp_nodelay",
+        _boolean,
+        True,
+        "set TCP_NODELAY on accepted TCP connections (no Nagle delay on small writes)",
+    ),
+    Setting(
         "access_log", _boolean, True, "log one line per connection (peer, duration, bytes, outcome)"
     ),
     Setting("log_config", _optional(str), None, "a logging.config dictConfig file (JSON or TOML)"),
@@ -266,6 +272,7 @@ class RunConfig:
     max_requests_jitter: int
     pid_file: str | None
     log_level: str
+    tcp_nodelay: bool
     access_log: bool
     log_config: str | None
     config_file: str | None = None
