@@ -7,6 +7,7 @@ replacement is judged with the user's own handler, unchanged.
 
 from __future__ import annotations
 
+import os
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -57,3 +58,22 @@ class FixedBodyHTTPHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: one stderr line per request would measure the terminal, not the server."""
+
+
+class AsWrittenHTTPHandler(FixedBodyHTTPHandler):
+    """The same handler as most users write it: Nagle's algorithm left on.
+
+    Measures what a server's own defaults do for such a handler (sockserve's
+    pool sets TCP_NODELAY on accepted connections; the stdlib does not).
+    """
+
+    disable_nagle_algorithm = False
+
+
+#: Set in a server process's environment to serve ``AsWrittenHTTPHandler``.
+AS_WRITTEN_ENV = "SOCKSERVE_BENCH_HTTP_AS_WRITTEN"
+
+
+def http_handler_class() -> type[FixedBodyHTTPHandler]:
+    """The HTTP handler this server process serves (see ``AS_WRITTEN_ENV``)."""
+    return AsWrittenHTTPHandler if os.environ.get(AS_WRITTEN_ENV) else FixedBodyHTTPHandler

@@ -33,9 +33,9 @@ from typing import Any, cast
 from benchmarks.catalog import SERVERS
 from benchmarks.handlers import (
     RECV_SIZE,
-    FixedBodyHTTPHandler,
     datagram_echo_handler_class,
     echo_handler_class,
+    http_handler_class,
 )
 
 HOST = "127.0.0.1"
@@ -136,7 +136,7 @@ def _server_class(kind: str, proto: str) -> type[Any]:
 
 def _handler_class(kind: str, proto: str) -> type[Any]:
     if proto == "http":
-        return FixedBodyHTTPHandler
+        return http_handler_class()
     if kind.startswith("sockserve"):
         try:
             handlers = importlib.import_module("benchmarks.sockserve_handlers")

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import sockserve
 from benchmarks.handlers import (
-    FixedBodyHTTPHandler,
     datagram_echo_handler_class,
     echo_handler_class,
+    http_handler_class,
 )
 
 EchoHandler = echo_handler_class(sockserve.BaseRequestHandler, "EchoHandler")
 DatagramEchoHandler = datagram_echo_handler_class(
     sockserve.BaseRequestHandler, "DatagramEchoHandler"
 )
-HTTPHandler = FixedBodyHTTPHandler
+HTTPHandler = http_handler_class()
 
 __all__ = ["DatagramEchoHandler", "EchoHandler", "HTTPHandler"]

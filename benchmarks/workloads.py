@@ -10,14 +10,17 @@ leaking into the next.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmarks import loadgen, wrk
+from benchmarks.handlers import AS_WRITTEN_ENV
 from benchmarks.harness import ServerProcess, ServerUnavailable, run_python_module
 from benchmarks.procstat import TreeSample, sample_tree
 
@@ -147,6 +150,18 @@ def plan(*, quick: bool, duration: float) -> list[Cell]:
                 params={"conns": conns, "duration": max(1.0, duration)},
             )
         )
+    cells.append(
+        Cell(
+            key="http-as-written-c10",
+            workload="http",
+            proto="http",
+            title="HTTP/1.1 keep-alive GET, the handler as usually written (Nagle's algorithm "
+            "left on), wrk, 10 connections",
+            metric="rate",
+            unit="requests/s",
+            params={"conns": 10, "duration": max(1.0, duration), "as_written": True},
+        )
+    )
     return cells
 
 
@@ -310,10 +325,26 @@ def run_shutdown(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _as_written(on: bool) -> Iterator[None]:
+    """Have the server processes started in the block serve ``AsWrittenHTTPHandler``."""
+    if not on:
+        yield
+        return
+    os.environ[AS_WRITTEN_ENV] = "1"
+    try:
+        yield
+    finally:
+        del os.environ[AS_WRITTEN_ENV]
+
+
 def run_http(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
     """HTTP/1.1 keep-alive requests through BaseHTTPRequestHandler, driven by wrk."""
     p = cell.params
-    with ServerProcess(kind, "http", ctx.log_dir) as server:
+    with (
+        _as_written(p.get("as_written", False)),
+        ServerProcess(kind, "http", ctx.log_dir) as server,
+    ):
         before = sample_tree(server.pid)
         result = wrk.run(server.port, conns=p["conns"], duration=p["duration"])
         after = sample_tree(server.pid)
