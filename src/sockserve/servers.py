@@ -289,7 +289,9 @@ class BaseServer:
             # request, not the serving loop.
             if self.idle_timeout is not None:
                 apply_idle_timeout(request, self.idle_timeout)
-            if self.tcp_nodelay and request.family != socket.AF_UNIX:
+            # address_family, not request.family: a plain attribute, where the
+            # socket's property builds an enum on every call.
+            if self.tcp_nodelay and getattr(self, "address_family", None) != socket.AF_UNIX:
                 request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.verify_request(request, client_address):
                 self.process_request(request, client_address)
