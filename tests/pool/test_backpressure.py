@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 
 import pytest
@@ -24,6 +25,19 @@ ROOM = 3  # max_workers + max_pending
 
 def full(st: socketserver.ServerStats) -> bool:
     return st.accepted == ROOM and st.busy_workers == 2 and st.pending == 1
+
+
+def fill_the_pool(
+    server: socketserver.ThreadPoolTCPServer, clients: contextlib.ExitStack
+) -> list[socket.socket]:
+    """Connect ROOM clients that each send a line, and wait until the pool is full."""
+    held = []
+    for i in range(ROOM):
+        sock = clients.enter_context(connect(server.server_address))
+        sock.sendall(b"held %d\n" % i)
+        held.append(sock)
+    assert server.wait_for(full, WAIT)
+    return held
 
 
 def make_server(
@@ -72,12 +86,7 @@ def test_reject_closes_extra_clients_at_once() -> None:
     release = threading.Event()
     server = make_server(release, overflow="reject")
     with serving(server), contextlib.ExitStack() as clients:
-        held = []
-        for i in range(ROOM):
-            sock = clients.enter_context(connect(server.server_address))
-            sock.sendall(b"held %d\n" % i)
-            held.append(sock)
-        assert server.wait_for(full, WAIT)
+        held = fill_the_pool(server, clients)
         # Extra clients say nothing (so closing cannot turn into a reset) and read EOF.
         for _ in range(CLIENTS - ROOM):
             with connect(server.server_address) as extra:
@@ -110,12 +119,7 @@ def test_reject_request_override_can_say_busy(caplog: pytest.LogCaptureFixture) 
         serving(server),
         contextlib.ExitStack() as clients,
     ):
-        held = []
-        for i in range(ROOM):
-            sock = clients.enter_context(connect(server.server_address))
-            sock.sendall(b"held %d\n" % i)
-            held.append(sock)
-        assert server.wait_for(full, WAIT)
+        held = fill_the_pool(server, clients)
         for _ in range(4):
             with connect(server.server_address) as extra:
                 assert recv_line(extra) == b"busy\r\n"
@@ -146,12 +150,7 @@ def test_a_failing_reject_request_still_closes_the_client(
         serving(server),
         contextlib.ExitStack() as clients,
     ):
-        held = []
-        for i in range(ROOM):
-            sock = clients.enter_context(connect(server.server_address))
-            sock.sendall(b"held %d\n" % i)
-            held.append(sock)
-        assert server.wait_for(full, WAIT)
+        held = fill_the_pool(server, clients)
         with connect(server.server_address) as extra:
             assert closed_by_peer(extra) == "eof"
         release.set()
