@@ -38,6 +38,10 @@ class ServerOptions(TypedDict, total=False):
     max_workers: int
     #: Pool servers: accepted connections that may wait for a worker.
     max_pending: int
+    #: Pool servers: workers that start requests at once, before any queueing delay.
+    eager_workers: int
+    #: Pool servers: seconds a request waits for a busy worker before the pool grows.
+    grow_after: float
     #: Pool servers: what to do when workers and queue are full.
     overflow: Literal["block", "reject"]
     #: Pool servers: hand a connection to a worker at once, or once it is readable.
@@ -87,6 +91,16 @@ def _positive_number_or_none(name: str, value: object) -> object:
     return float(value)
 
 
+def _seconds_at_least_zero(name: str, value: object) -> object:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value < _LONGEST_TIMEOUT
+    ):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
 def _int_at_least(minimum: int) -> Callable[[str, object], object]:
     def check(name: str, value: object) -> object:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -121,6 +135,8 @@ _VALIDATORS: dict[str, Callable[[str, object], object]] = {
     "max_line": _positive_int_or_none,
     "max_workers": _int_at_least(1),
     "max_pending": _int_at_least(0),
+    "eager_workers": _int_at_least(1),
+    "grow_after": _seconds_at_least_zero,
     "overflow": _one_of("block", "reject"),
     "dispatch": _one_of("immediate", "readable"),
     "first_byte_timeout": _positive_number_or_none,

@@ -18,6 +18,11 @@ first byte arrives (or ``first_byte_timeout`` closes them), so clients that
 connect and say nothing cost a file descriptor, not a worker. Leave it off for
 protocols where the server speaks first (daytime, SMTP banners).
 
+Workers are kept hot: while ``eager_workers`` (2) are busy, a new request
+waits up to ``grow_after`` (2 ms) for one of them to finish before another
+worker is woken or started; see :mod:`sockserve.concurrency.workers` for the
+measurements behind it. Set ``grow_after = 0`` to start every request at once.
+
 The trade-off, plainly: with persistent connections at most ``max_workers``
 clients are served at once; the others wait. For many long-lived, mostly idle
 connections pick more workers, several processes (``sockserve run --workers``)
@@ -54,6 +59,13 @@ class ThreadPoolMixIn:
     max_workers: int = 32
     #: Accepted requests that may wait for a worker before the server stops accepting.
     max_pending: int = 32
+    #: Requests start at once while fewer than this many workers are busy; beyond
+    #: that a request first waits (up to ``grow_after``) for a busy worker to
+    #: free up, which in CPython is cheaper than waking another thread.
+    eager_workers: int = 2
+    #: Seconds a queued request waits for a busy worker before another worker is
+    #: put on it (up to ``max_workers``). 0: every request starts at once.
+    grow_after: float = 0.002
     #: "block" (stop accepting when full) or "reject" (accept and reject at once).
     overflow: str = "block"
     #: "immediate" (hand to a worker at once) or "readable" (once the client sent a byte).
@@ -73,6 +85,8 @@ class ThreadPoolMixIn:
             self._run_job,
             max_workers=self.max_workers,
             max_pending=self.max_pending,
+            eager_workers=self.eager_workers,
+            grow_after=self.grow_after,
             name=f"sockserve-{type(self).__name__}",
             on_room=self._room_again,
         )

@@ -83,6 +83,8 @@ def server_options(config: RunConfig, datagram: bool) -> dict[str, Any]:
         options.update(
             max_workers=config.threads,
             max_pending=config.max_pending,
+            eager_workers=min(config.eager_workers, config.threads),
+            grow_after=config.grow_after,
             overflow=config.overflow,
             first_byte_timeout=config.first_byte_timeout,
         )

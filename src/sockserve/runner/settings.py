@@ -155,6 +155,22 @@ SETTINGS: tuple[Setting, ...] = (
         _count(0),
     ),
     Setting(
+        "eager_workers",
+        int,
+        2,
+        "pool threads that start connections at once; beyond them a connection first "
+        "waits --grow-after for a busy thread",
+        _count(1),
+    ),
+    Setting(
+        "grow_after",
+        float,
+        0.002,
+        "seconds a queued connection waits for a busy pool thread before another takes it "
+        "(0: start every connection at once)",
+        _at_least(0),
+    ),
+    Setting(
         "overflow",
         str,
         "block",
@@ -258,6 +274,8 @@ class RunConfig:
     worker_class: str
     threads: int
     max_pending: int
+    eager_workers: int
+    grow_after: float
     overflow: str
     dispatch: str
     max_connections: int | None
