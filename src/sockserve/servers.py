@@ -35,8 +35,8 @@ from typing import Any, Self, Unpack
 
 from sockserve._types import Address, HandlerFactory, Request
 from sockserve.core.accept import AcceptThrottle
+from sockserve.core.connopts import ConnectionOptions
 from sockserve.core.lifecycle import DrainReport, Lifecycle, State
-from sockserve.core.timeouts import apply_idle_timeout
 from sockserve.core.tracker import ConnectionTracker
 from sockserve.core.unixfiles import SocketFileRecord, record_socket_file, remove_socket_file
 from sockserve.core.wakeup import Waker
@@ -126,6 +126,7 @@ class BaseServer:
             max_connections_per_ip=self.max_connections_per_ip,
         )
         self._refusals = RateLimitedLog(server_logger, 10.0)
+        self._connection_options = ConnectionOptions()
         #: id(request) -> how it failed, for the access log (filled only when logging).
         self._outcomes: dict[int, str] = {}
         self._setup_strategy()
@@ -287,12 +288,13 @@ class BaseServer:
             # Unlike the stdlib, an exception from verify_request (or from
             # setting the idle timeout) goes to handle_error: it ends this
             # request, not the serving loop.
-            if self.idle_timeout is not None:
-                apply_idle_timeout(request, self.idle_timeout)
             # address_family, not request.family: a plain attribute, where the
             # socket's property builds an enum on every call.
-            if self.tcp_nodelay and getattr(self, "address_family", None) != socket.AF_UNIX:
-                request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            nodelay = self.tcp_nodelay and getattr(self, "address_family", None) != socket.AF_UNIX
+            if self.idle_timeout is not None or nodelay:
+                self._connection_options.apply(
+                    getattr(self, "socket", None), request, self.idle_timeout, nodelay
+                )
             if self.verify_request(request, client_address):
                 self.process_request(request, client_address)
                 handed_off = self._dispatches_in_background

@@ -22,7 +22,7 @@ import socket
 import struct
 from typing import Any
 
-__all__ = ["IdleTimeoutSocket", "apply_idle_timeout"]
+__all__ = ["IdleTimeoutSocket", "apply_idle_timeout", "kernel_timeval"]
 
 _raw = socket.socket  # methods of the C socket type, called without a Python-level hop
 
@@ -70,7 +70,8 @@ class IdleTimeoutSocket(socket.socket):
             raise _timed_out(self, exc) from None
 
 
-def _timeval(seconds: float) -> bytes:
+def kernel_timeval(seconds: float) -> bytes:
+    """``seconds`` as the ``struct timeval`` that SO_RCVTIMEO and SO_SNDTIMEO take."""
     whole = int(seconds)
     return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
@@ -80,7 +81,7 @@ def apply_idle_timeout(sock: Any, seconds: float) -> None:
     if type(sock) is not socket.socket or sock.gettimeout() is not None:
         sock.settimeout(seconds)  # not a plain blocking socket: use Python's timeout
         return
-    timeval = _timeval(seconds)
+    timeval = kernel_timeval(seconds)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
     sock.__class__ = IdleTimeoutSocket
