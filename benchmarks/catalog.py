@@ -74,6 +74,13 @@ SERVERS: tuple[ServerSpec, ...] = (
         protocols=("tcp", "shutdown"),
     ),
     ServerSpec(
+        name="sockserve-async",
+        family="sockserve",
+        tcp="sockserve.AsyncTCPServer + AsyncStreamRequestHandler (reader.read / writer.write"
+        " + drain; uvloop when installed)",
+        protocols=("tcp", "shutdown"),
+    ),
+    ServerSpec(
         name="sockserve-run-1",
         family="sockserve",
         tcp="python -m sockserve run HANDLER --workers 1 (runner defaults otherwise)",

@@ -95,6 +95,7 @@ _SOCKETSERVER_CLASSES: dict[tuple[str, str], str] = {
     ("sockserve-pool", "udp"): "ThreadPoolUDPServer",
     ("sockserve-pool", "http"): "ThreadPoolTCPServer",
     ("sockserve-forking", "tcp"): "ForkingTCPServer",
+    ("sockserve-async", "tcp"): "AsyncTCPServer",
     ("sockserve-sync", "udp"): "UDPServer",
     ("stdlib-threading-backlog5", "tcp"): "ThreadingTCPServer",
     ("stdlib-threading-somaxconn", "tcp"): "ThreadingTCPServer",
@@ -142,6 +143,9 @@ def _handler_class(kind: str, proto: str) -> type[Any]:
             handlers = importlib.import_module("benchmarks.sockserve_handlers")
         except IMPORT_FAILURES as exc:
             raise Unavailable(f"sockserve does not import: {exc!r}") from exc
+        if kind == "sockserve-async":
+            async_handler: type[Any] = handlers.AsyncEchoHandler
+            return async_handler
         handler: type[Any] = (
             handlers.DatagramEchoHandler if proto == "udp" else handlers.EchoHandler
         )

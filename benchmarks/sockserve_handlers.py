@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sockserve
 from benchmarks.handlers import (
+    RECV_SIZE,
     datagram_echo_handler_class,
     echo_handler_class,
     http_handler_class,
@@ -20,4 +21,15 @@ DatagramEchoHandler = datagram_echo_handler_class(
 )
 HTTPHandler = http_handler_class()
 
-__all__ = ["DatagramEchoHandler", "EchoHandler", "HTTPHandler"]
+
+class AsyncEchoHandler(sockserve.AsyncStreamRequestHandler):
+    """The echo handler written for the async strategy: read what came, write it back."""
+
+    async def handle(self) -> None:
+        reader, writer = self.reader, self.writer
+        while data := await reader.read(RECV_SIZE):
+            writer.write(data)
+            await writer.drain()
+
+
+__all__ = ["AsyncEchoHandler", "DatagramEchoHandler", "EchoHandler", "HTTPHandler"]

@@ -9,6 +9,8 @@ sockets exist.
 
 from __future__ import annotations
 
+from sockserve.asynchandlers import AsyncStreamRequestHandler
+from sockserve.concurrency.asyncio_mixin import AsyncMixIn, AsyncTCPServer, AsyncUnixStreamServer
 from sockserve.concurrency.threadpool import (
     ThreadPoolMixIn,
     ThreadPoolTCPServer,
@@ -69,6 +71,10 @@ __all__ = [
     "ThreadPoolUDPServer",
     "ThreadPoolUnixStreamServer",
     "ThreadPoolUnixDatagramServer",
+    "AsyncMixIn",
+    "AsyncTCPServer",
+    "AsyncUnixStreamServer",
+    "AsyncStreamRequestHandler",
     "DrainReport",
     "LineTooLong",
     "PeerError",

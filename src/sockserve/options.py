@@ -48,6 +48,8 @@ class ServerOptions(TypedDict, total=False):
     dispatch: Literal["immediate", "readable"]
     #: Pool servers with dispatch="readable": seconds to wait for the first byte.
     first_byte_timeout: float | None
+    #: Async servers: "auto" (uvloop when installed), "asyncio" or "uvloop".
+    event_loop: Literal["auto", "asyncio", "uvloop"]
 
 
 #: Options that only make sense for connections (stream sockets).
@@ -140,7 +142,11 @@ _VALIDATORS: dict[str, Callable[[str, object], object]] = {
     "overflow": _one_of("block", "reject"),
     "dispatch": _one_of("immediate", "readable"),
     "first_byte_timeout": _positive_number_or_none,
+    "event_loop": _one_of("auto", "asyncio", "uvloop"),
 }
+
+#: Options only some servers have, and which servers those are (for the error).
+_OWNERS = {"event_loop": "async servers (AsyncMixIn)"}
 
 
 def apply_options(server: object, options: dict[str, object]) -> None:
@@ -154,10 +160,8 @@ def apply_options(server: object, options: dict[str, object]) -> None:
         if name not in _VALIDATORS:
             raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
         if not hasattr(cls, name):
-            raise TypeError(
-                f"{cls.__name__}() does not take {name!r}: it is an option of pool servers "
-                "(ThreadPoolMixIn)"
-            )
+            owner = _OWNERS.get(name, "pool servers (ThreadPoolMixIn)")
+            raise TypeError(f"{cls.__name__}() does not take {name!r}: it is an option of {owner}")
         setattr(server, name, _VALIDATORS[name](name, value))
     datagram = getattr(server, "socket_type", socket.SOCK_STREAM) == socket.SOCK_DGRAM
     for name, check in _VALIDATORS.items():

@@ -109,6 +109,14 @@ class BaseServer:
     ) -> None:
         self.server_address: Address = server_address
         self.RequestHandlerClass = RequestHandlerClass
+        if getattr(RequestHandlerClass, "_is_async_handler", False) and not getattr(
+            self, "_serves_async_handlers", False
+        ):
+            raise TypeError(
+                f"{type(self).__name__} cannot run the async handler "
+                f"{getattr(RequestHandlerClass, '__name__', RequestHandlerClass)}: "
+                "serve it with AsyncTCPServer or AsyncUnixStreamServer"
+            )
         apply_options(self, dict(options))
         self.__is_shut_down = threading.Event()
         self.__shutdown_request = False
