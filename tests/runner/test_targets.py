@@ -58,6 +58,41 @@ def test_a_builtin_service_is_a_target(sockserve: Any) -> None:
     assert server.wait_exit() == ExitCode.OK
 
 
+def test_an_async_handler_gets_the_async_strategy_and_serves_many_clients(sockserve: Any) -> None:
+    server = sockserve("run", "tests.runner.targets.mod:AsyncHandler", *BIND, "--workers", "2")
+    port = server.port()
+    assert len(server.started()) == 2
+    conns = [Conn(port) for _ in range(60)]  # far more than threads a worker would have
+    try:
+        for number, conn in enumerate(conns):
+            assert conn.ask(f"echo {number}") == str(number)
+        # Coroutines, not a thread per connection: each worker has a handful of threads.
+        assert all(int(conn.ask("threads")) < 10 for conn in conns)
+    finally:
+        for conn in conns:
+            conn.close()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == ExitCode.OK
+    assert_clean(server.output)
+
+
+@pytest.mark.parametrize(
+    ("target", "worker_class", "complaint"),
+    [
+        ("tests.runner.targets.mod:Handler", "async", "is a synchronous handler"),
+        ("tests.runner.targets.mod:AsyncHandler", "threads", "is an async handler"),
+    ],
+)
+def test_a_handler_the_worker_class_cannot_run_exits_7(
+    sockserve: Any, target: str, worker_class: str, complaint: str
+) -> None:
+    server = sockserve("run", target, *BIND, "--workers", "0", "--worker-class", worker_class)
+    assert server.wait_exit() == ExitCode.BAD_TARGET
+    [error] = server.lines(ERROR_LINE)
+    assert complaint in error[0]
+    assert_clean(server.output)
+
+
 # -- failures: one line, a named exit status, no respawn loop --------------------------------
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from sockserve.concurrency.asyncio_mixin import AsyncTCPServer, AsyncUnixStreamServer
 from sockserve.concurrency.threadpool import (
     ThreadPoolTCPServer,
     ThreadPoolUDPServer,
@@ -58,6 +59,11 @@ _SERVER_CLASSES: dict[tuple[str, bool, bool], type[TCPServer]] = {
     ("fork", False, True): ForkingUDPServer,
     ("fork", True, False): ForkingUnixStreamServer,
     ("fork", True, True): ForkingUnixDatagramServer,
+    ("async", False, False): AsyncTCPServer,
+    ("async", True, False): AsyncUnixStreamServer,
+    # Datagrams have no async handlers: an async run serves them with the pool.
+    ("async", False, True): ThreadPoolUDPServer,
+    ("async", True, True): ThreadPoolUnixDatagramServer,
 }
 
 
@@ -68,8 +74,32 @@ def server_class_for(worker_class: str, sock: socket.socket) -> type[TCPServer]:
     return _SERVER_CLASSES[(worker_class, unix, datagram)]
 
 
-def server_options(config: RunConfig, datagram: bool) -> dict[str, Any]:
+def effective_worker_class(config: RunConfig, handler: Any) -> str:
+    """The strategy for ``handler``: async handlers need the async one, others cannot use it."""
+    is_async = bool(getattr(handler, "_is_async_handler", False))
+    if is_async and config.worker_class in ("pool", "async"):
+        return "async"  # pool is the default: an async handler means the async strategy
+    if is_async:
+        raise TargetError(
+            f"{getattr(handler, '__name__', handler)} is an async handler: it needs "
+            f"--worker-class async, not {config.worker_class}",
+            ExitCode.BAD_TARGET,
+        )
+    if config.worker_class == "async":
+        raise TargetError(
+            f"--worker-class async serves AsyncStreamRequestHandler subclasses; "
+            f"{getattr(handler, '__name__', handler)} is a synchronous handler "
+            "(use --worker-class pool)",
+            ExitCode.BAD_TARGET,
+        )
+    return config.worker_class
+
+
+def server_options(
+    config: RunConfig, datagram: bool, worker_class: str | None = None
+) -> dict[str, Any]:
     """The constructor options the run's settings imply for one listener."""
+    worker_class = worker_class or config.worker_class
     options: dict[str, Any] = {"access_log": config.access_log}
     if not datagram:
         options.update(
@@ -79,7 +109,9 @@ def server_options(config: RunConfig, datagram: bool) -> dict[str, Any]:
             max_line=config.max_line,
             tcp_nodelay=config.tcp_nodelay,
         )
-    if config.worker_class == "pool":
+    if worker_class == "async" and not datagram:
+        options["event_loop"] = config.event_loop
+    elif worker_class in ("pool", "async"):
         options.update(
             max_workers=config.threads,
             max_pending=config.max_pending,
@@ -99,12 +131,14 @@ def build_server(target: Target, sock: socket.socket, config: RunConfig) -> Base
     address = sock.getsockname()
     try:
         if target.kind in ("handler", "service"):
-            cls = server_class_for(config.worker_class, sock)
+            handler = target.handler_for(datagram)
+            worker_class = effective_worker_class(config, handler)
+            cls = server_class_for(worker_class, sock)
             server: Any = cls(
                 address,
-                target.handler_for(datagram),
+                handler,
                 bind_and_activate=False,
-                **server_options(config, datagram),
+                **server_options(config, datagram, worker_class),
             )
             if datagram:
                 server.max_packet_size = 65535  # any UDP payload: echo must not truncate

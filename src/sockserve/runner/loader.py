@@ -3,7 +3,8 @@
 A target is one of:
 
 * a request handler class (a subclass of ``BaseRequestHandler``, sockserve's
-  or the stdlib's): the runner picks the server class from the options;
+  or the stdlib's, or of ``AsyncStreamRequestHandler``): the runner picks the
+  server class from the options (async handlers get the async strategy);
 * a server class (a subclass of ``BaseServer``): built as
   ``cls(address, bind_and_activate=False)``, so it must not need more;
 * any other callable, a factory: called as ``factory(address)``, it returns a
@@ -23,6 +24,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sockserve.asynchandlers import AsyncStreamRequestHandler
 from sockserve.exitcodes import ExitCode
 from sockserve.handlers import BaseRequestHandler
 from sockserve.servers import BaseServer
@@ -107,7 +109,9 @@ def _import_failed(module_name: str, exc: BaseException) -> TargetError:
 
 def _classify(spec: str, obj: object) -> TargetKind:
     if isinstance(obj, type):
-        if issubclass(obj, BaseRequestHandler | socketserver.BaseRequestHandler):
+        if issubclass(
+            obj, BaseRequestHandler | socketserver.BaseRequestHandler | AsyncStreamRequestHandler
+        ):
             return "handler"
         if issubclass(obj, BaseServer | socketserver.BaseServer):
             return "server"

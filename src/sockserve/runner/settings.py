@@ -22,7 +22,7 @@ from sockserve.core.addresses import BindSpecError, parse_bind_spec
 __all__ = ["SETTINGS", "ConfigError", "RunConfig", "Setting", "build_config"]
 
 ENV_PREFIX = "SOCKSERVE_"
-WORKER_CLASSES = ("sync", "threads", "pool", "fork")
+WORKER_CLASSES = ("sync", "threads", "pool", "fork", "async")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _NONE_WORDS = frozenset({"none", "off", "unlimited"})
 
@@ -155,6 +155,13 @@ SETTINGS: tuple[Setting, ...] = (
         _count(0),
     ),
     Setting(
+        "event_loop",
+        str,
+        "auto",
+        "event loop of --worker-class async: auto (uvloop when installed), asyncio or uvloop",
+        _choice("auto", "asyncio", "uvloop"),
+    ),
+    Setting(
         "eager_workers",
         int,
         2,
@@ -274,6 +281,7 @@ class RunConfig:
     worker_class: str
     threads: int
     max_pending: int
+    event_loop: str
     eager_workers: int
     grow_after: float
     overflow: str

@@ -15,6 +15,7 @@ line and closing.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -35,6 +36,21 @@ class Handler(sockserve.StreamRequestHandler):
             if not line:
                 return
             self.wfile.write(answer(line.strip()))
+
+
+class AsyncHandler(sockserve.AsyncStreamRequestHandler):
+    """The same protocol with coroutines (``block`` waits without holding the loop)."""
+
+    async def handle(self) -> None:
+        while line := await self.reader.readline():
+            command = line.strip()
+            if command == b"block":
+                await asyncio.Event().wait()
+            if command == b"threads":
+                self.writer.write(b"%d\n" % threading.active_count())
+            else:
+                self.writer.write(answer(command))
+            await self.writer.drain()
 
 
 def answer(command: bytes) -> bytes:
