@@ -413,6 +413,11 @@ def render(results: dict[str, Any], cells: list[Cell], plots: dict[str, str]) ->
             f"{meta['duration_s']:g} s per timed run). Do not edit by hand: re-run to update."
         ),
         "",
+        (
+            "What the profiles of these workloads showed, and what was changed because of "
+            "them, is written up by hand in [performance.md](performance.md)."
+        ),
+        "",
         "## How to run",
         "",
         "```sh",
