@@ -53,11 +53,17 @@ class _ConnectionReader(asyncio.StreamReader):
         super().feed_data(data)
 
     async def readline(self) -> bytes:
+        limit: int = self._limit  # type: ignore[attr-defined]
         try:
-            return await super().readline()
+            line = await super().readline()
         except ValueError as exc:
             # asyncio raises a bare ValueError past the limit (and drops the data).
-            raise LineTooLong(self._limit) from exc  # type: ignore[attr-defined]
+            raise LineTooLong(limit) from exc
+        # asyncio's limit counts the bytes before the separator, so it returns
+        # lines of limit + 1 bytes; max_line counts the terminator too.
+        if len(line) > limit:
+            raise LineTooLong(limit)
+        return line
 
 
 class _ConnectionWriter(asyncio.StreamWriter):
@@ -128,6 +134,12 @@ class AsyncStreamRequestHandler:
         self.timed_out = True
         reader.set_exception(TimeoutError("timed out: the connection was idle too long"))
         self.writer.transport.abort()
+        # The transport owns a duplicate descriptor: aborting it leaves the
+        # connection open. Shut the socket itself down so the client learns now.
+        try:
+            self.request.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed or reset
 
     async def handle(self) -> None:
         """Serve the connection."""

@@ -69,7 +69,10 @@ class AsyncMixIn:
             handler = self.RequestHandlerClass(request, client_address, self)  # type: ignore[attr-defined]
             await handler._run()
         except asyncio.CancelledError:
-            server._tracker.count("timed_out" if server.draining.is_set() else "disconnects")
+            # Aborted at a drain's deadline (or by server_close): the drain's
+            # report counts it as forced; the access log says so.
+            if server.access_log:
+                server._outcomes[id(request)] = "aborted"
         except Exception as exc:
             if handler is not None and handler.timed_out and not isinstance(exc, TimeoutError):
                 # The watchdog dropped the connection; what the handler saw
