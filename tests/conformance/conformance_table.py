@@ -16,9 +16,11 @@ threads).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ UNIX = socket.AF_UNIX
 SYNC = "sync"  # requests handled one at a time, on the serving thread
 THREAD = "thread"  # concurrently, in threads of this process
 FORK = "fork"  # concurrently, each in a forked child process
+ASYNC = "async"  # concurrently, as tasks on an event loop thread (async handlers)
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,13 @@ class ServerKind:
         return self.transport == STREAM
 
     @property
-    def handler_base(self) -> type[sockserve.BaseRequestHandler]:
+    def asynchronous(self) -> bool:
+        return self.concurrency == ASYNC
+
+    @property
+    def handler_base(self) -> type[Any]:
+        if self.asynchronous:
+            return sockserve.AsyncStreamRequestHandler
         if self.stream:
             return sockserve.StreamRequestHandler
         return sockserve.DatagramRequestHandler
@@ -108,6 +117,8 @@ SERVER_KINDS: list[ServerKind] = [
         UNIX,
         THREAD,
     ),
+    ServerKind("AsyncTCPServer", sockserve.AsyncTCPServer, STREAM, INET, ASYNC),
+    ServerKind("AsyncUnixStreamServer", sockserve.AsyncUnixStreamServer, STREAM, UNIX, ASYNC),
 ]
 
 
@@ -288,18 +299,52 @@ class Harness:
             client = DatagramClient(self.kind.family, server.server_address, local)
         return self.net.closing(client)  # type: ignore[no-any-return]
 
-    def echo_handler(self) -> type[sockserve.BaseRequestHandler]:
+    def echo_handler(self) -> type[Any]:
         """A handler that answers one line with the same line."""
+        return self.line_handler(lambda line: line)
 
-        class Echo(self.kind.handler_base):  # type: ignore[name-defined,misc]
+    def line_handler(self, respond: Callable[[bytes], bytes]) -> type[Any]:
+        """A handler that reads one line and writes ``respond(line)`` (which may raise).
+
+        ``respond`` is plain blocking code; for async kinds it runs in a thread
+        (``asyncio.to_thread``), so it may wait without stopping the event loop.
+        """
+        if self.kind.asynchronous:
+
+            class AsyncLineHandler(sockserve.AsyncStreamRequestHandler):
+                async def handle(self) -> None:
+                    line = await self.reader.readline()
+                    self.writer.write(await asyncio.to_thread(respond, line))
+                    await self.writer.drain()
+
+            return AsyncLineHandler
+
+        class LineHandler(self.kind.handler_base):  # type: ignore[name-defined,misc]
             def handle(self) -> None:
-                self.wfile.write(self.rfile.readline())
+                self.wfile.write(respond(self.rfile.readline()))
 
-        return Echo
+        return LineHandler
 
-    def recording_handler(self) -> type[sockserve.BaseRequestHandler]:
+    def recording_handler(self) -> type[Any]:
         """An echo handler that records setup/handle/finish."""
         record = self.recorder
+        if self.kind.asynchronous:
+
+            class AsyncRecordingEcho(sockserve.AsyncStreamRequestHandler):
+                async def setup(self) -> None:
+                    record("setup")
+                    await super().setup()
+
+                async def handle(self) -> None:
+                    record("handle")
+                    self.writer.write(await self.reader.readline())
+                    await self.writer.drain()
+
+                async def finish(self) -> None:
+                    record("finish")
+                    await super().finish()
+
+            return AsyncRecordingEcho
 
         class RecordingEcho(self.kind.handler_base):  # type: ignore[name-defined,misc]
             def setup(self) -> None:

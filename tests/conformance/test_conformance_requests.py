@@ -108,14 +108,12 @@ def test_handler_exception_goes_to_handle_error_and_serving_goes_on(harness: Har
             request=_describe_request(request),
         )
 
-    class FailsOnBoom(harness.kind.handler_base):  # type: ignore[name-defined,misc]
-        def handle(self) -> None:
-            line = self.rfile.readline()
-            if line == b"boom\n":
-                raise RuntimeError("boom")
-            self.wfile.write(line)
+    def fail_on_boom(line: bytes) -> bytes:
+        if line == b"boom\n":
+            raise RuntimeError("boom")
+        return line
 
-    server = harness.server(FailsOnBoom, handle_error=handle_error)
+    server = harness.server(harness.line_handler(fail_on_boom), handle_error=handle_error)
     harness.net.serve(server)
     failing = harness.client(server)
     failing.send(b"boom\n")

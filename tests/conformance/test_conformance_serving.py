@@ -46,15 +46,13 @@ def test_concurrent_clients(harness: Harness) -> None:
     gate.settimeout(TIMEOUT)
     gate_address = gate.getsockname()
 
-    class GatedEcho(harness.kind.handler_base):  # type: ignore[name-defined,misc]
-        def handle(self) -> None:
-            line = self.rfile.readline()
-            with socket.create_connection(gate_address, timeout=TIMEOUT) as report:
-                report.sendall(line)
-                report.recv(16)  # b"go", or end of stream if the test gave up
-            self.wfile.write(line)
+    def gated_echo(line: bytes) -> bytes:
+        with socket.create_connection(gate_address, timeout=TIMEOUT) as report:
+            report.sendall(line)
+            report.recv(16)  # b"go", or end of stream if the test gave up
+        return line
 
-    server = harness.server(GatedEcho)
+    server = harness.server(harness.line_handler(gated_echo))
     harness.net.serve(server)
     lines = [f"client {n}\n".encode() for n in range(clients_count)]
     clients = [harness.client(server) for _ in lines]

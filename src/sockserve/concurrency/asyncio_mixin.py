@@ -64,30 +64,36 @@ class AsyncMixIn:
     async def _serve_connection(self, request: Any, client_address: Address) -> None:
         """The life of one connection on the loop: handler, errors, end, release."""
         server: Any = self
-        handler = None
         try:
-            handler = self.RequestHandlerClass(request, client_address, self)  # type: ignore[attr-defined]
-            await handler._run()
+            await self.finish_request(request, client_address)
         except asyncio.CancelledError:
             # Aborted at a drain's deadline (or by server_close): the drain's
             # report counts it as forced; the access log says so.
             if server.access_log:
                 server._outcomes[id(request)] = "aborted"
-        except Exception as exc:
-            if handler is not None and handler.timed_out and not isinstance(exc, TimeoutError):
-                # The watchdog dropped the connection; what the handler saw
-                # (a reset, an incomplete read) is a consequence of that.
-                try:
-                    raise TimeoutError("timed out: the connection was idle too long") from exc
-                except TimeoutError:
-                    server._request_failed(request, client_address)
-            else:
-                server._request_failed(request, client_address)
+        except Exception:
+            server._request_failed(request, client_address)
         finally:
             try:
                 server.shutdown_request(request)
             finally:
                 server._tracker.release(request)
+
+    async def finish_request(self, request: Any, client_address: Address) -> None:
+        """Run the handler: setup, handle, finish (the async form of the stdlib hook).
+
+        Override it as a coroutine, as you would ``finish_request`` to give the
+        handler extra arguments.
+        """
+        handler = self.RequestHandlerClass(request, client_address, self)  # type: ignore[attr-defined]
+        try:
+            await handler._run()
+        except Exception as exc:
+            if getattr(handler, "timed_out", False) and not isinstance(exc, TimeoutError):
+                # The idle watchdog dropped the connection; what the handler saw
+                # (a reset, an incomplete read) is a consequence of that.
+                raise TimeoutError("timed out: the connection was idle too long") from exc
+            raise
 
     def _worker_counts(self) -> tuple[int, int, int]:
         tasks = self._loop_thread.running_tasks
@@ -115,9 +121,10 @@ class _AsyncStreamDefaults:
     tcp_nodelay: bool = True
 
 
-class AsyncTCPServer(_AsyncStreamDefaults, AsyncMixIn, TCPServer):
+# finish_request is a coroutine here: the async form of the hook, on purpose.
+class AsyncTCPServer(_AsyncStreamDefaults, AsyncMixIn, TCPServer):  # type: ignore[misc]
     """A TCP server for :class:`~sockserve.AsyncStreamRequestHandler` handlers."""
 
 
-class AsyncUnixStreamServer(_AsyncStreamDefaults, AsyncMixIn, UnixStreamServer):
+class AsyncUnixStreamServer(_AsyncStreamDefaults, AsyncMixIn, UnixStreamServer):  # type: ignore[misc]
     """A Unix stream server for :class:`~sockserve.AsyncStreamRequestHandler` handlers."""
