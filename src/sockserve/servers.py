@@ -331,10 +331,14 @@ class BaseServer:
         except Exception:
             self._request_failed(request, client_address)
         finally:
-            try:
-                self.shutdown_request(request)
-            finally:
-                self._tracker.release(request)
+            self._end_request(request)
+
+    def _end_request(self, request: Request) -> None:
+        """Shut an admitted request down and release its place, whatever happens."""
+        try:
+            self.shutdown_request(request)
+        finally:
+            self._tracker.release(request)
 
     def _request_failed(self, request: Request, client_address: Address) -> None:
         """Count the exception being handled by its kind, then call ``handle_error``."""

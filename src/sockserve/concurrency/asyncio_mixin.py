@@ -74,10 +74,7 @@ class AsyncMixIn:
         except Exception:
             server._request_failed(request, client_address)
         finally:
-            try:
-                server.shutdown_request(request)
-            finally:
-                server._tracker.release(request)
+            server._end_request(request)
 
     async def finish_request(self, request: Any, client_address: Address) -> None:
         """Run the handler: setup, handle, finish (the async form of the stdlib hook).

@@ -146,10 +146,7 @@ class ThreadPoolMixIn:
         """End a request no handler ever saw."""
         if self.access_log:  # type: ignore[attr-defined]
             self._outcomes[id(request)] = outcome  # type: ignore[attr-defined]
-        try:
-            self.shutdown_request(request)  # type: ignore[attr-defined]
-        finally:
-            self._tracker.release(request)  # type: ignore[attr-defined]
+        self._end_request(request)  # type: ignore[attr-defined]
 
     def _worker_counts(self) -> tuple[int, int, int]:
         return self._pool.counts()
