@@ -107,7 +107,8 @@ def test_the_pool_still_grows_to_max_workers_and_queues_the_rest(jobs: Jobs) -> 
         names = [jobs.add(f"job{i}") for i in range(8)]
         for name in names:
             assert pool.submit(name)
-        assert wait_until(lambda: pool.counts() == (5, 5, 3))
+        # busy counts a job once a worker took it; thread_of once it runs: wait for both.
+        assert wait_until(lambda: len(jobs.thread_of) == 5 and pool.counts() == (5, 5, 3))
         assert len(set(jobs.thread_of.values())) == 5
         # The queued ones run as soon as workers free up.
         jobs.release_all()
