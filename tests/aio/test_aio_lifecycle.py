@@ -287,5 +287,8 @@ def test_no_descriptor_is_leaked_whatever_ends_a_connection(loop: Loop) -> None:
         stats = server.stats()
         assert stats.accepted == 2 * 15
         assert stats.rejected == {"max_connections": 2}
-        assert (stats.handler_errors, stats.peer_errors, stats.timed_out) == (2, 2, 2)
+        assert (stats.handler_errors, stats.peer_errors) == (2, 2)
+        # The silent client times out each round; on a loaded machine a held
+        # client may too (0.2 s is short), which changes nothing for the leak check.
+        assert stats.timed_out >= 2
     assert open_descriptors() == before
