@@ -249,6 +249,8 @@ def every_way_to_end(server: sockserve.AsyncTCPServer) -> None:
     for _ in range(10):
         with connect(server.server_address) as client:
             assert echo_line(client, b"ok\n") == b"ok\n"
+        # max_connections is 2: let the server release each one before the next.
+        assert server.wait_for(lambda st: st.active == 0, WAIT)
     with connect(server.server_address) as client:
         client.sendall(b"boom\n")
         assert closed_by_peer(client) == "eof"
@@ -257,6 +259,8 @@ def every_way_to_end(server: sockserve.AsyncTCPServer) -> None:
         assert closed_by_peer(client) in ("eof", "reset")
     with connect(server.server_address) as client:
         assert closed_by_peer(client) in ("eof", "reset")  # silent: idle timeout
+    # The client sees the end before the server releases the connection's place.
+    assert server.wait_for(lambda st: st.active == 0, WAIT)
     with contextlib.ExitStack() as stack:
         held = [stack.enter_context(connect(server.server_address)) for _ in range(2)]
         assert server.wait_for(lambda st: st.active == 2, WAIT)
