@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -20,6 +20,8 @@ from sockserve.concurrency.workers import WorkerPool
 from sockserve.testing import serving
 
 WAIT = 10.0
+
+PoolFactory = Callable[..., WorkerPool[str]]
 
 
 class Jobs:
@@ -54,10 +56,22 @@ def jobs() -> Iterator[Jobs]:
     recorded.release_all()
 
 
-def make_pool(jobs: Jobs, **kwargs: object) -> WorkerPool[str]:
-    options: dict[str, object] = {"max_workers": 4, "max_pending": 8}
-    options.update(kwargs)
-    return WorkerPool(jobs.run, **options)  # type: ignore[arg-type]
+@pytest.fixture
+def make_pool(jobs: Jobs) -> Iterator[PoolFactory]:
+    """Pools running ``jobs.run``; at teardown the jobs are released and the pools closed."""
+    pools: list[WorkerPool[str]] = []
+
+    def make(**kwargs: object) -> WorkerPool[str]:
+        options: dict[str, object] = {"max_workers": 4, "max_pending": 8}
+        options.update(kwargs)
+        pool: WorkerPool[str] = WorkerPool(jobs.run, **options)  # type: ignore[arg-type]
+        pools.append(pool)
+        return pool
+
+    yield make
+    jobs.release_all()
+    for pool in pools:
+        pool.close(timeout=WAIT)
 
 
 def wait_until(predicate: object, timeout: float = WAIT) -> bool:
@@ -69,79 +83,67 @@ def wait_until(predicate: object, timeout: float = WAIT) -> bool:
     return False
 
 
-def test_a_queued_job_waits_for_the_busy_worker_and_runs_on_it(jobs: Jobs) -> None:
-    pool = make_pool(jobs, eager_workers=1, grow_after=60.0)
-    try:
-        pool.submit(jobs.add("first"))
-        assert jobs.started["first"].wait(WAIT)
-        pool.submit(jobs.add("second"))
-        # Within the (long) grow_after the second job must not start elsewhere.
-        assert not jobs.started["second"].wait(0.2)
-        assert pool.counts()[1:] == (1, 1)
-        jobs.release["first"].set()
-        assert jobs.started["second"].wait(WAIT)
-        assert jobs.thread_of["second"] == jobs.thread_of["first"]
-    finally:
-        jobs.release_all()
-        pool.close(timeout=WAIT)
+def test_a_queued_job_waits_for_the_busy_worker_and_runs_on_it(
+    jobs: Jobs, make_pool: PoolFactory
+) -> None:
+    pool = make_pool(eager_workers=1, grow_after=60.0)
+    pool.submit(jobs.add("first"))
+    assert jobs.started["first"].wait(WAIT)
+    pool.submit(jobs.add("second"))
+    # Within the (long) grow_after the second job must not start elsewhere.
+    assert not jobs.started["second"].wait(0.2)
+    assert pool.counts()[1:] == (1, 1)
+    jobs.release["first"].set()
+    assert jobs.started["second"].wait(WAIT)
+    assert jobs.thread_of["second"] == jobs.thread_of["first"]
 
 
-def test_a_stalled_worker_makes_the_pool_grow_after_the_delay(jobs: Jobs) -> None:
-    pool = make_pool(jobs, eager_workers=1, grow_after=0.05)
-    try:
-        pool.submit(jobs.add("stuck"))
-        assert jobs.started["stuck"].wait(WAIT)
-        queued_at = time.monotonic()
-        pool.submit(jobs.add("next"))
-        assert jobs.started["next"].wait(WAIT)
-        assert jobs.thread_of["next"] != jobs.thread_of["stuck"]
-        assert jobs.started_at["next"] - queued_at >= 0.045
-    finally:
-        jobs.release_all()
-        pool.close(timeout=WAIT)
+def test_a_stalled_worker_makes_the_pool_grow_after_the_delay(
+    jobs: Jobs, make_pool: PoolFactory
+) -> None:
+    pool = make_pool(eager_workers=1, grow_after=0.05)
+    pool.submit(jobs.add("stuck"))
+    assert jobs.started["stuck"].wait(WAIT)
+    queued_at = time.monotonic()
+    pool.submit(jobs.add("next"))
+    assert jobs.started["next"].wait(WAIT)
+    assert jobs.thread_of["next"] != jobs.thread_of["stuck"]
+    assert jobs.started_at["next"] - queued_at >= 0.045
 
 
-def test_the_pool_still_grows_to_max_workers_and_queues_the_rest(jobs: Jobs) -> None:
-    pool = make_pool(jobs, eager_workers=1, grow_after=0.01, max_workers=5)
-    try:
-        names = [jobs.add(f"job{i}") for i in range(8)]
-        for name in names:
-            assert pool.submit(name)
-        # busy counts a job once a worker took it; thread_of once it runs: wait for both.
-        assert wait_until(lambda: len(jobs.thread_of) == 5 and pool.counts() == (5, 5, 3))
-        assert len(set(jobs.thread_of.values())) == 5
-        # The queued ones run as soon as workers free up.
-        jobs.release_all()
-        assert all(jobs.started[name].wait(WAIT) for name in names)
-    finally:
-        jobs.release_all()
-        pool.close(timeout=WAIT)
+def test_the_pool_still_grows_to_max_workers_and_queues_the_rest(
+    jobs: Jobs, make_pool: PoolFactory
+) -> None:
+    pool = make_pool(eager_workers=1, grow_after=0.01, max_workers=5)
+    names = [jobs.add(f"job{i}") for i in range(8)]
+    for name in names:
+        assert pool.submit(name)
+    # busy counts a job once a worker took it; thread_of once it runs: wait for both.
+    assert wait_until(lambda: len(jobs.thread_of) == 5 and pool.counts() == (5, 5, 3))
+    assert len(set(jobs.thread_of.values())) == 5
+    # The queued ones run as soon as workers free up.
+    jobs.release_all()
+    assert all(jobs.started[name].wait(WAIT) for name in names)
 
 
-def test_grow_after_zero_starts_every_job_at_once(jobs: Jobs) -> None:
-    pool = make_pool(jobs, eager_workers=1, grow_after=0.0, max_workers=4)
-    try:
-        names = [jobs.add(f"job{i}") for i in range(4)]
-        for name in names:
-            pool.submit(name)
-        assert all(jobs.started[name].wait(WAIT) for name in names)
-        assert len(set(jobs.thread_of.values())) == 4
-    finally:
-        jobs.release_all()
-        pool.close(timeout=WAIT)
+def test_grow_after_zero_starts_every_job_at_once(jobs: Jobs, make_pool: PoolFactory) -> None:
+    pool = make_pool(eager_workers=1, grow_after=0.0, max_workers=4)
+    names = [jobs.add(f"job{i}") for i in range(4)]
+    for name in names:
+        pool.submit(name)
+    assert all(jobs.started[name].wait(WAIT) for name in names)
+    assert len(set(jobs.thread_of.values())) == 4
 
 
-def test_closing_runs_the_queue_without_waiting_for_the_delay(jobs: Jobs) -> None:
-    pool = make_pool(jobs, eager_workers=1, grow_after=60.0)
+def test_closing_runs_the_queue_without_waiting_for_the_delay(
+    jobs: Jobs, make_pool: PoolFactory
+) -> None:
+    pool = make_pool(eager_workers=1, grow_after=60.0)
     pool.submit(jobs.add("busy"))
     assert jobs.started["busy"].wait(WAIT)
     pool.submit(jobs.add("queued"))
     pool.close(wait=False)
-    try:
-        assert jobs.started["queued"].wait(WAIT)
-    finally:
-        jobs.release_all()
-        pool.close(timeout=WAIT)
+    assert jobs.started["queued"].wait(WAIT)
 
 
 @pytest.mark.parametrize(

@@ -368,3 +368,15 @@ def connections(port: int, count: int) -> Iterator[list[Conn]]:
     finally:
         for conn in opened:
             conn.close()
+
+
+def render_deploy_config(config: Path, replacements: dict[str, str]) -> str:
+    """A deploy/ configuration file with each address replaced in its one (uncommented) line."""
+    lines = config.read_text().splitlines(keepends=True)
+    for old, new in replacements.items():
+        where = [
+            i for i, line in enumerate(lines) if old in line and not line.lstrip().startswith("#")
+        ]
+        assert len(where) == 1, f"{old!r} should be in exactly one line of {config}"
+        lines[where[0]] = lines[where[0]].replace(old, new)
+    return "".join(lines)

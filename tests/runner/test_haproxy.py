@@ -19,7 +19,7 @@ import pytest
 
 from sockserve.exitcodes import ExitCode
 
-from .support import HANDLER, REPO, TIMEOUT, Load, ask, child_env, wait_until
+from .support import HANDLER, REPO, TIMEOUT, Load, ask, child_env, render_deploy_config, wait_until
 
 CONFIG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
 BACKEND = "sockserve"
@@ -35,14 +35,7 @@ def haproxy_binary() -> str:
 
 def render_config(replacements: dict[str, str]) -> str:
     """deploy/haproxy/haproxy.cfg with each address replaced in its one configuration line."""
-    lines = CONFIG.read_text().splitlines(keepends=True)
-    for old, new in replacements.items():
-        where = [
-            i for i, line in enumerate(lines) if old in line and not line.lstrip().startswith("#")
-        ]
-        assert len(where) == 1, f"{old!r} should be in exactly one line of {CONFIG}"
-        lines[where[0]] = lines[where[0]].replace(old, new)
-    return "".join(lines)
+    return render_deploy_config(CONFIG, replacements)
 
 
 def admin(path: Path, command: str) -> str:

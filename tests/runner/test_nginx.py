@@ -21,7 +21,7 @@ import pytest
 
 from sockserve.exitcodes import ExitCode
 
-from .support import HANDLER, REPO, TIMEOUT, Load, ask, child_env
+from .support import HANDLER, REPO, TIMEOUT, Load, ask, child_env, render_deploy_config
 
 CONFIG = REPO / "deploy" / "nginx" / "sockserve-stream.conf"
 MISSING = "nginx with its stream module is needed: apt-get install -y nginx libnginx-mod-stream"
@@ -48,14 +48,7 @@ def nginx() -> tuple[str, str]:
 
 def render(replacements: dict[str, str]) -> str:
     """The stream configuration with each address replaced in its one line."""
-    lines = CONFIG.read_text().splitlines(keepends=True)
-    for old, new in replacements.items():
-        where = [
-            i for i, line in enumerate(lines) if old in line and not line.lstrip().startswith("#")
-        ]
-        assert len(where) == 1, f"{old!r} should be in exactly one line of {CONFIG}"
-        lines[where[0]] = lines[where[0]].replace(old, new)
-    return "".join(lines)
+    return render_deploy_config(CONFIG, replacements)
 
 
 def instance(sockserve: Any, name: str, port: int = 0) -> Any:
