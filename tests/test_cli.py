@@ -381,3 +381,21 @@ def test_a_server_that_dies_stops_the_rest_with_exit_failure(
     assert reason == "failure"
     assert healthy.socket.fileno() == -1  # closed along with the broken one
     assert any("failed" in r.getMessage() for r in caplog.records if r.name == "sockserve.worker")
+
+
+def test_a_service_with_the_async_worker_class_serves_its_coroutine_handler() -> None:
+    """``sockserve echo --worker-class async``: streams get the async handler, UDP the pool."""
+    listeners = open_listeners(
+        [parse_bind_spec("127.0.0.1:0"), parse_bind_spec("udp://127.0.0.1:0")]
+    )
+    try:
+        stream, datagram = build_servers(parse("echo", "--worker-class", "async"), listeners)
+        assert isinstance(stream, sockserve.AsyncTCPServer)
+        assert stream.RequestHandlerClass is SERVICES["echo"].async_stream
+        assert isinstance(datagram, sockserve.ThreadPoolUDPServer)
+        assert datagram.RequestHandlerClass is SERVICES["echo"].datagram
+        with serving(stream):
+            echo_over_tcp(stream.server_address[1])
+        datagram.server_close()
+    finally:
+        close_listeners(listeners)

@@ -25,9 +25,14 @@ MiB = 1024 * 1024
 
 
 @contextmanager
-def tcp_service(name: str) -> Iterator[socket.socket]:
-    """Serve the stream handler of ``name`` on loopback; yield a connected client."""
-    server = sockserve.ThreadingTCPServer(LOOPBACK, SERVICES[name].stream)
+def tcp_service(name: str, asynchronous: bool = False) -> Iterator[socket.socket]:
+    """Serve the stream handler of ``name`` (or its async one) on loopback; yield a client."""
+    service = SERVICES[name]
+    server: sockserve.TCPServer = (
+        sockserve.AsyncTCPServer(LOOPBACK, service.async_stream)
+        if asynchronous
+        else sockserve.ThreadingTCPServer(LOOPBACK, service.stream)
+    )
     with serving(server), socket.create_connection(server.server_address, TIMEOUT) as client:
         yield client
 
@@ -74,9 +79,10 @@ def send_then_close_writing(sock: socket.socket, data: bytes) -> threading.Threa
 
 def test_registry_has_the_four_classic_services() -> None:
     assert set(SERVICES) == {"echo", "discard", "daytime", "chargen"}
-    for name, (stream, datagram, description) in SERVICES.items():
+    for name, (stream, datagram, description, async_stream) in SERVICES.items():
         assert issubclass(stream, sockserve.BaseRequestHandler), name
         assert issubclass(datagram, sockserve.BaseRequestHandler), name
+        assert issubclass(async_stream, sockserve.AsyncStreamRequestHandler), name
         assert "RFC 8" in description
 
 
@@ -88,9 +94,10 @@ def test_registry_is_read_only() -> None:
 # -- echo (RFC 862) ----------------------------------------------------------------
 
 
-def test_tcp_echo_returns_a_mebibyte_intact() -> None:
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["threads", "async"])
+def test_tcp_echo_returns_a_mebibyte_intact(asynchronous: bool) -> None:
     payload = os.urandom(MiB)
-    with tcp_service("echo") as client:
+    with tcp_service("echo", asynchronous) as client:
         sender = send_then_close_writing(client, payload)
         echoed = receive_until_eof(client)  # the server closes after our EOF
         sender.join(TIMEOUT)
@@ -122,8 +129,9 @@ def test_udp_echo_returns_the_same_datagram(payload: bytes) -> None:
 # -- discard (RFC 863) ---------------------------------------------------------------
 
 
-def test_tcp_discard_reads_everything_and_sends_nothing() -> None:
-    with tcp_service("discard") as client:
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["threads", "async"])
+def test_tcp_discard_reads_everything_and_sends_nothing(asynchronous: bool) -> None:
+    with tcp_service("discard", asynchronous) as client:
         sender = send_then_close_writing(client, os.urandom(MiB))
         # EOF without a byte: the server read to the end, then closed.
         assert client.recv(1024) == b""
@@ -167,8 +175,9 @@ def assert_is_now(line: bytes) -> None:
     assert abs(datetime.now(UTC) - stamp) < timedelta(seconds=30)
 
 
-def test_tcp_daytime_sends_one_line_then_closes() -> None:
-    with tcp_service("daytime") as client:
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["threads", "async"])
+def test_tcp_daytime_sends_one_line_then_closes(asynchronous: bool) -> None:
+    with tcp_service("daytime", asynchronous) as client:
         assert_is_now(receive_until_eof(client))
 
 
@@ -198,11 +207,15 @@ def assert_chargen_lines(data: bytes) -> None:
         assert line == ring[offset : offset + LINE_LENGTH], f"line {number}"
 
 
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["threads", "async"])
 def test_tcp_chargen_streams_rotating_lines_until_the_client_closes(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, asynchronous: bool
 ) -> None:
     line_count = 2000  # more than one sendall's worth, to cross a block boundary
-    with caplog.at_level(logging.INFO, logger="sockserve"), tcp_service("chargen") as client:
+    with (
+        caplog.at_level(logging.INFO, logger="sockserve"),
+        tcp_service("chargen", asynchronous) as client,
+    ):
         data = receive_exactly(client, line_count * (LINE_LENGTH + 2))
     # Leaving the block closed the client first, then stopped (and joined) the server.
     assert data.startswith(b'!"#$%&')  # RFC 864's first line

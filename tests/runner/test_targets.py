@@ -93,6 +93,16 @@ def test_a_handler_the_worker_class_cannot_run_exits_7(
     assert_clean(server.output)
 
 
+def test_an_async_handler_on_a_datagram_listener_exits_7(sockserve: Any) -> None:
+    server = sockserve(
+        "run", "tests.runner.targets.mod:AsyncHandler", "--bind", "udp://127.0.0.1:0"
+    )
+    assert server.wait_exit() == ExitCode.BAD_TARGET
+    [error] = server.lines(ERROR_LINE)
+    assert "serves stream sockets" in error[0]
+    assert_clean(server.output)
+
+
 # -- failures: one line, a named exit status, no respawn loop --------------------------------
 
 

@@ -74,9 +74,21 @@ def server_class_for(worker_class: str, sock: socket.socket) -> type[TCPServer]:
     return _SERVER_CLASSES[(worker_class, unix, datagram)]
 
 
-def effective_worker_class(config: RunConfig, handler: Any) -> str:
-    """The strategy for ``handler``: async handlers need the async one, others cannot use it."""
+def effective_worker_class(config: RunConfig, handler: Any, datagram: bool = False) -> str:
+    """The strategy for ``handler``: async handlers need the async one, others cannot use it.
+
+    Datagram listeners of an async run are served by the pool (there are no
+    async datagram handlers), so there any synchronous handler is fine.
+    """
     is_async = bool(getattr(handler, "_is_async_handler", False))
+    if datagram:
+        if is_async:
+            raise TargetError(
+                f"{getattr(handler, '__name__', handler)} is an async handler: it serves "
+                "stream sockets, not a udp:// listener",
+                ExitCode.BAD_TARGET,
+            )
+        return config.worker_class
     if is_async and config.worker_class in ("pool", "async"):
         return "async"  # pool is the default: an async handler means the async strategy
     if is_async:
@@ -131,8 +143,8 @@ def build_server(target: Target, sock: socket.socket, config: RunConfig) -> Base
     address = sock.getsockname()
     try:
         if target.kind in ("handler", "service"):
-            handler = target.handler_for(datagram)
-            worker_class = effective_worker_class(config, handler)
+            handler = target.handler_for(datagram, asynchronous=config.worker_class == "async")
+            worker_class = effective_worker_class(config, handler, datagram)
             cls = server_class_for(worker_class, sock)
             server: Any = cls(
                 address,

@@ -52,11 +52,15 @@ class Target:
     obj: Any
     #: For services: the handler for datagram listeners (``obj`` serves streams).
     datagram_handler: Any = None
+    #: For services: the stream handler written with coroutines.
+    async_handler: Any = None
 
-    def handler_for(self, datagram: bool) -> Any:
-        """The handler class for a stream or a datagram listener."""
+    def handler_for(self, datagram: bool, asynchronous: bool = False) -> Any:
+        """The handler class for a stream or a datagram listener (async if asked and known)."""
         if self.kind == "service" and datagram:
             return self.datagram_handler
+        if self.kind == "service" and asynchronous:
+            return self.async_handler
         return self.obj
 
 
@@ -70,7 +74,7 @@ def load_target(spec: str) -> Target:
     """Import and classify ``spec``; raise ``TargetError`` with a one-line message."""
     if spec in SERVICES:
         service = SERVICES[spec]
-        return Target(spec, "service", service.stream, service.datagram)
+        return Target(spec, "service", service.stream, service.datagram, service.async_stream)
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
         raise TargetError(

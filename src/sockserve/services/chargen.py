@@ -52,6 +52,21 @@ class ChargenStreamHandler(sockserve.BaseRequestHandler):
             pass  # the client closed: that is how chargen normally ends
 
 
+class AsyncChargenStreamHandler(sockserve.AsyncStreamRequestHandler):
+    """Chargen with coroutines, for ``--worker-class async``: the pattern until the client goes."""
+
+    cycles_per_send = ChargenStreamHandler.cycles_per_send
+
+    async def handle(self) -> None:
+        block = CYCLE * self.cycles_per_send
+        try:
+            while True:
+                self.writer.write(block)
+                await self.writer.drain()  # waits while the client is not reading
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client closed: that is how chargen normally ends
+
+
 class ChargenDatagramHandler(sockserve.DatagramRequestHandler):
     """Chargen over UDP: any datagram gets back 0 to 512 characters of the pattern."""
 

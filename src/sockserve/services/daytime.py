@@ -55,6 +55,14 @@ class DaytimeStreamHandler(sockserve.BaseRequestHandler):
         self.request.sendall(daytime_line())
 
 
+class AsyncDaytimeStreamHandler(sockserve.AsyncStreamRequestHandler):
+    """Daytime with coroutines, for ``--worker-class async``: the line, then the close."""
+
+    async def handle(self) -> None:
+        self.writer.write(daytime_line())
+        await self.writer.drain()
+
+
 class DaytimeDatagramHandler(sockserve.DatagramRequestHandler):
     """Daytime over UDP: any datagram (its content is ignored) gets the line back."""
 

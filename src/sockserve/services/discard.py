@@ -27,6 +27,16 @@ class DiscardStreamHandler(sockserve.BaseRequestHandler):
             pass
 
 
+class AsyncDiscardStreamHandler(sockserve.AsyncStreamRequestHandler):
+    """Discard with coroutines, for ``--worker-class async``."""
+
+    buffer_size = 64 * 1024
+
+    async def handle(self) -> None:
+        while await self.reader.read(self.buffer_size):
+            pass
+
+
 class DiscardDatagramHandler(sockserve.BaseRequestHandler):
     """Discard over UDP: the datagram is dropped and no reply is sent.
 

@@ -34,6 +34,18 @@ class EchoStreamHandler(sockserve.BaseRequestHandler):
         # lets the server send our FIN and close the connection.
 
 
+class AsyncEchoStreamHandler(sockserve.AsyncStreamRequestHandler):
+    """Echo with coroutines, for ``--worker-class async``: many idle clients, one thread."""
+
+    #: Bytes asked of one read.
+    buffer_size = 64 * 1024
+
+    async def handle(self) -> None:
+        while data := await self.reader.read(self.buffer_size):
+            self.writer.write(data)
+            await self.writer.drain()  # a client that does not read stops us reading
+
+
 class EchoDatagramHandler(sockserve.DatagramRequestHandler):
     """Echo over UDP: each datagram is answered with an identical one."""
 
