@@ -26,7 +26,7 @@ measurements behind it. Set ``grow_after = 0`` to start every request at once.
 The trade-off, plainly: with persistent connections at most ``max_workers``
 clients are served at once; the others wait. For many long-lived, mostly idle
 connections pick more workers, several processes (``sockserve run --workers``)
-or asynchronous handlers.
+or asynchronous handlers (``AsyncTCPServer``).
 """
 
 from __future__ import annotations
