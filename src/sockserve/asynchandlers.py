@@ -67,12 +67,12 @@ class _ConnectionReader(asyncio.StreamReader):
 
 
 class _ConnectionWriter(asyncio.StreamWriter):
-    """A StreamWriter that notes when the handler last wrote."""
+    """A StreamWriter that notes when the handler last wrote (in the reader's record)."""
+
+    activity: _ConnectionReader
 
     def write(self, data: Any) -> None:
-        reader = self._reader  # type: ignore[attr-defined]
-        if reader is not None:
-            reader.last_activity = time.monotonic()
+        self.activity.last_activity = time.monotonic()
         super().write(data)
 
 
@@ -114,7 +114,9 @@ class AsyncStreamRequestHandler:
             duplicate.close()
             raise
         self.reader = reader
-        self.writer = _ConnectionWriter(transport, protocol, reader, loop)
+        writer = _ConnectionWriter(transport, protocol, reader, loop)
+        writer.activity = reader
+        self.writer = writer
         reader.last_activity = time.monotonic()
         idle_timeout = getattr(self.server, "idle_timeout", None)
         if idle_timeout is not None:

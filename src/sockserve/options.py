@@ -16,6 +16,8 @@ import socket
 from collections.abc import Callable
 from typing import Literal, TypedDict
 
+from sockserve.concurrency.eventloop import EVENT_LOOP_KINDS
+
 __all__ = ["STREAM_ONLY", "ServerOptions", "apply_options"]
 
 
@@ -142,7 +144,7 @@ _VALIDATORS: dict[str, Callable[[str, object], object]] = {
     "overflow": _one_of("block", "reject"),
     "dispatch": _one_of("immediate", "readable"),
     "first_byte_timeout": _positive_number_or_none,
-    "event_loop": _one_of("auto", "asyncio", "uvloop"),
+    "event_loop": _one_of(*EVENT_LOOP_KINDS),
 }
 
 #: Options only some servers have, and which servers those are (for the error).

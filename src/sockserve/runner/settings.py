@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from sockserve.concurrency.eventloop import EVENT_LOOP_KINDS
 from sockserve.core.addresses import BindSpecError, parse_bind_spec
 
 __all__ = ["SETTINGS", "ConfigError", "RunConfig", "Setting", "build_config"]
@@ -159,7 +160,7 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "auto",
         "event loop of --worker-class async: auto (uvloop when installed), asyncio or uvloop",
-        _choice("auto", "asyncio", "uvloop"),
+        _choice(*EVENT_LOOP_KINDS),
     ),
     Setting(
         "eager_workers",
