@@ -129,13 +129,13 @@ def test_shutdown_from_a_handler_on_the_serving_thread_does_not_deadlock(net: Ne
 def test_shutdown_requested_before_serve_forever_makes_it_return_at_once(net: Net) -> None:
     server = net.server(sockserve.TCPServer(LOCALHOST, Echo))
     requested = threading.Event()
-    wake = server._wake
+    wake = server.wake_loop
 
     def wake_and_tell() -> None:  # shutdown() sets the stop flag, then wakes the loop
         wake()
         requested.set()
 
-    server._wake = wake_and_tell  # type: ignore[method-assign]
+    server.wake_loop = wake_and_tell  # type: ignore[method-assign]
     stopper = threading.Thread(target=server.shutdown, daemon=True)
     stopper.start()
     assert requested.wait(TIMEOUT)

@@ -9,16 +9,10 @@ sockets exist.
 
 from __future__ import annotations
 
+from sockserve.aio import AsyncMixIn, AsyncTCPServer, AsyncUnixStreamServer
 from sockserve.asynchandlers import AsyncStreamRequestHandler
-from sockserve.concurrency.asyncio_mixin import AsyncMixIn, AsyncTCPServer, AsyncUnixStreamServer
-from sockserve.concurrency.threadpool import (
-    ThreadPoolMixIn,
-    ThreadPoolTCPServer,
-    ThreadPoolUDPServer,
-    ThreadPoolUnixDatagramServer,
-    ThreadPoolUnixStreamServer,
-)
-from sockserve.core.lifecycle import DrainReport, State
+from sockserve.engine.drain import DrainReport
+from sockserve.engine.lifecycle import State
 from sockserve.errors import LineTooLong, PeerError
 from sockserve.handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 from sockserve.mixins import (
@@ -34,6 +28,13 @@ from sockserve.mixins import (
     ThreadingUnixStreamServer,
 )
 from sockserve.observability.stats import ServerStats
+from sockserve.pool import (
+    ThreadPoolMixIn,
+    ThreadPoolTCPServer,
+    ThreadPoolUDPServer,
+    ThreadPoolUnixDatagramServer,
+    ThreadPoolUnixStreamServer,
+)
 from sockserve.servers import (
     BaseServer,
     TCPServer,

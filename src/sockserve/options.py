@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable
 from typing import Literal, TypedDict
 
-from sockserve.concurrency.eventloop import EVENT_LOOP_KINDS
+from sockserve.strategies.eventloop import EVENT_LOOP_KINDS
 
 __all__ = ["STREAM_ONLY", "ServerOptions", "apply_options"]
 

@@ -1,13 +1,15 @@
 """The stdlib's server classes, rebuilt: same hooks, same order, prompt shutdown.
 
-``BaseServer`` owns the one accept path every sockserve server uses:
+``BaseServer`` owns the serving loop every sockserve server uses:
 ``serve_forever`` waits on the listener and on a :class:`~sockserve.core.wakeup.Waker`,
 calls ``_handle_request_noblock`` when the listener is readable, and
-``service_actions`` once per wake-up. Everything a subclass written for the
-stdlib can override is called with the stdlib's arguments in the stdlib's
-order: ``get_request`` -> ``verify_request`` -> ``process_request`` ->
-(``finish_request`` -> handler) -> ``shutdown_request`` -> ``close_request``,
-with ``handle_error`` for exceptions.
+``service_actions`` once per wake-up. What happens to a connection from there
+is the :mod:`connection pipeline <sockserve.engine.pipeline>`'s, which calls
+every hook a subclass written for the stdlib can override with the stdlib's
+arguments in the stdlib's order: ``get_request`` -> ``verify_request`` ->
+``process_request`` -> (``finish_request`` -> handler) -> ``shutdown_request``
+-> ``close_request``, with ``handle_error`` for exceptions. This module keeps
+the hooks and the socket-specific parts; see ``docs/pipeline.md`` for the map.
 
 What differs, on purpose, where no caller can tell:
 
@@ -23,7 +25,6 @@ What differs, on purpose, where no caller can tell:
 
 from __future__ import annotations
 
-import logging
 import selectors
 import socket
 import sys
@@ -31,20 +32,22 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self, Unpack
+from typing import TYPE_CHECKING, Any, Self, Unpack
 
 from sockserve._types import Address, HandlerFactory, Request
-from sockserve.core.accept import AcceptThrottle
-from sockserve.core.connopts import ConnectionOptions
-from sockserve.core.lifecycle import DrainReport, Lifecycle, State
-from sockserve.core.tracker import ConnectionTracker
 from sockserve.core.unixfiles import SocketFileRecord, record_socket_file, remove_socket_file
 from sockserve.core.wakeup import Waker
-from sockserve.errors import PeerError
-from sockserve.observability.access import log_access
-from sockserve.observability.logs import RateLimitedLog, describe_address, server_logger
+from sockserve.engine.connection import PEER_ERROR, RESET, TIMEOUT, classify
+from sockserve.engine.drain import DrainReport
+from sockserve.engine.drain import drain as run_drain
+from sockserve.engine.lifecycle import State
+from sockserve.engine.pipeline import ConnectionPipeline
+from sockserve.engine.prepare import Step
+from sockserve.observability.logs import describe_address, server_logger
 from sockserve.observability.stats import ServerStats
 from sockserve.options import ServerOptions, apply_options
+from sockserve.strategies.base import Strategy
+from sockserve.strategies.inline import InlineStrategy
 
 __all__ = [
     "BaseServer",
@@ -60,17 +63,18 @@ _Selector: type[selectors.BaseSelector] = getattr(
     selectors, "PollSelector", selectors.SelectSelector
 )
 
-#: Exceptions that mean the peer went away: an event to note, not a bug to trace.
-CLIENT_GONE_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
-
 
 class BaseServer:
     """The template every server follows; it knows nothing of sockets but the one it serves.
 
     Subclasses provide ``get_request``, ``fileno`` and usually a ``socket``
-    attribute; they override hooks exactly as with the stdlib. The production
-    options (see :mod:`sockserve.options`) are class attributes and keyword-only
-    constructor arguments; all are off here, as in the stdlib.
+    attribute; they override hooks exactly as with the stdlib. The path a
+    connection takes from ``get_request`` to ``shutdown_request`` is the
+    :class:`~sockserve.engine.pipeline.ConnectionPipeline`'s; where it is
+    served is the strategy's, chosen by the concurrency mix-in
+    (``_make_strategy``). The production options (see :mod:`sockserve.options`)
+    are class attributes and keyword-only constructor arguments; all are off
+    here, as in the stdlib.
     """
 
     #: Seconds ``handle_request`` waits before calling ``handle_timeout`` (None: forever).
@@ -79,7 +83,7 @@ class BaseServer:
     max_connections: int | None = None
     #: Concurrent connections from one IP address; more are refused. None: no limit.
     max_connections_per_ip: int | None = None
-    #: Seconds a connection may stay silent, or a send stay blocked, before the
+    #: Seconds a read or write may wait without any byte moving before the
     #: handler gets a ``TimeoutError``. None: forever.
     idle_timeout: float | None = None
     #: Longest line (bytes, terminator included) a handler's size-less
@@ -92,14 +96,12 @@ class BaseServer:
     #: waits on Nagle's algorithm and the client's delayed ACK, ~40 ms a request.
     #: Unix sockets are left alone.
     tcp_nodelay: bool = False
-    #: Seconds a drain waits, after aborting what was left at its deadline,
-    #: for the aborted handlers to return.
+    #: The most of a drain's timeout kept, at its end, for aborted handlers to
+    #: return (a quarter of the timeout when that is less).
     drain_abort_grace: float = 2.0
 
-    #: True for strategies whose ``process_request`` returns while the request
-    #: is still being handled elsewhere (a thread, a pool, a child process);
-    #: they report the request's end themselves.
-    _dispatches_in_background = False
+    #: Whether the strategy runs AsyncStreamRequestHandler coroutines.
+    _serves_async_handlers = False
 
     def __init__(
         self,
@@ -109,38 +111,33 @@ class BaseServer:
     ) -> None:
         self.server_address: Address = server_address
         self.RequestHandlerClass = RequestHandlerClass
-        if getattr(RequestHandlerClass, "_is_async_handler", False) and not getattr(
-            self, "_serves_async_handlers", False
-        ):
-            raise TypeError(
-                f"{type(self).__name__} cannot run the async handler "
-                f"{getattr(RequestHandlerClass, '__name__', RequestHandlerClass)}: "
-                "serve it with AsyncTCPServer or AsyncUnixStreamServer"
-            )
+        if getattr(RequestHandlerClass, "_is_async_handler", False) != self._serves_async_handlers:
+            raise TypeError(_handler_mismatch(type(self), RequestHandlerClass))
         apply_options(self, dict(options))
         self.__is_shut_down = threading.Event()
         self.__shutdown_request = False
         self.__serving_thread: int | None = None
         self.__waker: Waker | None = None
         self.__waker_lock = threading.Lock()
-        self.__resume_accepting_at = 0.0
-        self._accept_throttle = AcceptThrottle()
         self._watching_listener = False
-        self._lifecycle = Lifecycle()
+        self._turn_callbacks: list[Callable[[], None]] = []
+        self._pipeline = ConnectionPipeline(self)
         #: Set when a drain begins; long-running handlers may check it and wrap up.
-        self.draining = self._lifecycle.draining
-        self._tracker = ConnectionTracker(
-            max_connections=self.max_connections,
-            max_connections_per_ip=self.max_connections_per_ip,
-        )
-        self._refusals = RateLimitedLog(server_logger, 10.0)
-        self._connection_options = ConnectionOptions()
-        #: id(request) -> how it failed, for the access log (filled only when logging).
-        self._outcomes: dict[int, str] = {}
-        self._setup_strategy()
+        self.draining = self._pipeline.lifecycle.draining
 
-    def _setup_strategy(self) -> None:
-        """Create what the concurrency strategy needs (pools, ...). Called by ``__init__``."""
+    # -- what the concurrency mix-ins choose -------------------------------
+
+    def _make_strategy(self, pipeline: ConnectionPipeline) -> Strategy:
+        """The strategy serving admitted connections: here, one at a time, inline."""
+        return InlineStrategy(pipeline.serve, pipeline.tracker)
+
+    def _pre_handler_steps(self) -> list[Step]:
+        """The pre-handler steps every connection goes through (none in the stdlib classes)."""
+        return []
+
+    def _blocks_on_close(self) -> bool:
+        """Whether ``server_close`` waits for connections being served (``block_on_close``)."""
+        return False
 
     # -- the serving loop -------------------------------------------------
 
@@ -157,7 +154,7 @@ class BaseServer:
         self.__serving_thread = threading.get_ident()
         waker: Waker | None = None
         try:
-            self._lifecycle.move(State.SERVING)
+            self._pipeline.lifecycle.move(State.SERVING)
             # Inside the try: if this fails (no descriptors left), the finally
             # still sets __is_shut_down, so a shutdown() elsewhere cannot hang.
             waker = Waker()
@@ -176,6 +173,8 @@ class BaseServer:
                         else:
                             self._handle_request_noblock()
                     self.service_actions()
+                    for callback in self._turn_callbacks:
+                        callback()
         finally:
             with self.__waker_lock:
                 self.__waker = None
@@ -184,7 +183,7 @@ class BaseServer:
             self._watching_listener = False
             self.__shutdown_request = False
             self.__serving_thread = None
-            self._lifecycle.loop_stopped()
+            self._pipeline.lifecycle.loop_stopped()
             self.__is_shut_down.set()
 
     def __watch_listener(
@@ -192,14 +191,15 @@ class BaseServer:
     ) -> float | None:
         """(Un)register the listener as back-off and back-pressure allow; return the wait."""
         timeout = poll_interval
-        want = self._ready_to_accept()
-        if self.__resume_accepting_at:
-            rest = self.__resume_accepting_at - time.monotonic()
+        pipeline = self._pipeline
+        want = pipeline.may_accept()
+        if pipeline.resume_accepting_at:
+            rest = pipeline.resume_accepting_at - time.monotonic()
             if rest > 0:
                 want = False
                 timeout = rest if timeout is None else min(timeout, rest)
             else:
-                self.__resume_accepting_at = 0.0
+                pipeline.resume_accepting_at = 0.0
         if want != self._watching_listener:
             if want:
                 selector.register(self, selectors.EVENT_READ)
@@ -214,7 +214,7 @@ class BaseServer:
         Strategies that may block in the loop (a forking server at
         ``max_children``) check it so a shutdown or drain is not held up.
         """
-        return self.__shutdown_request or self._lifecycle.state in (
+        return self.__shutdown_request or self._pipeline.state in (
             State.DRAINING,
             State.CLOSED,
         )
@@ -232,25 +232,37 @@ class BaseServer:
         wait forever, which is what the stdlib does.
         """
         self.__shutdown_request = True
-        self._wake()
+        self.wake_loop()
         if self.__serving_thread == threading.get_ident():
             return
         self.__is_shut_down.wait()
 
-    def _wake(self) -> None:
-        """Interrupt the serving loop's wait (when capacity returns, or to stop)."""
+    def wake_loop(self) -> None:
+        """Make the serving loop re-check its state now (from any thread).
+
+        Call it when something an accept gate depends on has changed.
+        """
         with self.__waker_lock:
             if self.__waker is not None:
                 self.__waker.wake()
 
-    def _ready_to_accept(self) -> bool:
-        """Whether the loop should watch the listener now (back-pressure hook).
+    def add_accept_gate(self, gate: Callable[[], bool]) -> None:
+        """Accept new connections only while ``gate()`` (and every other gate) returns True.
 
-        A server that cannot take another request returns False and calls
-        ``_wake()`` when it can again; the kernel backlog holds new clients
-        meanwhile. The base server can always accept.
+        Checked once per loop turn, before the loop waits; while a gate is
+        closed the listener is not read and the kernel backlog holds clients.
+        Call :meth:`wake_loop` when a gate opens again. The runner closes one
+        when a worker has served its ``--max-requests``.
         """
-        return True
+        self._pipeline.add_gate(gate)
+
+    def add_turn_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once per turn of ``serve_forever``, after ``service_actions``.
+
+        For code that runs servers it did not write (the runner's heartbeat):
+        unlike overriding ``service_actions``, it leaves the server's own hook alone.
+        """
+        self._turn_callbacks.append(callback)
 
     def service_actions(self) -> None:
         """Called once per loop iteration of ``serve_forever``. May be overridden."""
@@ -263,7 +275,7 @@ class BaseServer:
         The wait is bounded by the smaller of the socket's timeout and
         ``self.timeout`` (either may be None).
         """
-        timeout: float | None = self.socket.gettimeout()  # type: ignore[attr-defined]
+        timeout: float | None = self._listener_timeout()
         if timeout is None:
             timeout = self.timeout
         elif self.timeout is not None:
@@ -279,107 +291,21 @@ class BaseServer:
                     if timeout < 0:
                         return self.handle_timeout()
 
+    def _listener_timeout(self) -> float | None:
+        """The listening socket's own timeout (socket servers have one)."""
+        return None
+
+    def _listening_socket(self) -> socket.socket | None:
+        """The stream listener, if any (a forked child closes its copy; options go on it)."""
+        return None
+
+    def _is_tcp(self) -> bool:
+        """Whether connections are TCP (TCP_NODELAY applies; Unix sockets have no Nagle)."""
+        return False
+
     def _handle_request_noblock(self) -> None:
-        """Accept one request (the listener is readable) and dispatch it."""
-        try:
-            request, client_address = self.get_request()
-        except OSError as exc:
-            self._accept_failed(exc)
-            return
-        self._accept_throttle.succeeded()
-        refusal = self._tracker.admit(request, client_address)
-        if refusal is not None:
-            self._refuse(request, client_address, refusal)
-            return
-        handed_off = False
-        try:
-            # Unlike the stdlib, an exception from verify_request (or from
-            # setting the idle timeout) goes to handle_error: it ends this
-            # request, not the serving loop.
-            # address_family, not request.family: a plain attribute, where the
-            # socket's property builds an enum on every call.
-            nodelay = self.tcp_nodelay and getattr(self, "address_family", None) != socket.AF_UNIX
-            if self.idle_timeout is not None or nodelay:
-                self._connection_options.apply(
-                    getattr(self, "socket", None), request, self.idle_timeout, nodelay
-                )
-            if self.verify_request(request, client_address):
-                self.process_request(request, client_address)
-                handed_off = self._dispatches_in_background
-            else:
-                if self.access_log:
-                    self._outcomes[id(request)] = "denied"
-                self.shutdown_request(request)
-        except Exception:
-            self._request_failed(request, client_address)
-            self.shutdown_request(request)
-        except BaseException:
-            self.shutdown_request(request)
-            raise
-        finally:
-            if not handed_off:
-                self._tracker.release(request)
-
-    def _run_request(self, request: Request, client_address: Address) -> None:
-        """Handle a request to its end on the current thread (the body of a worker).
-
-        Never raises an ``Exception``: a handler's error goes to ``handle_error``
-        and the request is shut down and released whatever happened.
-        """
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self._request_failed(request, client_address)
-        finally:
-            self._end_request(request)
-
-    def _end_request(self, request: Request) -> None:
-        """Shut an admitted request down and release its place, whatever happens."""
-        try:
-            self.shutdown_request(request)
-        finally:
-            self._tracker.release(request)
-
-    def _request_failed(self, request: Request, client_address: Address) -> None:
-        """Count the exception being handled by its kind, then call ``handle_error``."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, TimeoutError):
-            event, outcome = "timed_out", "timeout"
-        elif isinstance(exc, PeerError):
-            event, outcome = "peer_errors", "peer-error"
-        elif isinstance(exc, CLIENT_GONE_ERRORS):
-            event, outcome = "disconnects", "reset"
-        else:
-            event, outcome = "handler_errors", "error"
-        self._tracker.count(event)
-        if self.access_log:
-            self._outcomes[id(request)] = outcome
-        self.handle_error(request, client_address)
-
-    def _log_access(self, request: Request) -> None:
-        """Write the access-log line of a request that is ending (before its socket closes)."""
-        outcome = self._outcomes.pop(id(request), "ok")
-        found = self._tracker.lookup(request)
-        if found is not None:  # refused requests were never admitted: _refuse logs them
-            address, started = found
-            log_access(request, address, outcome, time.monotonic() - started)
-
-    def _refuse(self, request: Request, client_address: Address, reason: str) -> None:
-        """Log (rate-limited) and reject a request a limit did not admit."""
-        self._refusals.log(
-            logging.WARNING,
-            reason,
-            "refused connection from %s: %s reached",
-            describe_address(client_address),
-            reason,
-        )
-        if self.access_log:
-            log_access(request, client_address, f"refused:{reason}", None)
-        try:
-            self.reject_request(request, client_address, reason)
-        except Exception:
-            self.handle_error(request, client_address)
-            self.shutdown_request(request)
+        """Accept one request (the listener is readable) and send it down the pipeline."""
+        self._pipeline.accept_one()
 
     def reject_request(self, request: Request, client_address: Address, reason: str) -> None:
         """End a request that a limit refused: ``reason`` names the limit.
@@ -389,12 +315,6 @@ class BaseServer:
         """
         self.shutdown_request(request)
 
-    def _accept_failed(self, exc: OSError) -> None:
-        """Log a failed ``get_request`` by its class and rest the listener if needed."""
-        pause = self._accept_throttle.failed(exc, describe_address(self.server_address))
-        if pause:
-            self.__resume_accepting_at = time.monotonic() + pause
-
     def handle_timeout(self) -> None:
         """Called when ``handle_request`` times out. May be overridden."""
 
@@ -403,11 +323,22 @@ class BaseServer:
         raise NotImplementedError
 
     def verify_request(self, request: Request, client_address: Address) -> bool:
-        """Return False to refuse the request (it is then shut down). May be overridden."""
+        """Return False to refuse the request (it is then shut down). May be overridden.
+
+        Runs on the serving thread before ``process_request``, as in the
+        stdlib; for a server with pre-handler steps (``dispatch="readable"``,
+        later TLS and PROXY) it runs after them, on the worker that then runs
+        the handler, so it may block without holding up the accept loop.
+        """
         return True
 
     def process_request(self, request: Request, client_address: Address) -> None:
         """Handle the request in this thread; the concurrency mix-ins override this."""
+        if self._pipeline.steps:
+            # Pre-handler steps (and verify_request after them) are due here first.
+            pipeline = self._pipeline
+            pipeline.serve(pipeline.connection_for(request, client_address))
+            return
         self.finish_request(request, client_address)
         self.shutdown_request(request)
 
@@ -418,15 +349,21 @@ class BaseServer:
     def shutdown_request(self, request: Request) -> None:
         """End the request; stream servers shut the socket down first."""
         if self.access_log:
-            self._log_access(request)
+            self._pipeline.log_access(request)
         self.close_request(request)
 
     def close_request(self, request: Request) -> None:
         """Release the request's resources. May be overridden."""
 
     def server_close(self) -> None:
-        """Release the server's resources. May be overridden (call super)."""
-        self._lifecycle.move(State.CLOSED)
+        """Release the server's resources. May be overridden (call super).
+
+        Waits for the connections being served when the strategy blocks on
+        close (``block_on_close``), except those a drain already gave up on:
+        those are logged and left.
+        """
+        self._pipeline.lifecycle.move(State.CLOSED)
+        self._pipeline.close(wait=self._blocks_on_close())
 
     def handle_error(self, request: Request, client_address: Address) -> None:
         """Log the exception being handled, with the client's address.
@@ -436,13 +373,14 @@ class BaseServer:
         other exception an ERROR line with its traceback. Override to change.
         """
         exc = sys.exc_info()[1]
+        failure = classify(exc)
         peer = describe_address(client_address)
         extra = {"client_address": client_address}
-        if isinstance(exc, CLIENT_GONE_ERRORS):
-            server_logger.info("client %s disconnected: %s", peer, exc, extra=extra)
-        elif isinstance(exc, TimeoutError):
+        if failure.outcome == TIMEOUT:
             server_logger.info("client %s timed out: %s", peer, exc, extra=extra)
-        elif isinstance(exc, PeerError):
+        elif failure.outcome == RESET:
+            server_logger.info("client %s disconnected: %s", peer, exc, extra=extra)
+        elif failure.outcome == PEER_ERROR:
             server_logger.warning("client %s: %s", peer, exc, extra=extra)
         else:
             server_logger.error(
@@ -461,33 +399,38 @@ class BaseServer:
     @property
     def state(self) -> State:
         """Where the server is in its life: idle, serving, draining or closed."""
-        return self._lifecycle.state
+        return self._pipeline.state
 
     def stats(self) -> ServerStats:
         """A snapshot of the server's counters (cheap: no I/O, one short lock)."""
-        accepted, active, completed, rejected, events = self._tracker.snapshot()
-        workers, busy, pending = self._worker_counts()
+        pipeline = self._pipeline
+        accepted, active, completed, rejected, events = pipeline.tracker.snapshot()
+        counts = pipeline.strategy.counts()
         return ServerStats(
-            state=self._lifecycle.state.value,
+            state=pipeline.state.value,
             accepting=self._watching_listener,
             accepted=accepted,
             active=active,
             completed=completed,
-            pending=pending,
+            pending=counts.pending,
             rejected=rejected,
             timed_out=events.get("timed_out", 0),
             handler_errors=events.get("handler_errors", 0),
             peer_errors=events.get("peer_errors", 0),
             disconnects=events.get("disconnects", 0),
-            accept_errors={kind.value: n for kind, n in self._accept_throttle.counts.items()},
-            workers=workers,
-            busy_workers=busy,
+            aborted=events.get("aborted", 0),
+            denied=events.get("denied", 0),
+            closed_idle=events.get("closed_idle", 0),
+            preparing=pipeline.preparing,
+            accept_errors={kind.value: n for kind, n in pipeline.throttle.counts.items()},
+            workers=counts.workers,
+            busy_workers=counts.busy,
         )
 
-    def _worker_counts(self) -> tuple[int, int, int]:
-        """(workers, busy workers, requests waiting for one); strategies with workers override."""
-        active = self._tracker.in_flight
-        return active, active, 0
+    @property
+    def connections_admitted(self) -> int:
+        """Connections (datagrams) admitted since the server was made: one integer read."""
+        return self._pipeline.tracker.accepted
 
     def wait_for(self, predicate: Callable[[ServerStats], bool], timeout: float) -> bool:
         """Block until ``predicate(self.stats())`` holds or ``timeout`` passes; return it.
@@ -503,61 +446,41 @@ class BaseServer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            self._tracker.wait_for_change(min(remaining, 0.05))
+            self._pipeline.tracker.wait_for_change(min(remaining, 0.05))
 
     def drain(self, timeout: float = 30.0) -> DrainReport:
         """Stop accepting at once, let requests in flight finish, abort the rest.
 
         New connections are refused from the first moment (the listener is
         closed, so the kernel no longer queues them). Requests in flight get
-        until ``timeout`` seconds to finish; ``self.draining`` is set so
-        handlers can end long sessions politely. What is left at the deadline
-        is aborted (sockets shut down, so blocked reads return; children
-        killed), and the report says how many finished and how many were
-        forced. ``force_drain()`` from another thread cuts the wait short.
-        Call ``server_close()`` afterwards. Must not be called from a handler
-        running on the serving thread.
+        until the deadline to finish; ``self.draining`` is set so handlers can
+        end long sessions politely. What is left is aborted (sockets shut down,
+        so blocked reads return; tasks cancelled; children killed) early enough
+        that the drain returns by ``timeout`` seconds (see
+        ``drain_abort_grace``), and the report says how many finished, how many
+        were forced and how many handlers had still not returned.
+        ``force_drain()`` from another thread cuts the wait short. Call
+        ``server_close()`` afterwards (it does not wait for handlers the drain
+        gave up on). Must not be called from a handler running on the serving
+        thread.
         """
-        if timeout < 0:
-            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+            raise ValueError(f"timeout must be a number >= 0, got {timeout!r}")
         if self.__serving_thread == threading.get_ident():
             raise RuntimeError("drain() called from the serving thread would wait for itself")
-        started = time.monotonic()
-        self._lifecycle.move(State.DRAINING)
+        return run_drain(self, self._pipeline, float(timeout))
+
+    def _stop_serving_for_drain(self) -> None:
+        """Drain, step 1: stop the loop, serve what the kernel queued, stop listening."""
         if self.__serving_thread is not None:
             self.shutdown()
         self._accept_backlog()
         self._stop_listening()
-        # Nothing new is admitted from here: every request in flight now ends
-        # either by itself (finished) or at the deadline (forced).
-        tracker = self._tracker
-        completed_before = tracker.completed
-        in_flight = tracker.in_flight
-        idle_closed = self._close_idle_requests()
-        self.draining.set()
-        self._wait_for_requests(started + timeout, stop_on_force=True)
-        forced = tracker.in_flight
-        finished = tracker.completed - completed_before - idle_closed
-        still_running = 0
-        if forced:
-            self._abort_requests()
-            self._wait_for_requests(time.monotonic() + self.drain_abort_grace)
-            still_running = tracker.in_flight
-        report = DrainReport(
-            in_flight=in_flight - idle_closed,
-            finished=finished,
-            forced=forced,
-            still_running=still_running,
-            idle_closed=idle_closed,
-            elapsed=time.monotonic() - started,
-        )
-        server_logger.info("%s: %s", describe_address(self.server_address), report)
-        return report
 
     def force_drain(self) -> None:
         """Make a drain in progress (or the next one) abort what is left now."""
-        self._lifecycle.force.set()
-        self._tracker.poke()
+        self._pipeline.lifecycle.force.set()
+        self._pipeline.tracker.poke()
 
     def _accept_backlog(self) -> None:
         """Drain: take what the kernel already queued, so those clients are served, not reset.
@@ -569,30 +492,6 @@ class BaseServer:
     def _stop_listening(self) -> None:
         """Refuse new connections from now on (drain). Socket servers close the listener."""
 
-    def _close_idle_requests(self) -> int:
-        """Close connections that have not started (drain); return how many."""
-        return 0
-
-    def _wait_for_requests(self, deadline: float, *, stop_on_force: bool = False) -> bool:
-        """Wait until no request is in flight or the deadline; return whether none is."""
-        force = self._lifecycle.force
-        tracker = self._tracker
-
-        def settled() -> bool:
-            return tracker.in_flight == 0 or (stop_on_force and force.is_set())
-
-        tracker.wait_until(settled, deadline)
-        return tracker.in_flight == 0
-
-    def _abort_requests(self) -> None:
-        """Abort every request in flight: shut its socket down so blocked I/O returns."""
-        for request, _address in self._tracker.in_flight_requests():
-            if isinstance(request, socket.socket):
-                try:
-                    request.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass  # closed or reset meanwhile: it is ending anyway
-
     def __enter__(self) -> Self:
         return self
 
@@ -603,6 +502,29 @@ class BaseServer:
         tb: TracebackType | None,
     ) -> None:
         self.server_close()
+
+
+# A concurrency mix-in is combined with a server class at run time; for the
+# type checker it is a BaseServer subclass, so its calls into the server are
+# checked instead of silenced.
+if TYPE_CHECKING:
+    MixInBase = BaseServer
+else:
+    MixInBase = object
+
+
+def _handler_mismatch(server_class: type[BaseServer], handler: object) -> str:
+    """The message for a handler the server's strategy cannot run."""
+    name = getattr(handler, "__name__", handler)
+    if server_class._serves_async_handlers:
+        return (
+            f"{server_class.__name__} serves AsyncStreamRequestHandler subclasses; {name!r} "
+            "is not one (use a thread pool server such as ThreadPoolTCPServer for it)"
+        )
+    return (
+        f"{server_class.__name__} cannot run the async handler {name}: "
+        "serve it with AsyncTCPServer or AsyncUnixStreamServer"
+    )
 
 
 class TCPServer(BaseServer):
@@ -652,8 +574,23 @@ class TCPServer(BaseServer):
         self.socket.listen(self.request_queue_size)
 
     def server_close(self) -> None:
+        if self.socket_type == socket.SOCK_DGRAM:
+            # Datagram handlers reply through the server's one socket: let the
+            # ones in flight finish before it closes, or their replies are lost.
+            self._pipeline.close(wait=True)
         self.socket.close()
         super().server_close()
+
+    def _listener_timeout(self) -> float | None:
+        return self.socket.gettimeout()
+
+    def _listening_socket(self) -> socket.socket | None:
+        return self.socket if self.socket_type == socket.SOCK_STREAM else None
+
+    def _is_tcp(self) -> bool:
+        # address_family, not socket.family: a plain attribute, where the
+        # socket's property builds an enum on every call.
+        return self.address_family != socket.AF_UNIX and self.socket_type == socket.SOCK_STREAM
 
     def _accept_backlog(self) -> None:
         try:
@@ -680,7 +617,7 @@ class TCPServer(BaseServer):
 
     def shutdown_request(self, request: Any) -> None:
         if self.access_log:
-            self._log_access(request)
+            self._pipeline.log_access(request)
         # Send our FIN before closing so the peer sees a clean end of stream
         # even if another process (a forked child) still holds the socket.
         try:
@@ -714,7 +651,7 @@ class UDPServer(TCPServer):
 
     def shutdown_request(self, request: Any) -> None:
         if self.access_log:
-            self._log_access(request)
+            self._pipeline.log_access(request)
         self.close_request(request)
 
     def close_request(self, request: Any) -> None:

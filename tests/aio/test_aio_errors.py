@@ -10,7 +10,7 @@ import pytest
 
 import sockserve
 from helpers.clients import closed_by_peer, connect
-from sockserve.concurrency.eventloop import EventLoopThread, loop_factory
+from sockserve.strategies.eventloop import EventLoopThread, loop_factory
 from sockserve.testing import serving
 
 from ._support import LOOPS, WAIT, LineEcho, Loop, Record, echo_line, peer_name, tcp_server

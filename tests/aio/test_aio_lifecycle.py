@@ -89,7 +89,7 @@ def test_drain_cancels_a_handler_that_never_ends(loop: Loop) -> None:
         elapsed = time.monotonic() - started
         assert (report.in_flight, report.finished, report.forced) == (1, 0, 1)
         assert report.still_running == 0
-        assert DEADLINE * 0.8 <= elapsed < DEADLINE + server.drain_abort_grace
+        assert DEADLINE * 0.7 <= elapsed < DEADLINE + 1.0  # back by its deadline
         assert outcome.get() == "cancelled"
         assert outcome.get() == "finish"  # finish() still ran
         assert closed_by_peer(client) in ("eof", "reset")

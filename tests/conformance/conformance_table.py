@@ -67,6 +67,15 @@ class ServerKind:
         return self.concurrency == ASYNC
 
     @property
+    def prepared(self) -> bool:
+        """Connections go through a pre-handler stage first (``dispatch="readable"``).
+
+        ``verify_request`` then runs after ``process_request``, on the worker,
+        just before the handler (see docs/pipeline.md).
+        """
+        return getattr(self.cls, "dispatch", None) == "readable"
+
+    @property
     def handler_base(self) -> type[Any]:
         if self.asynchronous:
             return sockserve.AsyncStreamRequestHandler
@@ -367,6 +376,15 @@ class Harness:
         cls = self.kind.cls
         overrides: dict[str, Any] = {}
         for name in names:
+            if name == "finish_request" and self.kind.asynchronous:
+                # The async strategy runs the handler through the hook's coroutine
+                # form; it stands in the same place in the order.
+                async def coroutine_hook(self: Any, *args: Any, **kwargs: Any) -> Any:
+                    record("finish_request")
+                    return await cls.finish_request_async(self, *args, **kwargs)
+
+                overrides["finish_request_async"] = coroutine_hook
+                continue
 
             def hook(self: Any, *args: Any, _name: str = name, **kwargs: Any) -> Any:
                 record(_name)

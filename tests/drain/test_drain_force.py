@@ -50,7 +50,8 @@ def test_a_handler_that_never_finishes_is_forced_at_the_deadline(kind: str) -> N
         assert report.finished == 0
         assert report.forced == 1
         assert report.still_running == 0
-        assert DEADLINE * 0.8 <= elapsed < DEADLINE + server.drain_abort_grace + 5.0
+        # Aborted at the deadline minus the abort grace (a quarter of it); back by the deadline.
+        assert DEADLINE * 0.7 <= elapsed < DEADLINE + 1.0
         assert "1 forced" in str(report)
         assert closed_by_peer(client) in ("eof", "reset")
         assert server.stats().active == 0

@@ -106,7 +106,7 @@ def test_max_connections_per_ip(server_class: type[socketserver.TCPServer]) -> N
         with connect(server.server_address, source_ip="127.0.0.1") as a4:
             assert echo(a4, b"admitted\n") == b"admitted\n"
         assert server.stats().rejected == {"max_connections_per_ip": 2}
-    assert not server._tracker._per_ip  # every entry went away with its connections
+    assert not server._pipeline.tracker._per_ip  # every entry went away with its connections
 
 
 def test_per_ip_limit_does_not_apply_to_unix_peers() -> None:

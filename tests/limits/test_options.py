@@ -135,10 +135,10 @@ def test_options_reach_the_machinery() -> None:
         max_pending=6,
     )
     try:
-        assert server._tracker.max_connections == 9
-        assert server._tracker.max_connections_per_ip == 4
-        assert server._pool.max_workers == 5
-        assert server._pool.max_pending == 6
+        assert server._pipeline.tracker.max_connections == 9
+        assert server._pipeline.tracker.max_connections_per_ip == 4
+        assert server._workers.pool.max_workers == 5
+        assert server._workers.pool.max_pending == 6
     finally:
         server.server_close()
 
@@ -274,8 +274,8 @@ def test_stdlib_named_servers_have_every_limit_off(server_class: type[Any], unix
             assert getattr(server, name) is None, name
         for name in POOL_OPTIONS:
             assert not hasattr(server, name), name
-        assert server._tracker.max_connections is None
-        assert server._tracker.max_connections_per_ip is None
+        assert server._pipeline.tracker.max_connections is None
+        assert server._pipeline.tracker.max_connections_per_ip is None
     finally:
         server.server_close()
 

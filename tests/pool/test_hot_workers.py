@@ -1,6 +1,6 @@
 """WorkerPool's scheduling: busy workers take queued jobs first; the pool grows when they stall.
 
-The policy (see sockserve.concurrency.workers): while fewer than
+The policy (see sockserve.strategies.workers): while fewer than
 ``eager_workers`` jobs run, a job starts at once; beyond that it waits for a
 busy worker, at most ``grow_after`` seconds, then another worker takes it.
 """
@@ -16,7 +16,7 @@ import pytest
 
 import sockserve
 from helpers.clients import connect, recv_line
-from sockserve.concurrency.workers import WorkerPool
+from sockserve.strategies.workers import WorkerPool
 from sockserve.testing import serving
 
 WAIT = 10.0

@@ -247,7 +247,7 @@ def test_nothing_grows_with_connections_served(dispatch: str) -> None:
         # The serving thread, the workers and (readable) the first-byte thread; nothing else.
         assert threading.active_count() <= threads_at_start + 1 + max_workers + 1
         assert _open_fds() == fds_before
-        assert server._tracker.in_flight == 0
-        assert not server._tracker._per_ip
-        assert not server._pool._queue
-        assert len(server._pool._threads) <= max_workers
+        assert server._pipeline.tracker.in_flight == 0
+        assert not server._pipeline.tracker._per_ip
+        assert not server._workers.pool._queue
+        assert len(server._workers.pool._threads) <= max_workers

@@ -8,9 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import socket
 import threading
-import time
 
 import pytest
 
@@ -135,96 +133,3 @@ def test_a_snapshot_is_frozen_and_detached() -> None:
         assert fresh.accept_errors["resource"] == 0
     finally:
         server.server_close()
-
-
-# -- measurements (printed, not asserted) ------------------------------------------
-
-
-@pytest.mark.slow
-def test_measure_the_cost_of_stats() -> None:
-    server = socketserver.ThreadPoolTCPServer(
-        ("127.0.0.1", 0), socketserver.BaseRequestHandler, max_workers=4
-    )
-    try:
-        calls = 100_000
-        stats = server.stats
-        started = time.perf_counter()
-        for _ in range(calls):
-            stats()
-        per_call = (time.perf_counter() - started) / calls
-        as_dict_started = time.perf_counter()
-        for _ in range(10_000):
-            stats().as_dict()
-        per_as_dict = (time.perf_counter() - as_dict_started) / 10_000
-    finally:
-        server.server_close()
-    print(
-        f"\nSTATS stats(): {per_call * 1e6:.2f} us per call over {calls} calls; "
-        f"stats().as_dict(): {per_as_dict * 1e6:.2f} us"
-    )
-    assert per_call < 0.01  # sanity only
-
-
-class Quick(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        self.request.recv(16)
-        self.request.sendall(b"x")
-
-
-def _time_connections(count: int, **options: object) -> float:
-    server = socketserver.TCPServer(("127.0.0.1", 0), Quick, **options)  # type: ignore[arg-type]
-    with serving(server):
-        address = server.server_address
-        started = time.perf_counter()
-        for _ in range(count):
-            with socket.create_connection(address, timeout=WAIT) as client:
-                client.sendall(b"x")
-                client.recv(1)
-        elapsed = time.perf_counter() - started
-        assert server.wait_for(lambda st: st.completed == count, WAIT)
-    return elapsed
-
-
-@pytest.mark.slow
-def test_measure_the_per_connection_cost_of_the_limits() -> None:
-    count = 2000
-    _time_connections(200)  # warm up
-    rounds: dict[str, list[float]] = {"no limits": [], "all limits": []}
-    limits = {
-        "max_connections": 1000,
-        "max_connections_per_ip": 1000,
-        "idle_timeout": 30.0,
-        "max_line": 4096,
-    }
-    for _ in range(3):  # interleaved, best of three, to damp noise
-        rounds["no limits"].append(_time_connections(count))
-        rounds["all limits"].append(_time_connections(count, **limits))
-    best = {name: min(times) / count for name, times in rounds.items()}
-    print(
-        f"\nTRACKER {count} sequential connections through TCPServer: "
-        f"{best['no limits'] * 1e6:.1f} us/connection with no limits, "
-        f"{best['all limits'] * 1e6:.1f} us/connection with every limit set "
-        f"(difference {(best['all limits'] - best['no limits']) * 1e6:+.1f} us)"
-    )
-    assert best["all limits"] > 0  # sanity only
-
-
-@pytest.mark.slow
-def test_measure_the_tracker_alone() -> None:
-    from sockserve.core.tracker import ConnectionTracker
-
-    pairs = 100_000
-    for label, options in (
-        ("no limits", {}),
-        ("both limits", {"max_connections": 10, "max_connections_per_ip": 10}),
-    ):
-        tracker = ConnectionTracker(**options)  # type: ignore[arg-type]
-        request = object()
-        address = ("127.0.0.1", 40000)
-        started = time.perf_counter()
-        for _ in range(pairs):
-            tracker.admit(request, address)
-            tracker.release(request)
-        per_pair = (time.perf_counter() - started) / pairs
-        assert tracker.in_flight == 0
-        print(f"\nTRACKER admit+release, {label}: {per_pair * 1e6:.2f} us per connection")

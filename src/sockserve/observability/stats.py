@@ -32,14 +32,23 @@ class ServerStats:
     pending: int
     #: Requests refused, by the limit that refused them.
     rejected: dict[str, int] = field(default_factory=dict)
-    #: Requests ended by ``idle_timeout`` / a handler timeout / the first-byte timeout.
+    #: Connections ended by a timeout (outcome ``timeout``): ``idle_timeout``, a
+    #: handler's own socket timeout, a pre-handler deadline (first bytes, ...).
     timed_out: int = 0
-    #: Handler exceptions other than timeouts, disconnects and peer errors.
+    #: Handler exceptions other than timeouts, disconnects and peer errors (``error``).
     handler_errors: int = 0
     #: Clients that broke a limit or the protocol (``PeerError``, e.g. ``LineTooLong``).
     peer_errors: int = 0
-    #: Handlers ended by the client resetting or going away.
+    #: Handlers ended by the client resetting or going away (``reset``).
     disconnects: int = 0
+    #: Connections a drain's deadline cut while their handler ran (``aborted``).
+    aborted: int = 0
+    #: Connections ``verify_request`` turned away (``denied``).
+    denied: int = 0
+    #: Connections a drain closed before any handler started (``closed-idle``).
+    closed_idle: int = 0
+    #: Connections in the pre-handler stage now (waiting for first bytes, ...).
+    preparing: int = 0
     #: Failed accepts by class: "transient", "resource", "unexpected".
     accept_errors: dict[str, int] = field(default_factory=dict)
     #: Worker threads (pool), or requests being handled (other strategies).

@@ -11,13 +11,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from sockserve.concurrency.asyncio_mixin import AsyncTCPServer, AsyncUnixStreamServer
-from sockserve.concurrency.threadpool import (
-    ThreadPoolTCPServer,
-    ThreadPoolUDPServer,
-    ThreadPoolUnixDatagramServer,
-    ThreadPoolUnixStreamServer,
-)
+from sockserve.aio import AsyncTCPServer, AsyncUnixStreamServer
 from sockserve.exitcodes import ExitCode
 from sockserve.mixins import (
     ForkingTCPServer,
@@ -28,6 +22,12 @@ from sockserve.mixins import (
     ThreadingUDPServer,
     ThreadingUnixDatagramServer,
     ThreadingUnixStreamServer,
+)
+from sockserve.pool import (
+    ThreadPoolTCPServer,
+    ThreadPoolUDPServer,
+    ThreadPoolUnixDatagramServer,
+    ThreadPoolUnixStreamServer,
 )
 from sockserve.runner.loader import Target, TargetError
 from sockserve.runner.settings import RunConfig

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sockserve.concurrency.eventloop import EVENT_LOOP_KINDS
 from sockserve.core.addresses import BindSpecError, parse_bind_spec
+from sockserve.strategies.eventloop import EVENT_LOOP_KINDS
 
 __all__ = ["SETTINGS", "ConfigError", "RunConfig", "Setting", "build_config"]
 

@@ -80,13 +80,10 @@ class WorkerLoop:
         self._on_stop = on_stop
 
     def _stamp_progress(self, index: int, server: BaseServer) -> None:
-        original = server.service_actions
-
-        def service_actions() -> None:
+        def stamp() -> None:
             self._progress[index] = time.monotonic()
-            original()
 
-        server.service_actions = service_actions  # type: ignore[method-assign]
+        server.add_turn_callback(stamp)
 
     def _limit_requests(self, server: BaseServer) -> None:
         """Stop accepting on ``server`` once the worker's request budget is spent.
@@ -95,18 +92,17 @@ class WorkerLoop:
         iteration), so a budget of 20 recycles after 20 connections, not
         after whatever arrived before the next heartbeat.
         """
-        original = server._ready_to_accept
         budget = self._max_requests
 
-        def ready_to_accept() -> bool:
+        def within_budget() -> bool:
             if self._budget_spent or self._served() >= budget:
                 if not self._budget_spent:
                     self._budget_spent = True
                     self.inbox.wake()
                 return False
-            return original()
+            return True
 
-        server._ready_to_accept = ready_to_accept  # type: ignore[method-assign]
+        server.add_accept_gate(within_budget)
 
     def _serve(self, server: BaseServer, poll: float) -> None:
         try:
@@ -162,7 +158,7 @@ class WorkerLoop:
         return reason
 
     def _served(self) -> int:
-        return sum(server._tracker.accepted for server in self.servers)
+        return sum(server.connections_admitted for server in self.servers)
 
     def _force(self) -> None:
         for server in self.servers:

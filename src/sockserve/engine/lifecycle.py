@@ -22,10 +22,9 @@ server is a programming error); every move happens under one lock.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["DrainReport", "Lifecycle", "State"]
+__all__ = ["Lifecycle", "State"]
 
 
 class State(Enum):
@@ -74,32 +73,3 @@ class Lifecycle:
         with self._lock:
             if self._state is State.SERVING:
                 self._state = State.IDLE
-
-
-@dataclass(frozen=True)
-class DrainReport:
-    """What a drain did, for logs and for the caller's exit status."""
-
-    #: Requests in flight when the drain began (idle parked connections excluded).
-    in_flight: int
-    #: Of those, how many finished on their own before the deadline.
-    finished: int
-    #: How many were aborted at the deadline (their sockets shut down, children signalled).
-    forced: int
-    #: Aborted requests whose handlers had still not returned when the drain gave up.
-    still_running: int
-    #: Connections that had sent nothing yet (dispatch="readable") and were closed at once.
-    idle_closed: int
-    #: Seconds the drain took.
-    elapsed: float
-
-    def __str__(self) -> str:
-        text = (
-            f"drained in {self.elapsed:.3f} s: {self.finished} of {self.in_flight} "
-            f"in-flight request(s) finished, {self.forced} forced"
-        )
-        if self.still_running:
-            text += f", {self.still_running} still running"
-        if self.idle_closed:
-            text += f", {self.idle_closed} idle connection(s) closed"
-        return text

@@ -1,6 +1,6 @@
 """A bounded set of worker threads fed from a bounded queue, kept as hot as possible.
 
-This is the engine of :class:`~sockserve.concurrency.threadpool.ThreadPoolMixIn`.
+This is the engine of :class:`~sockserve.pool.ThreadPoolMixIn`.
 Its one job beyond running jobs is to say, cheaply and at any time, whether it
 has room (``has_room()``): the serving loop asks before it watches the
 listener, which is how back-pressure reaches the kernel backlog instead of a

@@ -1,0 +1,135 @@
+"""``AsyncMixIn``: serve :class:`~sockserve.AsyncStreamRequestHandler` handlers on an event loop.
+
+The serving loop is the one every sockserve server has: it accepts, applies
+``max_connections``/``max_connections_per_ip``, ``verify_request`` and the
+access log, and counts what happens. Each admitted connection then goes to
+one event loop thread (uvloop when installed) as a task, instead of a thread
+or a process. A connection that waits costs a coroutine and a descriptor, so
+thousands of clients are all served at once, where a thread pool serves
+``max_workers`` of them and a thread per client starves new ones of the GIL.
+
+Drain, ``stats()``, limits and the runner work as for the other strategies:
+at a drain's deadline the connections are shut down and their tasks
+cancelled. Stream sockets only: datagram servers keep the thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sockserve._types import Address, Request
+from sockserve.engine.connection import ABORTED, Connection
+from sockserve.engine.pipeline import ConnectionPipeline
+from sockserve.servers import MixInBase, TCPServer, UnixStreamServer
+from sockserve.strategies.aio import AsyncStrategy
+from sockserve.strategies.base import Strategy
+
+__all__ = ["AsyncMixIn", "AsyncTCPServer", "AsyncUnixStreamServer"]
+
+
+class AsyncMixIn(MixInBase):
+    """Handle each connection as a task on one event loop thread (see the module doc)."""
+
+    #: "auto" (uvloop when installed), "asyncio" or "uvloop".
+    event_loop: str = "auto"
+    #: ``server_close`` waits for the connections being served to end.
+    block_on_close: bool = True
+
+    _serves_async_handlers = True
+    _tasks: AsyncStrategy
+    #: The coroutine ``finish_request`` of a subclass still written for the
+    #: hook's old form: called (as a function of the server) instead of
+    #: ``finish_request_async``.
+    _legacy_finish_request: Callable[..., Awaitable[None]] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        override = cls.__dict__.get("finish_request")
+        if inspect.iscoroutinefunction(override):
+            warnings.warn(
+                f"{cls.__name__} overrides finish_request with a coroutine; "
+                "override finish_request_async instead (the coroutine form of "
+                "finish_request will stop working in a future release)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            cls._legacy_finish_request = override
+
+    def _make_strategy(self, pipeline: ConnectionPipeline) -> Strategy:
+        if getattr(self, "socket_type", socket.SOCK_STREAM) != socket.SOCK_STREAM:
+            raise TypeError(f"{type(self).__name__}: async handlers serve stream sockets only")
+        self._tasks = AsyncStrategy(
+            self._serve_connection,
+            pipeline.tracker,
+            kind=self.event_loop,
+            name=f"sockserve-{type(self).__name__}-loop",
+        )
+        return self._tasks
+
+    def _blocks_on_close(self) -> bool:
+        return self.block_on_close
+
+    @property
+    def event_loop_kind(self) -> str:
+        """The event loop really used: "uvloop" or "asyncio"."""
+        return self._tasks.loop_thread.kind
+
+    def process_request(self, request: Request, client_address: Address) -> None:
+        """Hand the connection to the event loop thread."""
+        pipeline = self._pipeline
+        pipeline.submit(pipeline.connection_for(request, client_address))
+
+    async def _serve_connection(self, conn: Connection) -> None:
+        """The life of one connection on the loop: handler, errors, end, release."""
+        pipeline = self._pipeline
+        try:
+            legacy = type(self)._legacy_finish_request
+            if legacy is not None:
+                await legacy(self, conn.request, conn.client_address)
+            else:
+                await self.finish_request_async(conn.request, conn.client_address)
+        except asyncio.CancelledError:
+            # Aborted at a drain's deadline (or by server_close).
+            conn.end_as(ABORTED)
+        except Exception:
+            pipeline.failed(conn)
+        finally:
+            pipeline.end(conn)
+
+    async def finish_request_async(self, request: Request, client_address: Address) -> None:
+        """Run the handler: await its setup, handle and finish (``finish_request``, async).
+
+        Override it as you would ``finish_request``, to give the handler extra
+        arguments; it runs on the event loop thread.
+        """
+        handler: Any = self.RequestHandlerClass(request, client_address, self)
+        try:
+            await handler._run()
+        except Exception as exc:
+            if getattr(handler, "timed_out", False) and not isinstance(exc, TimeoutError):
+                # The idle watchdog dropped the connection; what the handler saw
+                # (a reset, an incomplete read) is a consequence of that.
+                raise TimeoutError("the connection was idle too long") from exc
+            raise
+
+
+class _AsyncStreamDefaults:
+    """Limits for async servers: many connections are the point, idle ones still end."""
+
+    max_connections: int | None = 10000
+    idle_timeout: float | None = 300.0
+    max_line: int | None = 65536
+    tcp_nodelay: bool = True
+
+
+class AsyncTCPServer(_AsyncStreamDefaults, AsyncMixIn, TCPServer):
+    """A TCP server for :class:`~sockserve.AsyncStreamRequestHandler` handlers."""
+
+
+class AsyncUnixStreamServer(_AsyncStreamDefaults, AsyncMixIn, UnixStreamServer):
+    """A Unix stream server for :class:`~sockserve.AsyncStreamRequestHandler` handlers."""

@@ -1,1 +1,0 @@
-"""Concurrency strategies beyond the stdlib's: the bounded worker pool and its helpers."""

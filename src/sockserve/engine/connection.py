@@ -1,0 +1,187 @@
+"""One object per accepted connection, and the one place its outcome is decided.
+
+Every request a server admits becomes a :class:`Connection`: the request the
+stdlib hooks receive (a connected socket, or a ``(packet, socket)`` pair for
+datagram servers), the peer the socket reports, the client address the hooks
+see (a PROXY header may rewrite it later), when it was admitted and how it
+ended. It is what flows from the serving loop through the pre-handler stage,
+the strategy, the tracker, the access log and the counters.
+
+How a connection ended is said in one vocabulary, the *outcome words*, which
+the access log prints and ``stats()`` counts:
+
+============== =====================================================================
+``ok``         the handler returned normally
+``reset``      the client reset or went away (``ConnectionResetError``, ...)
+``timeout``    a timeout ended it: ``idle_timeout``, a handler's own socket timeout,
+               or a pre-handler deadline such as ``first_byte_timeout``
+``peer-error`` the client broke a limit or the protocol (``PeerError``: a line
+               longer than ``max_line``, a malformed header)
+``error``      the handler raised anything else (a bug: logged with its traceback)
+``aborted``    a drain's deadline cut it while its handler was still running
+``closed-idle`` a drain closed it before any handler started (it had sent nothing)
+``denied``     ``verify_request`` returned False
+``refused:R``  a limit refused it before admission; ``R`` names the limit
+               (``max_connections``, ``max_connections_per_ip``, ``overflow``, ...)
+============== =====================================================================
+
+:func:`classify` is the single mapping from an exception to its outcome, its
+counter in ``stats()`` and its log level; ``handle_error``, the strategies and
+the pre-handler stage all use it, so a reset is a reset everywhere; the
+tracker counts each connection's final word once, when it is released.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Final
+
+from sockserve._types import Address, Request
+from sockserve.errors import PeerError
+
+__all__ = [
+    "ABORTED",
+    "CLIENT_GONE_ERRORS",
+    "CLOSED_IDLE",
+    "COUNTER_OF",
+    "DENIED",
+    "ERROR",
+    "OK",
+    "PEER_ERROR",
+    "RESET",
+    "TIMEOUT",
+    "Connection",
+    "Failure",
+    "classify",
+    "peer_ip",
+    "refused",
+]
+
+OK: Final = "ok"
+RESET: Final = "reset"
+TIMEOUT: Final = "timeout"
+PEER_ERROR: Final = "peer-error"
+ERROR: Final = "error"
+ABORTED: Final = "aborted"
+CLOSED_IDLE: Final = "closed-idle"
+DENIED: Final = "denied"
+
+#: Exceptions that mean the peer went away: an event to note, not a bug to trace.
+CLIENT_GONE_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+def refused(reason: str) -> str:
+    """The outcome word of a connection a limit refused (``refused:max_connections``)."""
+    return f"refused:{reason}"
+
+
+#: The ``stats()`` counter of each outcome word (``ok`` and refusals are counted apart).
+COUNTER_OF: Final = {
+    TIMEOUT: "timed_out",
+    RESET: "disconnects",
+    PEER_ERROR: "peer_errors",
+    ERROR: "handler_errors",
+    ABORTED: "aborted",
+    CLOSED_IDLE: "closed_idle",
+    DENIED: "denied",
+}
+
+
+class Failure:
+    """How an exception ends a connection: its outcome word and its log level."""
+
+    __slots__ = ("level", "outcome")
+
+    def __init__(self, outcome: str, level: int) -> None:
+        self.outcome = outcome
+        #: How ``handle_error`` logs it: INFO for the peer's doing, ERROR for bugs.
+        self.level = level
+
+
+_TIMED_OUT = Failure(TIMEOUT, logging.INFO)
+_GONE = Failure(RESET, logging.INFO)
+_PEER = Failure(PEER_ERROR, logging.WARNING)
+_BUG = Failure(ERROR, logging.ERROR)
+
+
+def classify(exc: BaseException | None) -> Failure:
+    """The one mapping from an exception that ended a connection to what it means.
+
+    Order matters: ``TimeoutError`` is an ``OSError`` like the resets, and a
+    ``PeerError`` may also be a ``ValueError``.
+    """
+    if isinstance(exc, TimeoutError):
+        return _TIMED_OUT
+    if isinstance(exc, PeerError):
+        return _PEER
+    if isinstance(exc, CLIENT_GONE_ERRORS):
+        return _GONE
+    return _BUG
+
+
+def peer_ip(address: object) -> str | None:
+    """The IP of an ``(host, port, ...)`` address; None for Unix peers, which have none.
+
+    IPv4-mapped IPv6 addresses (``::ffff:1.2.3.4``, what a dual-stack listener
+    reports for IPv4 clients) count as the IPv4 address, so one client is one
+    entry in the per-IP table whichever listener it came through.
+    """
+    if isinstance(address, tuple) and address and isinstance(address[0], str):
+        host: str = address[0]
+        if host.startswith("::ffff:") and "." in host:
+            return host[7:]
+        return host
+    return None
+
+
+class Connection:
+    """An admitted request on its way from ``accept()`` to its end (see the module doc).
+
+    Plain attributes in slots: one is made per connection on the accept path,
+    so it must cost no more than a tuple would.
+    """
+
+    __slots__ = (
+        "admitted_at",
+        "client_address",
+        "ip",
+        "outcome",
+        "peer",
+        "request",
+        "verify_pending",
+    )
+
+    def __init__(self, request: Request, client_address: Address) -> None:
+        #: What the stdlib hooks receive: a connected socket, or ``(packet, socket)``.
+        self.request: Any = request
+        #: The address the socket reported (the proxy's, behind a load balancer).
+        self.peer: Address = client_address
+        #: The address the hooks, limits and logs see (the real client's, after PROXY).
+        self.client_address: Address = client_address
+        #: The key of the per-IP limit (set by the tracker at admission).
+        self.ip: str | None = None
+        #: ``time.monotonic()`` at admission (0.0 until admitted).
+        self.admitted_at = 0.0
+        #: How it ended, once decided (an outcome word); None while it runs.
+        self.outcome: str | None = None
+        #: True when ``verify_request`` still has to run, on the worker, before
+        #: the handler (connections that went through the pre-handler stage).
+        self.verify_pending = False
+
+    def end_as(self, outcome: str) -> None:
+        """Record how the connection ended unless something decided it first.
+
+        The first word wins: a connection aborted at a drain's deadline stays
+        ``aborted`` even though its handler then sees a reset.
+        """
+        if self.outcome is None:
+            self.outcome = outcome
+
+    @property
+    def age(self) -> float:
+        """Seconds since admission."""
+        return time.monotonic() - self.admitted_at
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.client_address!r} {self.outcome or 'open'}>"

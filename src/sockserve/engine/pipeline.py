@@ -1,0 +1,302 @@
+"""The path every connection takes, whatever the strategy: accept, admit, prepare, serve, end.
+
+One :class:`ConnectionPipeline` per server holds the state of that path (the
+tracker, the accept back-off, the pre-handler stage, the strategy) and runs
+it, calling the server's stdlib hooks in the stdlib's order:
+
+``get_request`` -> admission (``max_connections``, ``max_connections_per_ip``)
+-> [pre-handler steps] -> ``verify_request`` -> ``process_request`` ->
+``finish_request`` (the handler) -> ``shutdown_request`` -> ``close_request``,
+with ``handle_error`` for exceptions and ``reject_request`` for refusals.
+
+Where each stage runs:
+
+* accepting, admission and (for servers without pre-handler steps)
+  ``verify_request``: the serving loop's thread, as in the stdlib;
+* pre-handler steps: the :class:`~sockserve.engine.prepare.Preparer` thread
+  (thread and pool strategies) or where the connection is served (inline,
+  fork); ``verify_request`` then runs on the worker, before the handler;
+* the handler and the end: wherever the strategy serves (:meth:`serve`).
+
+The end of every connection goes through :meth:`end`, which calls
+``shutdown_request`` and releases the connection's place; its outcome word
+(see :mod:`~sockserve.engine.connection`) is decided once, and the tracker
+counts it on release.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sockserve._types import Address, Request
+from sockserve.core.accept import AcceptThrottle
+from sockserve.core.connopts import ConnectionOptions
+from sockserve.engine.connection import CLOSED_IDLE, DENIED, OK, Connection, classify, refused
+from sockserve.engine.lifecycle import Lifecycle, State
+from sockserve.engine.prepare import Preparer, Step, prepare_in_place
+from sockserve.engine.tracker import ConnectionTracker
+from sockserve.observability.access import log_access
+from sockserve.observability.logs import RateLimitedLog, describe_address, server_logger
+from sockserve.strategies.base import Strategy
+
+if TYPE_CHECKING:
+    from sockserve.servers import BaseServer
+
+__all__ = ["ConnectionPipeline"]
+
+
+class ConnectionPipeline:
+    """Runs one server's connections from ``accept()`` to their end (see the module doc)."""
+
+    def __init__(self, server: BaseServer) -> None:
+        self.server = server
+        self.tracker = ConnectionTracker(
+            max_connections=server.max_connections,
+            max_connections_per_ip=server.max_connections_per_ip,
+        )
+        self.lifecycle = Lifecycle()
+        self.throttle = AcceptThrottle()
+        #: ``time.monotonic()`` before which the listener rests (accept back-off).
+        self.resume_accepting_at = 0.0
+        self._connection_options = ConnectionOptions()
+        self._refusals = RateLimitedLog(server_logger, 10.0)
+        self._gates: list[Callable[[], bool]] = []
+        self.strategy: Strategy = server._make_strategy(self)
+        self.steps: tuple[Step, ...] = tuple(server._pre_handler_steps())
+        #: Handlers a drain aborted and gave up waiting for: server_close must not wait on them.
+        self.abandoned = 0
+        self._preparer: Preparer | None = None
+        if self.steps and not self.strategy.prepares_in_place:
+            self._preparer = Preparer(
+                self.steps,
+                on_ready=self._prepared,
+                on_failed=self._preparation_failed,
+                name=f"sockserve-{type(server).__name__}-prepare",
+            )
+        #: Whether handlers get blocking sockets, whose idle timeout the kernel keeps.
+        self._kernel_timeouts = self.strategy.blocking_sockets
+
+    # -- the accept loop's side -----------------------------------------------
+
+    def add_gate(self, gate: Callable[[], bool]) -> None:
+        self._gates.append(gate)
+
+    def may_accept(self) -> bool:
+        """Whether the serving loop should watch the listener now.
+
+        False under back-pressure (the strategy has no room: the kernel backlog
+        holds new clients) or when a gate (the runner's request budget) is
+        closed. Connections held by the pre-handler stage are bounded by
+        ``max_connections``, not by the strategy's queue.
+        """
+        for gate in self._gates:
+            if not gate():
+                return False
+        return self._preparer is not None or self.strategy.has_room()
+
+    def accept_one(self) -> None:
+        """Accept one connection (the listener is readable) and send it on its way."""
+        server = self.server
+        try:
+            request, client_address = server.get_request()
+        except OSError as exc:
+            self._accept_failed(exc)
+            return
+        self.throttle.succeeded()
+        conn = Connection(request, client_address)
+        reason = self.tracker.admit(conn)
+        if reason is not None:
+            self.refuse(conn, reason)
+            return
+        try:
+            # Read per connection: the runner swaps the listener after construction.
+            nodelay = server.tcp_nodelay and server._is_tcp()
+            idle_timeout = server.idle_timeout if self._kernel_timeouts else None
+            if idle_timeout is not None or nodelay:
+                self._connection_options.apply(
+                    server._listening_socket(), request, idle_timeout, nodelay
+                )
+            if self.steps:
+                self._prepare(conn)
+                return
+            # Unlike the stdlib, an exception from verify_request goes to
+            # handle_error: it ends this request, not the serving loop.
+            if not server.verify_request(request, client_address):
+                conn.end_as(DENIED)
+                self.end(conn)
+                return
+            server.process_request(request, client_address)
+        except Exception:
+            self.failed(conn)
+            self.end(conn)
+            return
+        except BaseException:
+            self.end(conn)
+            raise
+        if not self.strategy.background:
+            # process_request served it (and called shutdown_request): release.
+            self.tracker.release(conn)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """Log a failed ``get_request`` by its class and rest the listener if needed."""
+        pause = self.throttle.failed(exc, describe_address(self.server.server_address))
+        if pause:
+            self.resume_accepting_at = time.monotonic() + pause
+
+    def refuse(self, conn: Connection, reason: str) -> None:
+        """Log (rate-limited) and reject a connection a limit did not admit."""
+        self._refusals.log(
+            logging.WARNING,
+            reason,
+            "refused connection from %s: %s reached",
+            describe_address(conn.client_address),
+            reason,
+        )
+        server = self.server
+        if server.access_log:
+            log_access(conn.request, conn.client_address, refused(reason), None)
+        try:
+            server.reject_request(conn.request, conn.client_address, reason)
+        except Exception:
+            server.handle_error(conn.request, conn.client_address)
+            server.shutdown_request(conn.request)
+
+    def submit(self, conn: Connection) -> None:
+        """Hand ``conn`` to the strategy (``process_request``'s work); refuse it if full.
+
+        A prepared connection (``verify_pending``) and the backlog a drain
+        empties are bounded by ``max_connections``, not by the strategy's
+        queue: they are taken even past it.
+        """
+        force = conn.verify_pending or self.lifecycle.state is State.DRAINING
+        if not self.strategy.submit(conn, force=force):
+            self.overflowed(conn)
+
+    def overflowed(self, conn: Connection) -> None:
+        """The strategy had no room after all (overflow="reject", or a race): refuse ``conn``."""
+        self.tracker.unadmit(conn, "overflow")
+        self.refuse(conn, "overflow")
+
+    # -- the pre-handler stage --------------------------------------------------
+
+    def _prepare(self, conn: Connection) -> None:
+        conn.verify_pending = True
+        if self._preparer is None:
+            # Inline and fork: the steps run where the connection is served.
+            self.server.process_request(conn.request, conn.client_address)
+        elif not self._preparer.prepare(conn):
+            self.end(conn)  # the preparer is stopping (a drain): nothing starts now
+
+    def _prepared(self, conn: Connection) -> None:
+        """Preparer callback: every step is done; ``process_request`` hands it on."""
+        try:
+            self.server.process_request(conn.request, conn.client_address)
+        except Exception:
+            self.failed(conn)
+            self.end(conn)
+
+    def _preparation_failed(self, conn: Connection, exc: BaseException) -> None:
+        """Preparer callback: a step failed or timed out; end the connection with its outcome."""
+        try:
+            raise exc  # handle_error reads the exception being handled, as in the stdlib
+        except BaseException:
+            self.failed(conn)
+        finally:
+            self.end(conn)
+
+    def close_idle(self) -> list[Connection]:
+        """Drain: stop the pre-handler stage; return what it (and the strategy) held unstarted."""
+        leftovers = self._preparer.stop() if self._preparer is not None else []
+        return leftovers + self.strategy.close_idle()
+
+    def close(self, *, wait: bool) -> None:
+        """``server_close``: end what the pre-handler stage holds, release the strategy.
+
+        With ``wait`` the strategy's connections are waited for (the stdlib's
+        ``block_on_close``), except when a drain already aborted them and gave
+        up: waiting then could last forever, so it is logged and skipped.
+        """
+        for conn in self.close_idle():
+            conn.end_as(CLOSED_IDLE)
+            self.end(conn)
+        timeout = None
+        if wait and self.abandoned:
+            server_logger.warning(
+                "%s: not waiting for %d handler(s) still running after the drain's deadline",
+                describe_address(self.server.server_address),
+                self.abandoned,
+            )
+            timeout = 0.0
+        self.strategy.close(wait=wait, timeout=timeout)
+
+    @property
+    def preparing(self) -> int:
+        """Connections in the pre-handler stage now."""
+        return self._preparer.preparing if self._preparer is not None else 0
+
+    # -- serving and ending -------------------------------------------------------
+
+    def connection_for(self, request: Request, client_address: Address) -> Connection:
+        """The connection of ``request`` (a fresh, untracked one if a caller made it up)."""
+        conn = self.tracker.find(request)
+        return conn if conn is not None else Connection(request, client_address)
+
+    def serve(self, conn: Connection) -> None:
+        """Serve ``conn`` to its end on this thread: the body of every worker. Never raises.
+
+        In order: pre-handler steps still due here (inline, fork), the pending
+        ``verify_request``, the handler (``finish_request``); an exception goes
+        to ``handle_error``; then :meth:`end`.
+        """
+        server = self.server
+        try:
+            if conn.verify_pending:
+                if self.strategy.prepares_in_place and self.steps:
+                    prepare_in_place(conn, self.steps)
+                conn.verify_pending = False
+                if not server.verify_request(conn.request, conn.client_address):
+                    conn.end_as(DENIED)
+                    return
+            server.finish_request(conn.request, conn.client_address)
+        except Exception:
+            self.failed(conn)
+        finally:
+            self.end(conn)
+
+    def failed(self, conn: Connection) -> None:
+        """The exception being handled ended ``conn``: decide its outcome, call ``handle_error``."""
+        conn.end_as(classify(sys.exc_info()[1]).outcome)
+        self.server.handle_error(conn.request, conn.client_address)
+
+    def end(self, conn: Connection) -> None:
+        """Shut ``conn`` down and release its place, whatever happens (idempotent release)."""
+        try:
+            self.server.shutdown_request(conn.request)
+        finally:
+            self.tracker.release(conn)
+
+    def log_access(self, request: Request) -> None:
+        """The access-log line of a connection that is ending (its socket still open)."""
+        conn = self.tracker.find(request)
+        if conn is not None:  # refused connections were never admitted: refuse() logs them
+            log_access(request, conn.client_address, conn.outcome or OK, conn.age)
+
+    # -- state -------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self.lifecycle.state
+
+    def stats_extra(self) -> dict[str, Any]:
+        """The strategy's worker counts plus the pre-handler stage, for ``stats()``."""
+        counts = self.strategy.counts()
+        return {
+            "workers": counts.workers,
+            "busy_workers": counts.busy,
+            "pending": counts.pending,
+            "preparing": self.preparing,
+        }

@@ -1,0 +1,365 @@
+"""The pre-handler stage: I/O a connection needs before its handler, off the accept loop.
+
+Some work has to happen between ``accept()`` and the handler: waiting for a
+client's first bytes, reading a PROXY header, a TLS handshake. Each may wait
+on the network for as long as the client likes, so none of it may run on the
+accept loop (one silent client would stop the server) nor on a worker thread
+(a few hundred silent clients would hold every worker). Here each such piece
+is a :class:`Step`: a non-blocking state machine that either finishes, or says
+which readiness it waits for (readable or writable), with a deadline of its
+own.
+
+Two drivers run the steps:
+
+* :class:`Preparer`, for the thread and pool strategies: one selector thread
+  that holds every connection being prepared and costs them a descriptor
+  each, not a thread. A connection whose steps are done is handed to the
+  strategy; one whose step fails or misses its deadline is ended with the
+  matching outcome. Steps marked cheap are first tried right on the accepting
+  thread (one non-blocking system call), so a client whose bytes are already
+  there never makes the hop to the selector thread at all.
+* :func:`prepare_in_place`, for the inline and forking strategies, which serve
+  where they prepare (the serving thread, the forked child): the same steps,
+  waited for with the same deadlines.
+
+``verify_request`` is not a step: users do DNS or database look-ups in it, so
+it must never run on the selector thread. A prepared connection carries
+``verify_pending`` and the worker (or task) calls it before the handler.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from sockserve.core.wakeup import Waker
+from sockserve.engine.connection import Connection
+
+__all__ = ["DONE", "READ", "WRITE", "Preparer", "Step", "WaitForData", "prepare_in_place"]
+
+_log = logging.getLogger("sockserve.server")
+
+#: What :meth:`Step.advance` returns: done, or the readiness it waits for.
+DONE = 0
+READ = selectors.EVENT_READ
+WRITE = selectors.EVENT_WRITE
+
+_raw_recv = socket.socket.recv
+_PEEK_NOW = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+#: poll() cannot wait longer than 2**31 ms; longer waits just wake up and re-check.
+_MAX_WAIT = 3600.0
+
+
+class Step(Protocol):
+    """One non-blocking piece of work a connection needs before its handler."""
+
+    #: Names the step in logs and timeout errors ("first bytes", "TLS handshake").
+    name: str
+    #: Seconds the step may take from its start (None: no limit of its own).
+    timeout: float | None
+    #: Cheap enough (one non-blocking system call, no crypto) to try on the accept loop.
+    cheap: bool
+
+    def advance(self, conn: Connection) -> int:
+        """Make what progress is possible without blocking.
+
+        Returns ``DONE`` or the readiness to wait for (``READ``/``WRITE``).
+        Raises for a failure: a ``PeerError`` for what the peer sent, an
+        ``OSError`` for a reset, ``TimeoutError`` never (the driver times out).
+        """
+        ...
+
+
+class WaitForData:
+    """Wait until the client has sent something (or closed): ``dispatch="readable"``.
+
+    A client that connects and says nothing then costs a descriptor, not a
+    worker. End of stream counts as data: the handler reads it and ends.
+    """
+
+    name = "first bytes"
+    cheap = True
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+
+    def advance(self, conn: Connection) -> int:
+        try:
+            # The C method itself: a socket with a kernel idle timeout turns
+            # EAGAIN into TimeoutError in its own recv (core/timeouts.py).
+            _raw_recv(conn.request, 1, _PEEK_NOW)
+        except BlockingIOError:
+            return READ
+        return DONE
+
+
+def _step_timed_out(step: Step) -> TimeoutError:
+    return TimeoutError(f"no {step.name} within {step.timeout:g} s")
+
+
+def prepare_in_place(conn: Connection, steps: Sequence[Step]) -> None:
+    """Run ``steps`` on this thread, waiting for readiness up to each step's deadline.
+
+    Raises ``TimeoutError`` when a step misses its deadline, or what the step raised.
+    """
+    for step in steps:
+        deadline = None if step.timeout is None else time.monotonic() + step.timeout
+        with selectors.DefaultSelector() as selector:
+            registered = 0
+            while want := step.advance(conn):
+                if want != registered:
+                    if registered:
+                        selector.modify(conn.request, want)
+                    else:
+                        selector.register(conn.request, want)
+                    registered = want
+                wait = None if deadline is None else deadline - time.monotonic()
+                if (wait is not None and wait <= 0) or not selector.select(
+                    None if wait is None else min(wait, _MAX_WAIT)
+                ):
+                    raise _step_timed_out(step)
+
+
+class _Entry:
+    """A connection in the preparer: which step it is at, and that step's deadline."""
+
+    __slots__ = ("conn", "deadline", "fd", "index", "want")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.index = 0
+        self.deadline: float | None = None
+        self.want = 0
+        self.fd = -1
+
+
+class Preparer:
+    """One selector thread that runs the steps of many connections (see the module doc).
+
+    ``on_ready(conn)`` receives a connection whose steps are all done;
+    ``on_failed(conn, exc)`` one whose step raised or timed out (``exc`` is
+    then a ``TimeoutError``). Both run on the preparer's thread (or on the
+    accepting thread, for connections prepared at once) and must not block.
+    """
+
+    def __init__(
+        self,
+        steps: Sequence[Step],
+        *,
+        on_ready: Callable[[Connection], None],
+        on_failed: Callable[[Connection, BaseException], None],
+        name: str = "sockserve-prepare",
+    ) -> None:
+        self.steps = tuple(steps)
+        self._on_ready = on_ready
+        self._on_failed = on_failed
+        self._name = name
+        self._lock = threading.Lock()
+        self._inbox: deque[_Entry] = deque()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._waker = Waker()
+        self._leftovers: list[Connection] = []
+        self._order = itertools.count()
+        self._held = 0
+
+    def prepare(self, conn: Connection) -> bool:
+        """Start preparing ``conn``; False if the preparer is stopping (the caller ends it).
+
+        The leading cheap steps are tried here, on the caller's thread; only a
+        connection that has to wait is handed to the selector thread.
+        """
+        entry = _Entry(conn)
+        if self._run_cheap_steps(entry):
+            return True
+        with self._lock:
+            if self._stopping:
+                return False
+            self._inbox.append(entry)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+        self._waker.wake()
+        return True
+
+    def _run_cheap_steps(self, entry: _Entry) -> bool:
+        """Advance ``entry`` through cheap steps; True if it was handed on (done or failed)."""
+        steps = self.steps
+        try:
+            while entry.index < len(steps):
+                step = steps[entry.index]
+                if not step.cheap:
+                    return False
+                want = step.advance(entry.conn)
+                if want:
+                    entry.want = want
+                    return False
+                entry.index += 1
+        except Exception as exc:
+            self._hand_on(self._on_failed, entry.conn, exc)
+            return True
+        self._hand_on(self._on_ready, entry.conn)
+        return True
+
+    def stop(self) -> list[Connection]:
+        """Stop preparing; return the connections still being prepared (the caller ends them)."""
+        with self._lock:
+            self._stopping = True
+            thread = self._thread
+        if thread is not None:
+            self._waker.wake()
+            thread.join()
+        self._waker.close()
+        leftovers, self._leftovers = self._leftovers, []
+        with self._lock:
+            leftovers.extend(entry.conn for entry in self._inbox)
+            self._inbox.clear()
+        return leftovers
+
+    @property
+    def preparing(self) -> int:
+        """Connections being prepared now (a snapshot, read without the lock)."""
+        return len(self._inbox) + self._held
+
+    def _loop(self) -> None:
+        held: dict[int, _Entry] = {}
+        deadlines: list[tuple[float, int, _Entry]] = []
+        selector = selectors.DefaultSelector()
+        selector.register(self._waker, selectors.EVENT_READ)
+        try:
+            while not self._stopping:
+                self._take_inbox(selector, held, deadlines)
+                wait = None
+                if deadlines:
+                    wait = min(_MAX_WAIT, max(0.0, deadlines[0][0] - time.monotonic()))
+                for key, _events in selector.select(wait):
+                    if key.fileobj is self._waker:
+                        self._waker.drain()
+                        continue
+                    entry = held.get(key.fd)
+                    if entry is not None:
+                        self._advance(entry, selector, held, deadlines)
+                self._expire(selector, held, deadlines)
+                self._held = len(held)
+                if len(deadlines) > 2 * len(held) + 64:
+                    # Items of connections that moved on stay in the heap until
+                    # their deadline; under churn with long timeouts they would
+                    # pile up. Rebuild it from the live entries instead.
+                    deadlines[:] = [item for item in deadlines if item[2].deadline == item[0]]
+                    heapq.heapify(deadlines)
+        finally:
+            for entry in held.values():
+                selector.unregister(entry.fd)
+                self._leftovers.append(entry.conn)
+            selector.close()
+
+    def _take_inbox(
+        self,
+        selector: selectors.BaseSelector,
+        held: dict[int, _Entry],
+        deadlines: list[tuple[float, int, _Entry]],
+    ) -> None:
+        while True:
+            with self._lock:
+                if not self._inbox:
+                    return
+                entry = self._inbox.popleft()
+            try:
+                entry.fd = entry.conn.request.fileno()
+            except (OSError, ValueError):
+                entry.fd = -1
+            if entry.fd < 0:
+                # Closed before we could watch it (a drain, a reset): fail it so
+                # it is ended and released.
+                self._hand_on(self._on_failed, entry.conn, ConnectionAbortedError("closed"))
+                continue
+            held[entry.fd] = entry
+            self._start_step(entry, deadlines)
+            if entry.want:
+                self._watch(entry, selector)
+            else:
+                self._advance(entry, selector, held, deadlines)
+
+    def _start_step(self, entry: _Entry, deadlines: list[tuple[float, int, _Entry]]) -> None:
+        timeout = self.steps[entry.index].timeout
+        entry.deadline = None if timeout is None else time.monotonic() + timeout
+        if entry.deadline is not None:
+            heapq.heappush(deadlines, (entry.deadline, next(self._order), entry))
+
+    def _watch(self, entry: _Entry, selector: selectors.BaseSelector) -> None:
+        try:
+            selector.modify(entry.fd, entry.want)
+        except KeyError:
+            selector.register(entry.fd, entry.want)
+
+    def _release(
+        self, entry: _Entry, selector: selectors.BaseSelector, held: dict[int, _Entry]
+    ) -> None:
+        del held[entry.fd]
+        try:
+            selector.unregister(entry.fd)
+        except KeyError:
+            pass  # never watched: it finished on its first try
+        entry.deadline = None  # its heap item, if any, is now stale
+
+    def _advance(
+        self,
+        entry: _Entry,
+        selector: selectors.BaseSelector,
+        held: dict[int, _Entry],
+        deadlines: list[tuple[float, int, _Entry]],
+    ) -> None:
+        steps = self.steps
+        try:
+            while True:
+                want = steps[entry.index].advance(entry.conn)
+                if want:
+                    entry.want = want
+                    self._watch(entry, selector)
+                    return
+                entry.index += 1
+                if entry.index == len(steps):
+                    break
+                self._start_step(entry, deadlines)
+        except Exception as exc:
+            self._release(entry, selector, held)
+            self._hand_on(self._on_failed, entry.conn, exc)
+            return
+        self._release(entry, selector, held)
+        self._hand_on(self._on_ready, entry.conn)
+
+    def _expire(
+        self,
+        selector: selectors.BaseSelector,
+        held: dict[int, _Entry],
+        deadlines: list[tuple[float, int, _Entry]],
+    ) -> None:
+        now = time.monotonic()
+        while deadlines and deadlines[0][0] <= now:
+            deadline, _order, entry = heapq.heappop(deadlines)
+            if entry.deadline != deadline or held.get(entry.fd) is not entry:
+                continue  # stale: the entry moved on to another step, or left
+            self._release(entry, selector, held)
+            self._hand_on(self._on_failed, entry.conn, _step_timed_out(self.steps[entry.index]))
+
+    def _hand_on(
+        self,
+        callback: Callable[..., None],
+        conn: Connection,
+        *args: BaseException,
+    ) -> None:
+        try:
+            callback(conn, *args)
+        except Exception:
+            # The callbacks end connections and count them; an error there must
+            # not stop the thread every waiting connection depends on.
+            _log.exception("%s: handing on a connection failed", self._name)

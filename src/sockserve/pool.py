@@ -1,0 +1,132 @@
+"""``ThreadPoolMixIn``: a bounded pool of worker threads with back-pressure.
+
+The stdlib's ``ThreadingMixIn`` starts a thread per connection with no upper
+bound: a flood of connections becomes a flood of threads. Here a fixed number
+of workers (``max_workers``) serve connections taken from a bounded queue
+(``max_pending``). When both are full:
+
+* ``overflow="block"`` (default): the serving loop stops watching the
+  listener; new clients wait in the kernel's listen backlog and are accepted
+  the moment a worker frees up. Nothing grows in user space.
+* ``overflow="reject"``: the connection is accepted and handed to
+  ``reject_request(request, client_address, "overflow")`` at once, which a
+  protocol can override to say "busy" before closing; it is counted in
+  ``stats().rejected``.
+
+``dispatch="readable"`` parks new connections in the pre-handler stage (one
+selector thread, see :mod:`sockserve.engine.prepare`) until their
+first byte arrives (or ``first_byte_timeout`` closes them), so clients that
+connect and say nothing cost a file descriptor, not a worker. Leave it off for
+protocols where the server speaks first (daytime, SMTP banners).
+
+Workers are kept hot: while ``eager_workers`` (2) are busy, a new request
+waits up to ``grow_after`` (2 ms) for one of them to finish before another
+worker is woken or started; see :mod:`sockserve.strategies.workers` for the
+measurements behind it. Set ``grow_after = 0`` to start every request at once.
+
+The trade-off, plainly: with persistent connections at most ``max_workers``
+clients are served at once; the others wait. For many long-lived, mostly idle
+connections pick more workers, several processes (``sockserve run --workers``)
+or asynchronous handlers (``AsyncTCPServer``).
+"""
+
+from __future__ import annotations
+
+from sockserve._types import Address, Request
+from sockserve.engine.pipeline import ConnectionPipeline
+from sockserve.engine.prepare import Step, WaitForData
+from sockserve.servers import (
+    MixInBase,
+    TCPServer,
+    UDPServer,
+    UnixDatagramServer,
+    UnixStreamServer,
+)
+from sockserve.strategies.base import Strategy
+from sockserve.strategies.pool import PoolStrategy
+
+__all__ = [
+    "ThreadPoolMixIn",
+    "ThreadPoolTCPServer",
+    "ThreadPoolUDPServer",
+    "ThreadPoolUnixDatagramServer",
+    "ThreadPoolUnixStreamServer",
+]
+
+
+class ThreadPoolMixIn(MixInBase):
+    """Handle requests on a bounded pool of named worker threads (see the module doc)."""
+
+    #: Worker threads; at most this many requests are handled at once.
+    max_workers: int = 32
+    #: Accepted requests that may wait for a worker before the server stops accepting.
+    max_pending: int = 32
+    #: Requests start at once while fewer than this many workers are busy; beyond
+    #: that a request first waits (up to ``grow_after``) for a busy worker to
+    #: free up, which in CPython is cheaper than waking another thread.
+    eager_workers: int = 2
+    #: Seconds a queued request waits for a busy worker before another worker is
+    #: put on it (up to ``max_workers``). 0: every request starts at once.
+    grow_after: float = 0.002
+    #: "block" (stop accepting when full) or "reject" (accept and reject at once).
+    overflow: str = "block"
+    #: "immediate" (hand to a worker at once) or "readable" (once the client sent a byte).
+    dispatch: str = "immediate"
+    #: With dispatch="readable": seconds a new connection may stay silent. None: forever.
+    first_byte_timeout: float | None = 60.0
+    #: ``server_close`` waits for the workers to finish what they hold.
+    block_on_close: bool = True
+
+    _workers: PoolStrategy
+
+    def _make_strategy(self, pipeline: ConnectionPipeline) -> Strategy:
+        self._workers = PoolStrategy(
+            pipeline.serve,
+            pipeline.tracker,
+            max_workers=self.max_workers,
+            max_pending=self.max_pending,
+            eager_workers=self.eager_workers,
+            grow_after=self.grow_after,
+            blocks_when_full=self.overflow == "block",
+            wake=self.wake_loop,
+            name=f"sockserve-{type(self).__name__}",
+        )
+        return self._workers
+
+    def _pre_handler_steps(self) -> list[Step]:
+        if self.dispatch == "readable":
+            return [WaitForData(self.first_byte_timeout)]
+        return []
+
+    def _blocks_on_close(self) -> bool:
+        return self.block_on_close
+
+    def process_request(self, request: Request, client_address: Address) -> None:
+        """Queue the request for a worker; refuse it if the pool is full ("reject")."""
+        pipeline = self._pipeline
+        pipeline.submit(pipeline.connection_for(request, client_address))
+
+
+class _StreamPoolDefaults:
+    """Safe limits for pool servers on stream sockets (the stdlib-named classes have none)."""
+
+    max_connections: int | None = 4096
+    idle_timeout: float | None = 300.0
+    max_line: int | None = 65536
+    tcp_nodelay: bool = True
+
+
+class ThreadPoolTCPServer(_StreamPoolDefaults, ThreadPoolMixIn, TCPServer):
+    pass
+
+
+class ThreadPoolUDPServer(ThreadPoolMixIn, UDPServer):
+    pass
+
+
+class ThreadPoolUnixStreamServer(_StreamPoolDefaults, ThreadPoolMixIn, UnixStreamServer):
+    pass
+
+
+class ThreadPoolUnixDatagramServer(ThreadPoolMixIn, UnixDatagramServer):
+    pass

@@ -1,0 +1,1 @@
+"""Concurrency strategies: where admitted connections are served (see :mod:`.base`)."""

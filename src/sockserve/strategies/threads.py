@@ -1,0 +1,106 @@
+"""A thread per connection: ``ThreadingMixIn``'s strategy, with the stdlib's semantics.
+
+No upper bound on threads, exactly as in the stdlib (code written for it
+keeps its behaviour); the bounded pool is sockserve's answer, in its own
+class. Non-daemon threads are recorded so ``server_close`` can join them
+(``block_on_close``); finished ones are dropped as new ones start, so a
+long-running server does not keep a reference to every thread it ran.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Protocol
+
+from sockserve._types import Address, Request
+from sockserve.engine.connection import Connection
+from sockserve.engine.tracker import ConnectionTracker
+from sockserve.strategies.base import WorkerCounts, shut_down_sockets, wait_for_tracker
+
+__all__ = ["NoThreads", "ThreadList", "ThreadPerConnection"]
+
+
+class ThreadList(list[threading.Thread]):
+    """The non-daemon request threads ``server_close`` must join (the stdlib's ``_threads``)."""
+
+    def append(self, thread: threading.Thread) -> None:
+        self[:] = [t for t in self if t.is_alive()]
+        if not thread.daemon:
+            super().append(thread)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for every thread recorded so far (up to ``timeout`` seconds in all)."""
+        pending, self[:] = self[:], []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in pending:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+
+class NoThreads:
+    """Stands in for ``ThreadList`` when ``block_on_close`` is off: records nothing."""
+
+    def append(self, thread: threading.Thread) -> None:
+        pass
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return 0
+
+
+class ThreadingHost(Protocol):
+    """What the strategy needs of its server (``ThreadingMixIn`` provides it)."""
+
+    daemon_threads: bool
+    block_on_close: bool
+    _threads: Any
+
+    def process_request_thread(self, request: Request, client_address: Address) -> None: ...
+
+
+class ThreadPerConnection:
+    """Starts a thread running ``process_request_thread`` for each connection."""
+
+    background = True
+    prepares_in_place = False
+    blocking_sockets = True
+
+    def __init__(self, host: ThreadingHost, tracker: ConnectionTracker) -> None:
+        self._host = host
+        self._tracker = tracker
+
+    def submit(self, conn: Connection, *, force: bool = False) -> bool:
+        host = self._host
+        if host.block_on_close:
+            # Per instance, so servers never share one list through the class.
+            vars(host).setdefault("_threads", ThreadList())
+        thread = threading.Thread(
+            target=host.process_request_thread, args=(conn.request, conn.client_address)
+        )
+        thread.daemon = host.daemon_threads
+        host._threads.append(thread)
+        thread.start()
+        return True
+
+    def has_room(self) -> bool:
+        return True
+
+    def counts(self) -> WorkerCounts:
+        active = self._tracker.in_flight
+        return WorkerCounts(active, active, 0)
+
+    def close_idle(self) -> list[Connection]:
+        return []
+
+    def abort(self, conns: list[Connection]) -> list[Connection]:
+        shut_down_sockets(conns)
+        return []
+
+    def wait_idle(self, deadline: float | None, give_up: threading.Event | None = None) -> bool:
+        return wait_for_tracker(self._tracker, deadline, give_up)
+
+    def close(self, *, wait: bool, timeout: float | None) -> None:
+        if wait:
+            self._host._threads.join(timeout)
