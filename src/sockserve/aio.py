@@ -25,6 +25,7 @@ from typing import Any
 from sockserve._types import Address, Request
 from sockserve.engine.connection import ABORTED, Connection
 from sockserve.engine.pipeline import ConnectionPipeline
+from sockserve.options import family_default
 from sockserve.servers import MixInBase, TCPServer, UnixStreamServer
 from sockserve.strategies.aio import AsyncStrategy
 from sockserve.strategies.base import Strategy
@@ -36,7 +37,7 @@ class AsyncMixIn(MixInBase):
     """Handle each connection as a task on one event loop thread (see the module doc)."""
 
     #: "auto" (uvloop when installed), "asyncio" or "uvloop".
-    event_loop: str = "auto"
+    event_loop: str = family_default("event_loop", "async")
     #: ``server_close`` waits for the connections being served to end.
     block_on_close: bool = True
 
@@ -121,10 +122,10 @@ class AsyncMixIn(MixInBase):
 class _AsyncStreamDefaults:
     """Limits for async servers: many connections are the point, idle ones still end."""
 
-    max_connections: int | None = 10000
-    idle_timeout: float | None = 300.0
-    max_line: int | None = 65536
-    tcp_nodelay: bool = True
+    max_connections: int | None = family_default("max_connections", "async")
+    idle_timeout: float | None = family_default("idle_timeout", "async")
+    max_line: int | None = family_default("max_line", "async")
+    tcp_nodelay: bool = family_default("tcp_nodelay", "async")
 
 
 class AsyncTCPServer(_AsyncStreamDefaults, AsyncMixIn, TCPServer):

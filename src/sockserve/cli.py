@@ -34,6 +34,7 @@ from typing import Any
 import sockserve
 from sockserve.core.addresses import BindSpec, BindSpecError, parse_bind_spec
 from sockserve.exitcodes import ExitCode
+from sockserve.options import Switch
 from sockserve.runner import systemd
 from sockserve.runner.listeners import (
     Listener,
@@ -42,10 +43,11 @@ from sockserve.runner.listeners import (
     close_listeners,
     open_listeners,
 )
-from sockserve.runner.loader import TargetError, load_target
+from sockserve.runner.loader import TargetError
 from sockserve.runner.master import Master
 from sockserve.runner.pidfile import pid_file
-from sockserve.runner.settings import SETTINGS, ConfigError, RunConfig, build_config
+from sockserve.runner.probe import probe_target
+from sockserve.runner.settings import RUNNER_SETTINGS, ConfigError, RunConfig, build_config
 from sockserve.runner.signals import SignalInbox
 from sockserve.runner.worker import WorkerLoop, build_servers
 from sockserve.services import SERVICES
@@ -86,31 +88,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _options_parser(defaults: Mapping[str, Any]) -> argparse.ArgumentParser:
-    """Every setting as an option; ``--help`` shows the defaults of the command."""
+    """Every runner setting as an option; ``--help`` shows the defaults of the command."""
     options = argparse.ArgumentParser(add_help=False)
-    for setting in SETTINGS:
-        if setting.from_text.__name__ == "_boolean":
+    for opt in RUNNER_SETTINGS:
+        flag = f"--{opt.flag}"
+        if isinstance(opt.kind, Switch):
             options.add_argument(
-                setting.flag, dest=setting.name, default=None,
-                action=argparse.BooleanOptionalAction, help=setting.help,
+                flag, dest=opt.key, default=None, action=argparse.BooleanOptionalAction,
+                help=opt.help,
             )  # fmt: skip
-        elif setting.multiple:
+        elif opt.multiple:
             options.add_argument(
-                setting.flag, dest=setting.name, action="append", metavar="SPEC",
-                default=None, help=setting.help,
+                flag, dest=opt.key, action="append", metavar=opt.metavar, default=None,
+                help=opt.help,
             )  # fmt: skip
         else:
+            default = defaults.get(opt.key, opt.runner_value("pool"))
             options.add_argument(
-                setting.flag, dest=setting.name, default=None, metavar="VALUE",
-                help=f"{setting.help} (default: {defaults.get(setting.name, setting.default)})",
+                flag, dest=opt.key, default=None, metavar=opt.metavar,
+                help=f"{opt.help} (default: {_show_default(default)})",
             )  # fmt: skip
     options.add_argument("--config", metavar="FILE", help="read settings from a TOML file")
     options.add_argument(
         "--check-config",
         action="store_true",
-        help="load the target, print the effective settings and exit",
+        help="check the settings and the target (in a short-lived child process), "
+        "print the effective settings and exit",
     )
     return options
+
+
+def _show_default(value: Any) -> str:
+    return "off" if value is None else str(value)
 
 
 def config_from_args(
@@ -118,16 +127,10 @@ def config_from_args(
 ) -> RunConfig:
     """The validated settings of a parsed command line; raises ``ConfigError``."""
     flags: dict[str, Any] = {"config": args.config}
-    for setting in SETTINGS:
-        value = getattr(args, setting.name)
-        if value is None:
-            continue
-        if isinstance(value, str) and not setting.multiple:
-            try:
-                value = setting.from_text(value)
-            except ValueError as exc:
-                raise ConfigError(f"{setting.flag} {value!r}: {exc}") from None
-        flags[setting.name] = value
+    for opt in RUNNER_SETTINGS:
+        value = getattr(args, opt.key)
+        if value is not None:
+            flags[opt.key] = value
     if args.command == "run":
         return build_config(flags, target=args.target, environ=environ, defaults=RUN_DEFAULTS)
     # The service shortcuts serve in this process unless told otherwise, and
@@ -232,10 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(config: RunConfig, args: argparse.Namespace) -> int:
     if args.check_config:
         try:
-            load_target(config.target)
+            worker_class = probe_target(config)
         except TargetError as exc:
             return _error(exc.exit_code, exc)
-        print(config.describe())
+        print(config.describe(worker_class))
         return ExitCode.OK
     try:
         listeners = resolve_listeners(config)

@@ -1,154 +1,573 @@
-"""The production options every server takes, their validation, and how they are applied.
+"""Every setting of sockserve, declared once: the servers' options and the runner's settings.
 
-Each option is a class attribute (the socketserver idiom: set it in a
-subclass) and a keyword-only constructor argument (which sets it on the
-instance). Both are validated when the server is built, so a bad value fails
-at start-up with a message naming it, not later under load.
+Each :class:`Option` says, in one place: its name (the class attribute and
+keyword argument), what values it takes (one validator for every source),
+its default for each server family, its help text, and, if the runner
+exposes it, its command-line flag, from which the ``SOCKSERVE_*`` variable
+and the TOML key follow. Everything reads this table:
 
-Options meant for one kind of server are attributes of that kind only: a
-stream limit on a datagram server, or a pool option on a server without a
-pool, is a ``TypeError``/``ValueError`` that says so.
+* the server classes take their class-attribute defaults from it
+  (:func:`family_default`) and validate keyword arguments and class
+  attributes through it (:func:`apply_options`);
+* the runner (:mod:`sockserve.runner.settings`) reads flags, variables and the
+  TOML file through it, with the same validators, so ``--check-config``
+  rejects exactly what a run would, and names the setting and its source;
+* the command line's ``--help`` and ``docs/cli.md`` are generated from it.
+
+Server families: ``stdlib`` (the stdlib-named classes: every limit off, as in
+``socketserver``), ``pool`` (the thread-pool classes: safe limits on) and
+``async`` (the event-loop classes: many connections are the point). The
+runner uses the pool's defaults for its sync, thread and fork workers too:
+a server started by the runner is exposed to the network.
 """
 
 from __future__ import annotations
 
+import math
 import socket
-from collections.abc import Callable
-from typing import Literal, TypedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
 
 from sockserve.strategies.eventloop import EVENT_LOOP_KINDS
 
-__all__ = ["STREAM_ONLY", "ServerOptions", "apply_options"]
+__all__ = [
+    "FAMILIES",
+    "OPTIONS",
+    "STREAM_ONLY",
+    "Option",
+    "ServerOptions",
+    "apply_options",
+    "family_default",
+    "option",
+]
+
+#: The server families whose defaults differ (see the module doc).
+FAMILIES = ("stdlib", "pool", "async")
+#: Timeouts beyond this (a year) are surely mistakes, and sockets and poll()
+#: reject them anyway (inf, or more than 2**31 ms): use None for "forever".
+LONGEST_TIMEOUT = 365 * 24 * 3600.0
+
+_NONE_WORDS = frozenset({"none", "off", "unlimited"})
 
 
-class ServerOptions(TypedDict, total=False):
-    """Keyword-only constructor arguments accepted by sockserve servers."""
+class Kind:
+    """What values an option takes: ``check`` a Python value, ``parse`` the runner's text.
 
-    #: Concurrent connections for the whole server (stream servers); None: no limit.
-    max_connections: int | None
-    #: Concurrent connections from one client IP address; None: no limit.
-    max_connections_per_ip: int | None
-    #: Seconds a connection may stay silent (and a send may block); None: forever.
-    idle_timeout: float | None
-    #: Longest line ``rfile.readline()`` returns, terminator included; None: unbounded.
-    max_line: int | None
-    #: Log one line per connection to the "sockserve.access" logger.
-    access_log: bool
-    #: Set TCP_NODELAY on accepted TCP connections (no Nagle delay on small writes).
-    tcp_nodelay: bool
-    #: Pool servers: worker threads.
-    max_workers: int
-    #: Pool servers: accepted connections that may wait for a worker.
-    max_pending: int
-    #: Pool servers: workers that start requests at once, before any queueing delay.
-    eager_workers: int
-    #: Pool servers: seconds a request waits for a busy worker before the pool grows.
-    grow_after: float
-    #: Pool servers: what to do when workers and queue are full.
-    overflow: Literal["block", "reject"]
-    #: Pool servers: hand a connection to a worker at once, or once it is readable.
-    dispatch: Literal["immediate", "readable"]
-    #: Pool servers with dispatch="readable": seconds to wait for the first byte.
-    first_byte_timeout: float | None
-    #: Async servers: "auto" (uvloop when installed), "asyncio" or "uvloop".
-    event_loop: Literal["auto", "asyncio", "uvloop"]
+    ``check`` returns the value to store (ints become floats for seconds) or
+    raises ``ValueError`` saying what is wrong, without the option's name
+    (the caller adds it, with the source it came from).
+    """
 
+    optional = False
+
+    def check(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def parse_one(self, text: str) -> Any:
+        return text
+
+    def parse(self, text: str) -> Any:
+        """The value ``text`` (a flag, a variable, a TOML string) stands for."""
+        if self.optional and text.strip().lower() in _NONE_WORDS:
+            return None
+        try:
+            return self.parse_one(text.strip())
+        except ValueError:
+            raise ValueError(self.wanted()) from None
+
+    def wanted(self) -> str:
+        raise NotImplementedError
+
+
+class Count(Kind):
+    """A whole number >= ``minimum`` (or None, "none", when ``optional``)."""
+
+    def __init__(self, minimum: int, *, optional: bool = False) -> None:
+        self.minimum = minimum
+        self.optional = optional
+
+    def check(self, value: Any) -> Any:
+        if value is None and self.optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < self.minimum:
+            raise ValueError(self.wanted())
+        return value
+
+    def parse_one(self, text: str) -> Any:
+        return int(text)
+
+    def wanted(self) -> str:
+        what = "a positive integer" if self.minimum == 1 else f"an integer >= {self.minimum}"
+        return "must be " + what + (" or None" if self.optional else "")
+
+
+class Seconds(Kind):
+    """A finite duration: > 0 (``positive``) or >= ``minimum``, under a year; or None."""
+
+    def __init__(
+        self, minimum: float = 0.0, *, positive: bool = False, optional: bool = False
+    ) -> None:
+        self.minimum = minimum
+        self.positive = positive
+        self.optional = optional
+
+    def check(self, value: Any) -> Any:
+        if value is None and self.optional:
+            return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or math.isnan(value)
+            or not (value > 0 if self.positive else value >= self.minimum)
+            or not value < LONGEST_TIMEOUT
+        ):
+            raise ValueError(self.wanted())
+        return float(value)
+
+    def parse_one(self, text: str) -> Any:
+        return float(text)
+
+    def wanted(self) -> str:
+        low = "> 0" if self.positive else f">= {self.minimum:g}"
+        return f"must be a finite number of seconds {low} and under a year" + (
+            ", or None" if self.optional else ""
+        )
+
+
+class Choice(Kind):
+    """One of a few words."""
+
+    def __init__(self, *choices: str) -> None:
+        self.choices = choices
+
+    def check(self, value: Any) -> Any:
+        if value not in self.choices:
+            raise ValueError(self.wanted())
+        return value
+
+    def parse_one(self, text: str) -> Any:
+        return self.check(text.lower() if text.lower() in self.choices else text)
+
+    def wanted(self) -> str:
+        return "must be one of " + ", ".join(repr(c) for c in self.choices)
+
+
+class Switch(Kind):
+    """True or False (text: 1/0, true/false, yes/no, on/off)."""
+
+    def check(self, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ValueError(self.wanted())
+        return value
+
+    def parse_one(self, text: str) -> Any:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(lowered)
+
+    def wanted(self) -> str:
+        return "must be true or false"
+
+
+class Text(Kind):
+    """A string (a path, a name), or None when ``optional``."""
+
+    def __init__(self, *, optional: bool = True) -> None:
+        self.optional = optional
+
+    def check(self, value: Any) -> Any:
+        if (value is None and self.optional) or isinstance(value, str):
+            return value
+        raise ValueError(self.wanted())
+
+    def wanted(self) -> str:
+        return "must be a string" + (" or None" if self.optional else "")
+
+
+class TextList(Kind):
+    """Several strings (a repeatable flag; comma-separated in a variable; a TOML list)."""
+
+    def check(self, value: Any) -> Any:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ValueError(self.wanted())
+        return value
+
+    def parse(self, text: str) -> Any:
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    def wanted(self) -> str:
+        return "must be a list of strings"
+
+
+# -- the table -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: what it is, what it takes, its defaults, and how the runner spells it."""
+
+    name: str
+    kind: Kind
+    help: str
+    #: Default per server family; a single "all" key when the families agree.
+    defaults: Mapping[str, Any]
+    #: The runner's flag, without the dashes (None: a class attribute only).
+    flag: str | None = None
+    #: The runner's own default, where it differs from the family's.
+    runner_default: Any = field(default=None, compare=False)
+    has_runner_default: bool = False
+    #: What kind of value the runner reads from text: how ``--help`` shows it.
+    metavar: str = "VALUE"
+    #: Where ``--help`` lists it.
+    group: str = "limits"
+    #: Which servers take it: "any", "pool" or "async" (their mix-ins define it).
+    owner: Literal["any", "pool", "async", "runner"] = "any"
+    #: Only meaningful for connections (stream sockets).
+    stream_only: bool = False
+    #: Several values (a repeatable flag, a TOML list).
+    multiple: bool = False
+
+    def default(self, family: str) -> Any:
+        """The default for a server of ``family`` (``stdlib``, ``pool`` or ``async``)."""
+        return self.defaults.get(family, self.defaults.get("all"))
+
+    def runner_value(self, family: str) -> Any:
+        """The runner's default when its workers are servers of ``family``."""
+        return self.runner_default if self.has_runner_default else self.default(family)
+
+    @property
+    def key(self) -> str:
+        """The name in TOML files and ``--check-config`` (the flag's, with underscores)."""
+        return (self.flag or self.name).replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "SOCKSERVE_" + self.key.upper()
+
+    @property
+    def server_option(self) -> bool:
+        return self.owner != "runner"
+
+    def validate(self, value: Any) -> Any:
+        """The value to store; ValueError naming the option if it is not acceptable."""
+        try:
+            return self.kind.check(value)
+        except ValueError as exc:
+            raise ValueError(f"{self.name} {exc}, got {value!r}") from None
+
+
+def _server(
+    name: str,
+    kind: Kind,
+    help: str,
+    *,
+    stdlib: Any = None,
+    pool: Any = None,
+    async_: Any = None,
+    all_: Any = None,
+    **more: Any,
+) -> Option:
+    if all_ is not None:
+        defaults = {"all": all_}
+    else:
+        defaults = {"stdlib": stdlib, "pool": pool, "async": async_}
+    if "runner_default" in more:
+        more["has_runner_default"] = True
+    return Option(name, kind, help, defaults, **more)
+
+
+def _runner(name: str, kind: Kind, help: str, default: Any, **more: Any) -> Option:
+    return Option(
+        name, kind, help, {"all": default}, flag=name.replace("_", "-"), owner="runner", **more
+    )
+
+
+OPTIONS: tuple[Option, ...] = (
+    # -- where and how many --------------------------------------------------------
+    _runner(
+        "bind",
+        TextList(),
+        "address to listen on (repeatable): HOST:PORT, [V6]:PORT, :PORT, udp://HOST:PORT, "
+        "unix:PATH, fd://N; default 127.0.0.1:0, or the sockets systemd passed",
+        [],
+        metavar="ADDRESS",
+        group="listening",
+        multiple=True,
+    ),
+    _runner(
+        "workers",
+        Count(0),
+        "worker processes; 0 serves in this process without a supervisor",
+        0,
+        metavar="N",
+        group="processes",
+    ),
+    _runner(
+        "worker_class",
+        Choice("sync", "threads", "pool", "fork", "async"),
+        "how each worker serves connections: sync, threads, pool, fork or async "
+        "(an async handler picks async)",
+        "pool",
+        metavar="CLASS",
+        group="processes",
+    ),
+    _server(
+        "max_workers",
+        Count(1),
+        "pool worker threads per process: at most this many connections are served at once",
+        all_=32,
+        flag="threads",
+        owner="pool",
+        metavar="N",
+        group="pool",
+    ),
+    _server(
+        "max_pending",
+        Count(0),
+        "connections that may wait for a pool thread before the server stops accepting",
+        all_=32,
+        flag="max-pending",
+        owner="pool",
+        metavar="N",
+        group="pool",
+    ),
+    _server(
+        "eager_workers",
+        Count(1),
+        "pool threads that start connections at once; beyond them a connection first "
+        "waits --grow-after for a busy thread",
+        all_=2,
+        flag="eager-workers",
+        owner="pool",
+        metavar="N",
+        group="pool",
+    ),
+    _server(
+        "grow_after",
+        Seconds(0.0),
+        "seconds a queued connection waits for a busy pool thread before another takes it "
+        "(0: start every connection at once)",
+        all_=0.002,
+        flag="grow-after",
+        owner="pool",
+        metavar="SECONDS",
+        group="pool",
+    ),
+    _server(
+        "overflow",
+        Choice("block", "reject"),
+        "when the pool is full: block (leave clients in the kernel backlog) or reject "
+        "(accept and close)",
+        all_="block",
+        flag="overflow",
+        owner="pool",
+        metavar="MODE",
+        group="pool",
+    ),
+    _server(
+        "dispatch",
+        Choice("immediate", "readable"),
+        "immediate, or readable: a connection takes a pool thread only once it has sent data",
+        all_="immediate",
+        flag="dispatch",
+        owner="pool",
+        stream_only=True,
+        metavar="MODE",
+        group="pool",
+    ),
+    _server(
+        "first_byte_timeout",
+        Seconds(positive=True, optional=True),
+        "with --dispatch readable: seconds a new connection may take to send its first byte",
+        all_=60.0,
+        flag="first-byte-timeout",
+        owner="pool",
+        metavar="SECONDS",
+        group="pool",
+    ),
+    _server(
+        "event_loop",
+        Choice(*EVENT_LOOP_KINDS),
+        "event loop of the async worker class: auto (uvloop when installed), asyncio or uvloop",
+        all_="auto",
+        flag="event-loop",
+        owner="async",
+        metavar="LOOP",
+        group="async",
+    ),
+    # -- limits --------------------------------------------------------------------------
+    _server(
+        "max_connections",
+        Count(1, optional=True),
+        "concurrent connections per process; more are refused (none: no limit)",
+        stdlib=None,
+        pool=4096,
+        async_=10000,
+        flag="max-connections",
+        stream_only=True,
+        metavar="N",
+    ),
+    _server(
+        "max_connections_per_ip",
+        Count(1, optional=True),
+        "concurrent connections per client IP address; more are refused (none: no limit)",
+        all_=None,
+        flag="max-per-ip",
+        stream_only=True,
+        metavar="N",
+    ),
+    _server(
+        "idle_timeout",
+        Seconds(positive=True, optional=True),
+        "seconds a read or write may wait with no byte moving before the handler gets "
+        "TimeoutError (none: forever)",
+        stdlib=None,
+        pool=300.0,
+        async_=300.0,
+        flag="idle-timeout",
+        stream_only=True,
+        metavar="SECONDS",
+    ),
+    _server(
+        "max_line",
+        Count(1, optional=True),
+        "longest line (bytes, newline included) a handler's readline() returns before "
+        "LineTooLong (none: unbounded)",
+        stdlib=None,
+        pool=65536,
+        async_=65536,
+        flag="max-line",
+        stream_only=True,
+        metavar="BYTES",
+    ),
+    _server(
+        "tcp_nodelay",
+        Switch(),
+        "set TCP_NODELAY on accepted TCP connections (no Nagle delay on small writes)",
+        stdlib=False,
+        pool=True,
+        async_=True,
+        flag="tcp-nodelay",
+        stream_only=True,
+        group="connections",
+    ),
+    _server(
+        "access_log",
+        Switch(),
+        "log one line per connection: peer, outcome, duration, bytes in and out",
+        all_=False,
+        flag="access-log",
+        runner_default=True,
+        group="logging",
+    ),
+    # -- the runner's processes ----------------------------------------------------------
+    _runner(
+        "grace",
+        Seconds(0.0),
+        "seconds a graceful stop lets connections in flight finish",
+        30.0,
+        metavar="SECONDS",
+        group="processes",
+    ),
+    _runner(
+        "reuse_port",
+        Switch(),
+        "each worker opens its own listening socket with SO_REUSEPORT",
+        False,
+        group="listening",
+    ),
+    _runner(
+        "worker_timeout",
+        Seconds(0.1, optional=True),
+        "kill and replace a worker whose serving loop shows no progress for this long "
+        "(none: never)",
+        30.0,
+        metavar="SECONDS",
+        group="processes",
+    ),
+    _runner(
+        "max_requests",
+        Count(0),
+        "recycle a worker after this many connections (0: never)",
+        0,
+        metavar="N",
+        group="processes",
+    ),
+    _runner(
+        "max_requests_jitter",
+        Count(0),
+        "add up to this many to max_requests per worker, so workers do not recycle together",
+        0,
+        metavar="N",
+        group="processes",
+    ),
+    _runner(
+        "pid_file",
+        Text(),
+        "write the master's pid to this file",
+        None,
+        metavar="PATH",
+        group="processes",
+    ),
+    _runner(
+        "log_level",
+        Choice("debug", "info", "warning", "error", "critical"),
+        "log level: debug, info, warning, error or critical",
+        "info",
+        metavar="LEVEL",
+        group="logging",
+    ),
+    _runner(
+        "log_config",
+        Text(),
+        "a logging.config dictConfig file (JSON or TOML)",
+        None,
+        metavar="PATH",
+        group="logging",
+    ),
+)
+
+_BY_NAME = {opt.name: opt for opt in OPTIONS}
 
 #: Options that only make sense for connections (stream sockets).
-STREAM_ONLY = frozenset(
-    {
-        "max_connections",
-        "max_connections_per_ip",
-        "idle_timeout",
-        "max_line",
-        "dispatch",
-        "tcp_nodelay",
-    }
-)
+STREAM_ONLY = frozenset(opt.name for opt in OPTIONS if opt.stream_only)
 # (access_log works for datagram servers too: one line per datagram handled.)
 
 
-def _positive_int_or_none(name: str, value: object) -> object:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-    return value
+def option(name: str) -> Option:
+    """The declaration of option ``name`` (KeyError if there is none)."""
+    return _BY_NAME[name]
 
 
-#: Timeouts beyond this (a year) are surely mistakes, and sockets and poll()
-#: reject them anyway (inf, or more than 2**31 ms): use None for "forever".
-_LONGEST_TIMEOUT = 365 * 24 * 3600.0
+def family_default(name: str, family: str) -> Any:
+    """The default of option ``name`` for a server of ``family``: what class attributes use."""
+    return _BY_NAME[name].default(family)
 
 
-def _positive_number_or_none(name: str, value: object) -> object:
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not 0 < value < _LONGEST_TIMEOUT
-    ):
-        raise ValueError(
-            f"{name} must be a positive, finite number of seconds or None, got {value!r}"
-        )
-    return float(value)
+class ServerOptions(TypedDict, total=False):
+    """Keyword-only constructor arguments accepted by sockserve servers (see ``OPTIONS``)."""
+
+    max_connections: int | None
+    max_connections_per_ip: int | None
+    idle_timeout: float | None
+    max_line: int | None
+    access_log: bool
+    tcp_nodelay: bool
+    max_workers: int
+    max_pending: int
+    eager_workers: int
+    grow_after: float
+    overflow: Literal["block", "reject"]
+    dispatch: Literal["immediate", "readable"]
+    first_byte_timeout: float | None
+    event_loop: Literal["auto", "asyncio", "uvloop"]
 
 
-def _seconds_at_least_zero(name: str, value: object) -> object:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not 0 <= value < _LONGEST_TIMEOUT
-    ):
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-    return float(value)
-
-
-def _int_at_least(minimum: int) -> Callable[[str, object], object]:
-    def check(name: str, value: object) -> object:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        return value
-
-    return check
-
-
-def _one_of(*choices: str) -> Callable[[str, object], object]:
-    def check(name: str, value: object) -> object:
-        if value not in choices:
-            wanted = " or ".join(repr(c) for c in choices)
-            raise ValueError(f"{name} must be {wanted}, got {value!r}")
-        return value
-
-    return check
-
-
-def _boolean(name: str, value: object) -> object:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-_VALIDATORS: dict[str, Callable[[str, object], object]] = {
-    "access_log": _boolean,
-    "tcp_nodelay": _boolean,
-    "max_connections": _positive_int_or_none,
-    "max_connections_per_ip": _positive_int_or_none,
-    "idle_timeout": _positive_number_or_none,
-    "max_line": _positive_int_or_none,
-    "max_workers": _int_at_least(1),
-    "max_pending": _int_at_least(0),
-    "eager_workers": _int_at_least(1),
-    "grow_after": _seconds_at_least_zero,
-    "overflow": _one_of("block", "reject"),
-    "dispatch": _one_of("immediate", "readable"),
-    "first_byte_timeout": _positive_number_or_none,
-    "event_loop": _one_of(*EVENT_LOOP_KINDS),
-}
-
-#: Options only some servers have, and which servers those are (for the error).
-_OWNERS = {"event_loop": "async servers (AsyncMixIn)"}
+_OWNER_TEXT = {"async": "async servers (AsyncMixIn)", "pool": "pool servers (ThreadPoolMixIn)"}
 
 
 def apply_options(server: object, options: dict[str, object]) -> None:
@@ -159,18 +578,19 @@ def apply_options(server: object, options: dict[str, object]) -> None:
     """
     cls = type(server)
     for name, value in options.items():
-        if name not in _VALIDATORS:
+        declared = _BY_NAME.get(name)
+        if declared is None or not declared.server_option:
             raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
         if not hasattr(cls, name):
-            owner = _OWNERS.get(name, "pool servers (ThreadPoolMixIn)")
+            owner = _OWNER_TEXT.get(declared.owner, "other servers")
             raise TypeError(f"{cls.__name__}() does not take {name!r}: it is an option of {owner}")
-        setattr(server, name, _VALIDATORS[name](name, value))
-    datagram = getattr(server, "socket_type", socket.SOCK_STREAM) == socket.SOCK_DGRAM
-    for name, check in _VALIDATORS.items():
-        if name in options or not hasattr(cls, name):
+        setattr(server, name, declared.validate(value))
+    for declared in OPTIONS:
+        name = declared.name
+        if name in options or not declared.server_option or not hasattr(cls, name):
             continue
-        setattr(server, name, check(name, getattr(cls, name)))
-    if datagram:
+        setattr(server, name, declared.validate(getattr(cls, name)))
+    if getattr(server, "socket_type", socket.SOCK_STREAM) == socket.SOCK_DGRAM:
         for name in sorted(STREAM_ONLY):
             value = getattr(server, name, None)
             if value is not None and value != "immediate" and value is not False:

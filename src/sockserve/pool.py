@@ -35,6 +35,7 @@ from __future__ import annotations
 from sockserve._types import Address, Request
 from sockserve.engine.pipeline import ConnectionPipeline
 from sockserve.engine.prepare import Step, WaitForData
+from sockserve.options import family_default
 from sockserve.servers import (
     MixInBase,
     TCPServer,
@@ -58,22 +59,22 @@ class ThreadPoolMixIn(MixInBase):
     """Handle requests on a bounded pool of named worker threads (see the module doc)."""
 
     #: Worker threads; at most this many requests are handled at once.
-    max_workers: int = 32
+    max_workers: int = family_default("max_workers", "pool")
     #: Accepted requests that may wait for a worker before the server stops accepting.
-    max_pending: int = 32
+    max_pending: int = family_default("max_pending", "pool")
     #: Requests start at once while fewer than this many workers are busy; beyond
     #: that a request first waits (up to ``grow_after``) for a busy worker to
     #: free up, which in CPython is cheaper than waking another thread.
-    eager_workers: int = 2
+    eager_workers: int = family_default("eager_workers", "pool")
     #: Seconds a queued request waits for a busy worker before another worker is
     #: put on it (up to ``max_workers``). 0: every request starts at once.
-    grow_after: float = 0.002
+    grow_after: float = family_default("grow_after", "pool")
     #: "block" (stop accepting when full) or "reject" (accept and reject at once).
-    overflow: str = "block"
+    overflow: str = family_default("overflow", "pool")
     #: "immediate" (hand to a worker at once) or "readable" (once the client sent a byte).
-    dispatch: str = "immediate"
+    dispatch: str = family_default("dispatch", "pool")
     #: With dispatch="readable": seconds a new connection may stay silent. None: forever.
-    first_byte_timeout: float | None = 60.0
+    first_byte_timeout: float | None = family_default("first_byte_timeout", "pool")
     #: ``server_close`` waits for the workers to finish what they hold.
     block_on_close: bool = True
 
@@ -108,12 +109,15 @@ class ThreadPoolMixIn(MixInBase):
 
 
 class _StreamPoolDefaults:
-    """Safe limits for pool servers on stream sockets (the stdlib-named classes have none)."""
+    """Safe limits for pool servers on stream sockets (the stdlib-named classes have none).
 
-    max_connections: int | None = 4096
-    idle_timeout: float | None = 300.0
-    max_line: int | None = 65536
-    tcp_nodelay: bool = True
+    Their values are the "pool" family's in :data:`sockserve.options.OPTIONS`.
+    """
+
+    max_connections: int | None = family_default("max_connections", "pool")
+    idle_timeout: float | None = family_default("idle_timeout", "pool")
+    max_line: int | None = family_default("max_line", "pool")
+    tcp_nodelay: bool = family_default("tcp_nodelay", "pool")
 
 
 class ThreadPoolTCPServer(_StreamPoolDefaults, ThreadPoolMixIn, TCPServer):

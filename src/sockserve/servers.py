@@ -45,7 +45,7 @@ from sockserve.engine.pipeline import ConnectionPipeline
 from sockserve.engine.prepare import Step
 from sockserve.observability.logs import describe_address, server_logger
 from sockserve.observability.stats import ServerStats
-from sockserve.options import ServerOptions, apply_options
+from sockserve.options import ServerOptions, apply_options, family_default
 from sockserve.strategies.base import Strategy
 from sockserve.strategies.inline import InlineStrategy
 
@@ -80,22 +80,22 @@ class BaseServer:
     #: Seconds ``handle_request`` waits before calling ``handle_timeout`` (None: forever).
     timeout: float | None = None
     #: Concurrent connections for the whole server; more are refused. None: no limit.
-    max_connections: int | None = None
+    max_connections: int | None = family_default("max_connections", "stdlib")
     #: Concurrent connections from one IP address; more are refused. None: no limit.
-    max_connections_per_ip: int | None = None
+    max_connections_per_ip: int | None = family_default("max_connections_per_ip", "stdlib")
     #: Seconds a read or write may wait without any byte moving before the
     #: handler gets a ``TimeoutError``. None: forever.
-    idle_timeout: float | None = None
+    idle_timeout: float | None = family_default("idle_timeout", "stdlib")
     #: Longest line (bytes, terminator included) a handler's size-less
     #: ``rfile.readline()`` returns before raising ``LineTooLong``. None: unbounded.
-    max_line: int | None = None
+    max_line: int | None = family_default("max_line", "stdlib")
     #: Log one line per connection (peer, outcome, duration, bytes) to "sockserve.access".
-    access_log: bool = False
+    access_log: bool = family_default("access_log", "stdlib")
     #: Set TCP_NODELAY on accepted TCP connections. A handler that writes a
     #: response in several pieces (http.server: headers, then body) otherwise
     #: waits on Nagle's algorithm and the client's delayed ACK, ~40 ms a request.
     #: Unix sockets are left alone.
-    tcp_nodelay: bool = False
+    tcp_nodelay: bool = family_default("tcp_nodelay", "stdlib")
     #: The most of a drain's timeout kept, at its end, for aborted handlers to
     #: return (a quarter of the timeout when that is less).
     drain_abort_grace: float = 2.0

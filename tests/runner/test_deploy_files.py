@@ -18,7 +18,7 @@ import pytest
 from sockserve import cli
 from sockserve.exitcodes import ExitCode
 from sockserve.runner.master import HANDLED_SIGNALS, KILL_MARGIN
-from sockserve.runner.settings import SETTINGS, RunConfig
+from sockserve.runner.settings import RUNNER_SETTINGS, RunConfig
 
 from .support import REPO, TIMEOUT
 
@@ -132,8 +132,8 @@ def test_kubernetes_grace_period_covers_prestop_and_drain() -> None:
 
 def test_runner_doc_names_every_setting_exit_status_and_signal() -> None:
     doc = RUNNER_DOC.read_text()
-    for setting in SETTINGS:
-        assert f"`{setting.flag}" in doc, f"docs/runner.md does not document {setting.flag}"
+    for setting in RUNNER_SETTINGS:
+        assert f"`--{setting.flag}" in doc, f"docs/runner.md does not document --{setting.flag}"
         assert setting.env in doc, f"docs/runner.md does not mention {setting.env}"
     for flag in ("--config", "--check-config"):
         assert f"`{flag}" in doc
@@ -161,6 +161,6 @@ def _subcommand_help(name: str) -> str:
 
 
 def test_run_help_shows_the_default_run_uses() -> None:
-    shown = re.search(r"--workers VALUE .*?\(default: (\w+)\)", _subcommand_help("run"))
+    shown = re.search(r"--workers N .*?\(default: (\w+)\)", _subcommand_help("run"))
     assert shown is not None
     assert shown[1] == str(run_config(["run", "x:y"]).workers)

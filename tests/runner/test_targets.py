@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -83,13 +85,14 @@ def test_an_async_handler_gets_the_async_strategy_and_serves_many_clients(sockse
         ("tests.runner.targets.mod:AsyncHandler", "threads", "is an async handler"),
     ],
 )
-def test_a_handler_the_worker_class_cannot_run_exits_7(
+def test_a_handler_the_worker_class_cannot_run_is_a_setting_error(
     sockserve: Any, target: str, worker_class: str, complaint: str
 ) -> None:
     server = sockserve("run", target, *BIND, "--workers", "0", "--worker-class", worker_class)
-    assert server.wait_exit() == ExitCode.BAD_TARGET
+    assert server.wait_exit() == ExitCode.USAGE
     [error] = server.lines(ERROR_LINE)
     assert complaint in error[0]
+    assert f"worker_class = {worker_class!r} (from --worker-class)" in error[0]
     assert_clean(server.output)
 
 
@@ -164,14 +167,14 @@ def test_bad_targets_have_their_exit_status(
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--workers", "-1"], {}, "workers = -1: must be a"),
-        (["--worker-class", "green"], {}, "must be one of sync, threads, pool, fork"),
-        (["--grace", "soon"], {}, "--grace 'soon'"),
+        (["--workers", "-1"], {}, "workers = -1 (from --workers): must be an integer >= 0"),
+        (["--worker-class", "green"], {}, "must be one of 'sync', 'threads', 'pool', 'fork'"),
+        (["--grace", "soon"], {}, "grace = 'soon' (from --grace): must be a finite number"),
         (["--no-such-option"], {}, "unrecognized arguments: --no-such-option"),
         (["--bind", "127.0.0.1:99999"], {}, "port 99999 is out of range"),
         ([], {"SOCKSERVE_THREADS": "many"}, "environment SOCKSERVE_THREADS"),
         ([], {"SOCKSERVE_CONFIG": "/nonexistent/sockserve.toml"}, "cannot read config file"),
-        (["--reuse-port", "--workers", "0"], {}, "reuse-port needs worker processes"),
+        (["--reuse-port", "--workers", "0"], {}, "reuse_port (from --reuse-port) needs worker"),
     ],
     ids=["negative", "choice", "number", "unknown-flag", "bind", "env", "config-file", "combo"],
 )
@@ -186,6 +189,71 @@ def test_bad_settings_exit_2(
 
 
 # -- --check-config ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "config", "message"),
+    [
+        (
+            ["echo", "--idle-timeout", "1e9"],
+            None,
+            "idle_timeout = 1000000000.0 (from --idle-timeout): must be a finite number",
+        ),
+        (
+            ["echo"],
+            "access_log = 0\n",
+            "access_log = 0 (from config file {path!r}, key 'access_log'): must be true or false",
+        ),
+        (
+            ["run", "tests.runner.targets.mod:Handler", "--worker-class", "async"],
+            None,
+            "worker_class = 'async' (from --worker-class): Handler is a synchronous handler",
+        ),
+        (
+            ["run", "tests.runner.targets.mod:AsyncHandler", "--worker-class", "pool"],
+            None,
+            "worker_class = 'pool' (from --worker-class): AsyncHandler is an async handler",
+        ),
+    ],
+    ids=["range", "toml-type", "sync-handler-async-class", "async-handler-pool-class"],
+)
+def test_check_config_rejects_what_a_run_would_reject(
+    sockserve: Any, tmp_path: Path, args: list[str], config: str | None, message: str
+) -> None:
+    extra = []
+    path = tmp_path / "bad.toml"
+    if config is not None:
+        path.write_text(config)
+        extra = ["--config", str(path)]
+    server = sockserve(*args, *extra, "--check-config")
+    assert server.wait_exit() == ExitCode.USAGE
+    assert message.format(path=str(path)) in server.output
+    assert "Traceback" not in server.output
+    assert server.stdout == ""
+
+
+def test_check_config_without_uvloop_rejects_event_loop_uvloop() -> None:
+    # find_spec() answers None for a module set to None in sys.modules: uvloop "is missing".
+    code = (
+        "import sys; sys.modules['uvloop'] = None; from sockserve.cli import main; "
+        "sys.exit(main(['echo', '--event-loop', 'uvloop', '--check-config']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == ExitCode.USAGE
+    assert "event_loop = 'uvloop' (from --event-loop): uvloop is not installed" in result.stderr
+
+
+def test_check_config_reports_the_async_family_defaults_for_an_async_run(sockserve: Any) -> None:
+    server = sockserve("echo", "--worker-class", "async", "--check-config")
+    assert server.wait_exit() == ExitCode.OK
+    settings = settings_of(server.stdout)
+    assert settings["max_connections"] == "10000"  # the async servers' own default
+    assert settings["worker_class"] == "'async'"
+    server = sockserve("echo", "--check-config")
+    assert server.wait_exit() == ExitCode.OK
+    assert settings_of(server.stdout)["max_connections"] == "4096"
 
 
 def settings_of(stdout: str) -> dict[str, str]:
@@ -221,9 +289,9 @@ def test_check_config_prints_the_effective_settings_by_precedence(
     assert settings["idle_timeout"] == "300.0"  # the default
     assert settings["config_file"] == repr(str(config))
     # Every field of the configuration is printed, one per line.
-    from sockserve.runner.settings import SETTINGS
+    from sockserve.runner.settings import RUNNER_SETTINGS
 
-    assert {s.name for s in SETTINGS} | {"target", "config_file"} == set(settings)
+    assert {s.key for s in RUNNER_SETTINGS} | {"target", "config_file"} == set(settings)
 
 
 def test_check_config_with_a_config_flag_and_run_defaults(sockserve: Any, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from sockserve.servers import (
     UnixStreamServer,
 )
 
-__all__ = ["build_server", "server_class_for"]
+__all__ = ["build_server", "effective_worker_class", "server_class_for"]
 
 # (worker class, unix?, datagram?) -> server class
 _SERVER_CLASSES: dict[tuple[str, bool, bool], type[TCPServer]] = {
@@ -77,64 +77,38 @@ def server_class_for(worker_class: str, sock: socket.socket) -> type[TCPServer]:
 def effective_worker_class(config: RunConfig, handler: Any, datagram: bool = False) -> str:
     """The strategy for ``handler``: async handlers need the async one, others cannot use it.
 
-    Datagram listeners of an async run are served by the pool (there are no
-    async datagram handlers), so there any synchronous handler is fine.
+    An async handler with the default worker class gets ``async``; with a
+    worker class chosen explicitly that cannot run it, the run is refused as a
+    configuration error (exit status 2) naming the setting and its source, as
+    is a synchronous handler with ``--worker-class async``. Datagram
+    listeners of an async run are served by the pool (there are no async
+    datagram handlers), so there any synchronous handler is fine.
     """
     is_async = bool(getattr(handler, "_is_async_handler", False))
+    name = getattr(handler, "__name__", handler)
+    chosen = config.worker_class
+    where = f"worker_class = {chosen!r} (from {config.source('worker_class')})"
     if datagram:
         if is_async:
             raise TargetError(
-                f"{getattr(handler, '__name__', handler)} is an async handler: it serves "
-                "stream sockets, not a udp:// listener",
+                f"{name} is an async handler: it serves stream sockets, not a udp:// listener",
                 ExitCode.BAD_TARGET,
             )
-        return config.worker_class
-    if is_async and config.worker_class in ("pool", "async"):
-        return "async"  # pool is the default: an async handler means the async strategy
+        return chosen
     if is_async:
+        if chosen == "async" or config.source("worker_class") == "default":
+            return "async"
         raise TargetError(
-            f"{getattr(handler, '__name__', handler)} is an async handler: it needs "
-            f"--worker-class async, not {config.worker_class}",
-            ExitCode.BAD_TARGET,
+            f"{where}: {name} is an async handler, which only --worker-class async serves",
+            ExitCode.USAGE,
         )
-    if config.worker_class == "async":
+    if chosen == "async":
         raise TargetError(
-            f"--worker-class async serves AsyncStreamRequestHandler subclasses; "
-            f"{getattr(handler, '__name__', handler)} is a synchronous handler "
-            "(use --worker-class pool)",
-            ExitCode.BAD_TARGET,
+            f"{where}: {name} is a synchronous handler; --worker-class async serves "
+            "AsyncStreamRequestHandler subclasses (use pool, threads, fork or sync)",
+            ExitCode.USAGE,
         )
-    return config.worker_class
-
-
-def server_options(
-    config: RunConfig, datagram: bool, worker_class: str | None = None
-) -> dict[str, Any]:
-    """The constructor options the run's settings imply for one listener."""
-    worker_class = worker_class or config.worker_class
-    options: dict[str, Any] = {"access_log": config.access_log}
-    if not datagram:
-        options.update(
-            max_connections=config.max_connections,
-            max_connections_per_ip=config.max_per_ip,
-            idle_timeout=config.idle_timeout,
-            max_line=config.max_line,
-            tcp_nodelay=config.tcp_nodelay,
-        )
-    if worker_class == "async" and not datagram:
-        options["event_loop"] = config.event_loop
-    elif worker_class in ("pool", "async"):
-        options.update(
-            max_workers=config.threads,
-            max_pending=config.max_pending,
-            eager_workers=min(config.eager_workers, config.threads),
-            grow_after=config.grow_after,
-            overflow=config.overflow,
-            first_byte_timeout=config.first_byte_timeout,
-        )
-        if not datagram:
-            options["dispatch"] = config.dispatch
-    return options
+    return chosen
 
 
 def build_server(target: Target, sock: socket.socket, config: RunConfig) -> BaseServer:
@@ -150,7 +124,7 @@ def build_server(target: Target, sock: socket.socket, config: RunConfig) -> Base
                 address,
                 handler,
                 bind_and_activate=False,
-                **server_options(config, datagram, worker_class),
+                **config.server_options(cls, worker_class),
             )
             if datagram:
                 server.max_packet_size = 65535  # any UDP payload: echo must not truncate

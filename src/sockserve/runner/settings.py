@@ -1,316 +1,159 @@
 """One validated configuration behind the flags, the environment and the TOML file.
 
-Every setting is declared once, in :data:`SETTINGS`: its name (the TOML key;
-``--name-with-dashes`` on the command line; ``SOCKSERVE_NAME`` in the
-environment), how to read it from text, its default and its help. The three
-sources are merged in order of precedence (defaults < file < environment <
-flags), then the whole is validated in one place, so ``--check-config``
-prints exactly what a run would use and every error names its source.
+The settings themselves are declared once, in :data:`sockserve.options.OPTIONS`
+(the servers' options and the runner's own): this module only reads them
+from their sources and checks them. The sources are merged in order of
+precedence (defaults < file < environment < flags), each value is checked by
+the same validator a server constructor uses, and every error names the
+setting and where its value came from (``--idle-timeout``,
+``SOCKSERVE_IDLE_TIMEOUT``, or the file and its key), so ``--check-config``
+rejects exactly what a run would.
 """
 
 from __future__ import annotations
 
-import math
+import importlib.util
 import os
+import socket
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sockserve.core.addresses import BindSpecError, parse_bind_spec
-from sockserve.strategies.eventloop import EVENT_LOOP_KINDS
+from sockserve.options import OPTIONS, Option, TextList
 
-__all__ = ["SETTINGS", "ConfigError", "RunConfig", "Setting", "build_config"]
+__all__ = ["ENV_PREFIX", "RUNNER_SETTINGS", "ConfigError", "RunConfig", "build_config"]
 
 ENV_PREFIX = "SOCKSERVE_"
-WORKER_CLASSES = ("sync", "threads", "pool", "fork", "async")
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_NONE_WORDS = frozenset({"none", "off", "unlimited"})
+#: The settings the runner reads (every option with a flag), in ``--help`` order.
+RUNNER_SETTINGS: tuple[Option, ...] = tuple(opt for opt in OPTIONS if opt.flag is not None)
+_BY_KEY = {opt.key: opt for opt in RUNNER_SETTINGS}
+DEFAULT = "default"
 
 
 class ConfigError(ValueError):
     """A setting has a bad value or a source cannot be read; the message names both."""
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One configuration setting and how each source spells it."""
-
-    name: str
-    from_text: Callable[[str], Any]
-    default: Any
-    help: str
-    check: Callable[[Any], str | None] = lambda value: None
-    multiple: bool = False
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
-
-def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def read(text: str) -> Any:
-        return None if text.strip().lower() in _NONE_WORDS else parse(text)
-
-    return read
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
-
-
-def _at_least(minimum: float, *, optional: bool = False) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if value is None and optional:
-            return None
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not minimum <= value < math.inf
-        ):
-            return f"must be a finite number >= {minimum:g}" + (" or none" if optional else "")
-        return None
-
-    return check
-
-
-def _integer(value: Any) -> str | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        return "must be a whole number"
-    return None
-
-
-def _all(*checks: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        for one in checks:
-            problem = one(value)
-            if problem:
-                return problem
-        return None
-
-    return check
-
-
-def _choice(*choices: str) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        return None if value in choices else f"must be one of {', '.join(choices)}"
-
-    return check
-
-
-def _bind_list(value: Any) -> str | None:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        return "must be a list of bind addresses"
-    for item in value:
-        try:
-            parse_bind_spec(item)
-        except BindSpecError as exc:
-            return str(exc)
-    return None
-
-
-def _count(minimum: int, *, optional: bool = False) -> Callable[[Any], str | None]:
-    return _all(_integer, _at_least(minimum, optional=optional))
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "bind",
-        str,
-        [],
-        "address to listen on (repeatable): HOST:PORT, [V6]:PORT, :PORT, "
-        "udp://HOST:PORT, unix:PATH, fd://N; default 127.0.0.1:0, or the sockets systemd "
-        "passed",
-        _bind_list,
-        multiple=True,
-    ),
-    Setting(
-        "workers",
-        int,
-        0,
-        "worker processes; 0 serves in this process without a supervisor",
-        _count(0),
-    ),
-    Setting(
-        "worker_class",
-        str,
-        "pool",
-        "how each worker handles connections: " + " | ".join(WORKER_CLASSES),
-        _choice(*WORKER_CLASSES),
-    ),
-    Setting("threads", int, 32, "pool worker threads per process (--worker-class pool)", _count(1)),
-    Setting(
-        "max_pending",
-        int,
-        32,
-        "connections that may wait for a pool thread before the server stops accepting",
-        _count(0),
-    ),
-    Setting(
-        "event_loop",
-        str,
-        "auto",
-        "event loop of --worker-class async: auto (uvloop when installed), asyncio or uvloop",
-        _choice(*EVENT_LOOP_KINDS),
-    ),
-    Setting(
-        "eager_workers",
-        int,
-        2,
-        "pool threads that start connections at once; beyond them a connection first "
-        "waits --grow-after for a busy thread",
-        _count(1),
-    ),
-    Setting(
-        "grow_after",
-        float,
-        0.002,
-        "seconds a queued connection waits for a busy pool thread before another takes it "
-        "(0: start every connection at once)",
-        _at_least(0),
-    ),
-    Setting(
-        "overflow",
-        str,
-        "block",
-        "when the pool is full: block (leave clients in the "
-        "kernel backlog) or reject (accept and close)",
-        _choice("block", "reject"),
-    ),
-    Setting(
-        "dispatch",
-        str,
-        "immediate",
-        "immediate, or readable: a connection takes a pool thread only once it has sent data",
-        _choice("immediate", "readable"),
-    ),
-    Setting(
-        "max_connections",
-        _optional(int),
-        4096,
-        "concurrent connections per process (none: no limit)",
-        _count(1, optional=True),
-    ),
-    Setting(
-        "max_per_ip",
-        _optional(int),
-        None,
-        "concurrent connections per client IP (none: no limit)",
-        _count(1, optional=True),
-    ),
-    Setting(
-        "idle_timeout",
-        _optional(float),
-        300.0,
-        "seconds a connection may stay silent (none: forever)",
-        _at_least(0.001, optional=True),
-    ),
-    Setting(
-        "first_byte_timeout",
-        _optional(float),
-        60.0,
-        "with --dispatch readable: seconds to wait for a new connection's first byte",
-        _at_least(0.001, optional=True),
-    ),
-    Setting(
-        "max_line",
-        _optional(int),
-        65536,
-        "longest line a handler's rfile.readline() returns (none: unbounded)",
-        _count(1, optional=True),
-    ),
-    Setting(
-        "grace", float, 30.0, "seconds a graceful stop lets requests in flight finish", _at_least(0)
-    ),
-    Setting(
-        "reuse_port",
-        _boolean,
-        False,
-        "each worker opens its own listening socket with SO_REUSEPORT",
-    ),
-    Setting(
-        "worker_timeout",
-        _optional(float),
-        30.0,
-        "kill and replace a worker whose serving "
-        "loop shows no progress for this long (none: never)",
-        _at_least(0.1, optional=True),
-    ),
-    Setting(
-        "max_requests", int, 0, "recycle a worker after this many connections (0: never)", _count(0)
-    ),
-    Setting(
-        "max_requests_jitter",
-        int,
-        0,
-        "add up to this many to max_requests per worker, so workers do not recycle together",
-        _count(0),
-    ),
-    Setting("pid_file", _optional(str), None, "write the master's pid to this file"),
-    Setting("log_level", str, "info", "log level: " + ", ".join(LOG_LEVELS), _choice(*LOG_LEVELS)),
-    Setting(
-        "tcp_nodelay",
-        _boolean,
-        True,
-        "set TCP_NODELAY on accepted TCP connections (no Nagle delay on small writes)",
-    ),
-    Setting(
-        "access_log", _boolean, True, "log one line per connection (peer, duration, bytes, outcome)"
-    ),
-    Setting("log_config", _optional(str), None, "a logging.config dictConfig file (JSON or TOML)"),
-)
-
-_BY_NAME = {setting.name: setting for setting in SETTINGS}
+def family_of(worker_class: str) -> str:
+    """The server family whose defaults a worker class uses (see :mod:`sockserve.options`)."""
+    return "async" if worker_class == "async" else "pool"
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The effective settings of one run (see :data:`SETTINGS` for their meaning)."""
+    """The effective settings of one run: each value, and where it came from.
+
+    Server options nobody set take the default of the server family the
+    worker class uses (async servers allow more connections than pool ones),
+    so they are resolved per worker class by :meth:`server_options` and
+    :meth:`value`.
+    """
 
     target: str
-    bind: list[str]
-    workers: int
-    worker_class: str
-    threads: int
-    max_pending: int
-    event_loop: str
-    eager_workers: int
-    grow_after: float
-    overflow: str
-    dispatch: str
-    max_connections: int | None
-    max_per_ip: int | None
-    idle_timeout: float | None
-    first_byte_timeout: float | None
-    max_line: int | None
-    grace: float
-    reuse_port: bool
-    worker_timeout: float | None
-    max_requests: int
-    max_requests_jitter: int
-    pid_file: str | None
-    log_level: str
-    tcp_nodelay: bool
-    access_log: bool
-    log_config: str | None
+    #: Setting key -> value, for the settings some source gave (or a command's default).
+    given: Mapping[str, Any]
+    #: Setting key -> where its value came from: a flag, a variable, a file, or "default".
+    sources: Mapping[str, str] = field(default_factory=dict)
     config_file: str | None = None
 
-    def describe(self) -> str:
-        """The settings as ``name = value`` lines (what ``--check-config`` prints)."""
-        return "\n".join(f"{f.name} = {getattr(self, f.name)!r}" for f in fields(self))
+    def value(self, key: str, worker_class: str | None = None) -> Any:
+        """The effective value of setting ``key`` for ``worker_class`` (default: the setting's)."""
+        if key in self.given:
+            return self.given[key]
+        family = family_of(worker_class or self.worker_class)
+        return _BY_KEY[key].runner_value(family)
+
+    def source(self, key: str) -> str:
+        return self.sources.get(key, DEFAULT)
+
+    # The runner's own settings, typed.
+    @property
+    def bind(self) -> list[str]:
+        return list(self.value("bind"))
+
+    @property
+    def workers(self) -> int:
+        return int(self.value("workers"))
+
+    @property
+    def worker_class(self) -> str:
+        return str(self.given.get("worker_class", _BY_KEY["worker_class"].default("all")))
+
+    @property
+    def grace(self) -> float:
+        return float(self.value("grace"))
+
+    @property
+    def reuse_port(self) -> bool:
+        return bool(self.value("reuse_port"))
+
+    @property
+    def worker_timeout(self) -> float | None:
+        timeout: float | None = self.value("worker_timeout")
+        return timeout
+
+    @property
+    def max_requests(self) -> int:
+        return int(self.value("max_requests"))
+
+    @property
+    def max_requests_jitter(self) -> int:
+        return int(self.value("max_requests_jitter"))
+
+    @property
+    def pid_file(self) -> str | None:
+        path: str | None = self.value("pid_file")
+        return path
+
+    @property
+    def log_level(self) -> str:
+        return str(self.value("log_level"))
+
+    @property
+    def log_config(self) -> str | None:
+        path: str | None = self.value("log_config")
+        return path
+
+    @property
+    def access_log(self) -> bool:
+        return bool(self.value("access_log"))
+
+    def server_options(self, server_class: type, worker_class: str) -> dict[str, Any]:
+        """The constructor keyword arguments for ``server_class``, serving as ``worker_class``.
+
+        Every server option the class has (pool options for pool servers, the
+        event loop for async ones; none of the stream limits for a datagram
+        server), with the value set, or the default of ``worker_class``'s family.
+        """
+        datagram = getattr(server_class, "socket_type", None) == socket.SOCK_DGRAM
+        options: dict[str, Any] = {}
+        for opt in RUNNER_SETTINGS:
+            if opt.owner == "runner" or (datagram and opt.stream_only):
+                continue
+            if hasattr(server_class, opt.name):
+                options[opt.name] = self.value(opt.key, worker_class)
+        return options
+
+    def describe(self, worker_class: str | None = None) -> str:
+        """The settings as ``key = value`` lines (what ``--check-config`` prints)."""
+        lines = [f"target = {self.target!r}"]
+        for opt in RUNNER_SETTINGS:
+            value = self.value(opt.key, worker_class)
+            if opt.key == "worker_class" and worker_class is not None:
+                value = worker_class
+            lines.append(f"{opt.key} = {value!r}")
+        lines.append(f"config_file = {self.config_file!r}")
+        return "\n".join(lines)
 
 
-def read_config_file(path: str) -> dict[str, Any]:
-    """Read a TOML file: a ``[sockserve]`` table if present, else its top level."""
+def read_config_file(path: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read a TOML file: a ``[sockserve]`` table if present, else its top level.
+
+    Returns the values (strings parsed like a flag's text, other TOML values
+    checked as they are) and their sources.
+    """
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
@@ -322,42 +165,60 @@ def read_config_file(path: str) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"config file {path!r}: [sockserve] must be a table")
     values: dict[str, Any] = {}
-    for key, raw in table.items():
-        name = key.replace("-", "_")
-        if name == "target":
-            values[name] = raw
+    sources: dict[str, str] = {}
+    for raw_key, raw in table.items():
+        key = raw_key.replace("-", "_")
+        source = f"config file {path!r}, key {raw_key!r}"
+        if key == "target":
+            values[key] = raw
             continue
-        setting = _BY_NAME.get(name)
-        if setting is None:
-            raise ConfigError(f"config file {path!r}: unknown setting {key!r}")
-        value = raw
-        if setting.multiple and isinstance(raw, str):
-            value = [raw]
-        elif isinstance(raw, str) and setting.from_text is not str:
-            value = _from_text(setting, raw, f"config file {path!r}")
-        values[name] = value
-    return values
+        opt = _BY_KEY.get(key)
+        if opt is None:
+            raise ConfigError(f"config file {path!r}: unknown setting {raw_key!r}")
+        if isinstance(raw, str):
+            values[key] = [raw] if opt.multiple else _parse(opt, raw, source)
+        else:
+            values[key] = raw
+        sources[key] = source
+    return values, sources
 
 
-def _from_text(setting: Setting, text: str, source: str) -> Any:
+def _parse(opt: Option, text: str, source: str) -> Any:
     try:
-        return setting.from_text(text)
+        return opt.kind.parse(text)
     except ValueError as exc:
-        raise ConfigError(f"{source}: {setting.name} = {text!r}: {exc}") from exc
+        raise ConfigError(f"{opt.key} = {text!r} (from {source}): {exc}") from None
 
 
-def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+def read_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """``SOCKSERVE_*`` variables; ``SOCKSERVE_BIND`` may list several addresses, comma-separated."""
     values: dict[str, Any] = {}
-    for setting in SETTINGS:
-        text = environ.get(setting.env)
+    sources: dict[str, str] = {}
+    for opt in RUNNER_SETTINGS:
+        text = environ.get(opt.env)
         if text is None:
             continue
-        if setting.multiple:
-            values[setting.name] = [part.strip() for part in text.split(",") if part.strip()]
+        source = f"environment {opt.env}"
+        values[opt.key] = _parse(opt, text, source)
+        sources[opt.key] = source
+    return values, sources
+
+
+def read_flags(flags: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Values from the command line: text is parsed, booleans and lists taken as they are."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, raw in flags.items():
+        opt = _BY_KEY.get(key)
+        if opt is None or raw is None:
+            continue
+        source = f"--{opt.flag}"
+        if isinstance(raw, str) and not isinstance(opt.kind, TextList):
+            values[key] = _parse(opt, raw, source)
         else:
-            values[setting.name] = _from_text(setting, text, f"environment {setting.env}")
-    return values
+            values[key] = raw
+        sources[key] = source
+    return values, sources
 
 
 def build_config(
@@ -369,32 +230,60 @@ def build_config(
 ) -> RunConfig:
     """Merge defaults < config file < environment < flags, validate, return the result.
 
-    ``flags`` holds only the options given on the command line (plus
-    ``config`` for the file path). ``defaults`` overrides the table's defaults
-    for one command (the service shortcuts serve in-process, say).
+    ``flags`` holds only the options given on the command line, by setting
+    key (plus ``config`` for the file path). ``defaults`` overrides the
+    defaults for one command (the service shortcuts serve in-process, say).
     """
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
-    values.update(defaults or {})
+    given: dict[str, Any] = dict(defaults or {})
+    sources: dict[str, str] = {}
     config_file = flags.get("config") or env.get(ENV_PREFIX + "CONFIG")
     if config_file:
-        values.update(read_config_file(str(config_file)))
-    values.update(read_environment(env))
-    values.update({k: v for k, v in flags.items() if k in _BY_NAME and v is not None})
-    chosen_target = target or values.pop("target", None)
-    values.pop("target", None)
+        values, where = read_config_file(str(config_file))
+        given.update(values)
+        sources.update(where)
+    for read in (read_environment(env), read_flags(flags)):
+        given.update(read[0])
+        sources.update(read[1])
+    chosen_target = target or given.pop("target", None)
+    given.pop("target", None)
     if not chosen_target:
         raise ConfigError("no target: give package.module:Name or a service name")
-    for setting in SETTINGS:
-        problem = setting.check(values[setting.name])
-        if problem and setting.multiple:
-            raise ConfigError(problem)  # already names the one bad item
-        if problem:
-            raise ConfigError(f"{setting.flag.lstrip('-')} = {values[setting.name]!r}: {problem}")
-    if values["reuse_port"] and values["workers"] == 0:
-        raise ConfigError("reuse-port needs worker processes (--workers 1 or more)")
-    return RunConfig(
+    for key, value in list(given.items()):
+        given[key] = _check(_BY_KEY[key], value, sources.get(key, DEFAULT))
+    config = RunConfig(
         target=str(chosen_target),
+        given=given,
+        sources=sources,
         config_file=str(config_file) if config_file else None,
-        **values,
     )
+    _check_together(config)
+    return config
+
+
+def _check(opt: Option, value: Any, source: str) -> Any:
+    try:
+        checked = opt.kind.check(value)
+    except ValueError as exc:
+        raise ConfigError(f"{opt.key} = {value!r} (from {source}): {exc}") from None
+    if opt.key == "bind":
+        for item in checked:
+            try:
+                parse_bind_spec(item)
+            except BindSpecError as exc:
+                raise ConfigError(f"{exc} (from {source})") from None
+    return checked
+
+
+def _check_together(config: RunConfig) -> None:
+    """Rules that involve more than one setting, or the machine."""
+    if config.reuse_port and config.workers == 0:
+        raise ConfigError(
+            f"reuse_port (from {config.source('reuse_port')}) needs worker processes "
+            "(--workers 1 or more)"
+        )
+    if config.value("event_loop") == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError(
+            f"event_loop = 'uvloop' (from {config.source('event_loop')}): uvloop is not "
+            "installed (pip install 'sockserve[uvloop]')"
+        )
