@@ -70,7 +70,7 @@ import ipaddress
 import os
 import re
 import struct
-from typing import Final
+from typing import Final, NoReturn
 
 from sockserve.errors import ProxyHeaderError
 from sockserve.protocols.crc32c import crc32c as _crc32c
@@ -212,7 +212,7 @@ def _v1_line(line: bytes, length: int) -> ProxyHeader:
     if line.startswith(b"PROXY TCP4 "):
         match = _V1_TCP4.fullmatch(line)
         if match is None:
-            raise ProxyHeaderError(f"malformed PROXY v1 TCP4 line: {line!r}")
+            _v1_refuse(line)
         src, dst, sport, dport = match.groups()
         source: Address = (src.decode("ascii"), _v1_port(sport))
         destination: Address = (dst.decode("ascii"), _v1_port(dport))
@@ -220,7 +220,7 @@ def _v1_line(line: bytes, length: int) -> ProxyHeader:
     elif line.startswith(b"PROXY TCP6 "):
         match = _V1_TCP6.fullmatch(line)
         if match is None:
-            raise ProxyHeaderError(f"malformed PROXY v1 TCP6 line: {line!r}")
+            _v1_refuse(line)
         src, dst, sport, dport = match.groups()
         source = (_v1_ipv6(src), _v1_port(sport), 0, 0)
         destination = (_v1_ipv6(dst), _v1_port(dport), 0, 0)
@@ -229,15 +229,26 @@ def _v1_line(line: bytes, length: int) -> ProxyHeader:
         # Section 2.1: the rest of an UNKNOWN line is ignored, but a lone CR or
         # LF in it is still not a line the sender can have meant.
         if b"\r" in line or b"\n" in line:
-            raise ProxyHeaderError(f"stray CR or LF in a PROXY v1 line: {line!r}")
+            _v1_refuse(line)
         return ProxyHeader(
             1, Command.PROXY, AddressFamily.UNSPEC, TransportProtocol.UNSPEC, None, None, length
         )
     else:
+        _v1_refuse(line)
+    stream = TransportProtocol.STREAM
+    return ProxyHeader(1, Command.PROXY, family, stream, source, destination, length)
+
+
+def _v1_refuse(line: bytes) -> NoReturn:
+    """Raise for a bad line, naming the first thing wrong with it."""
+    if b"\r" in line or b"\n" in line:
+        raise ProxyHeaderError(f"PROXY v1 line with a CR or LF not in a CRLF: {line!r}")
+    if not line.startswith(_V1_PREFIX):
+        raise ProxyHeaderError(f"expected a PROXY v1 line, got {line!r}")
+    protocol = line[len(_V1_PREFIX) :].split(b" ", 1)[0]
+    if protocol not in (b"TCP4", b"TCP6") or line == _V1_PREFIX + protocol:
         raise ProxyHeaderError(f"unknown PROXY v1 protocol (TCP4, TCP6, UNKNOWN): {line!r}")
-    return ProxyHeader(
-        1, Command.PROXY, family, TransportProtocol.STREAM, source, destination, length
-    )
+    raise ProxyHeaderError(f"malformed PROXY v1 {protocol.decode()} line: {line!r}")
 
 
 def _v1_port(text: bytes) -> int:
