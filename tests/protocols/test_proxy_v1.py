@@ -15,6 +15,7 @@ from sockserve.protocols.proxy import (
     V1_MAX_LENGTH,
     AddressFamily,
     Command,
+    NeedData,
     TransportProtocol,
     parse_proxy_header,
 )
@@ -94,10 +95,13 @@ def test_length_limit_is_107_bytes_with_the_crlf() -> None:
     longer = line[:-2] + b"x\r\n"
     with pytest.raises(ProxyHeaderError, match="longer than 107"):
         parse_proxy_header(longer)
-    # Without waiting for the CRLF: 107 bytes without one are already too many.
-    with pytest.raises(ProxyHeaderError, match="longer than 107"):
-        parse_proxy_header(longer[:V1_MAX_LENGTH])
-    assert need(longer[: V1_MAX_LENGTH - 1]).at_most == V1_MAX_LENGTH
+    # Without waiting for the CRLF: 106 bytes that are neither a CRLF away
+    # from the end nor end with a CR cannot end within 107.
+    assert need(longer[:105]) == NeedData(107, 107)
+    assert need(line[:106]) == NeedData(107, 107)  # ends with the CR
+    for size in (106, 107):
+        with pytest.raises(ProxyHeaderError, match="longer than 107"):
+            parse_proxy_header(longer[:size])
 
 
 def test_a_tcp6_line_with_long_addresses_can_exceed_107_bytes() -> None:

@@ -291,7 +291,11 @@ def _v1_incomplete(data: bytes) -> NeedData:
             candidates.append(len(_V1_PREFIX) + len(token) + len(rest[5:]) + missing)
     if not candidates:
         raise ProxyHeaderError(f"unknown PROXY v1 protocol: {_quote(data)}")
-    return NeedData(max(min(candidates), size + 1), V1_MAX_LENGTH)
+    at_least = max(min(candidates), size + 1)
+    if at_least > V1_MAX_LENGTH:
+        # Even the shortest way to finish the line breaks the limit.
+        raise ProxyHeaderError(f"PROXY v1 line longer than {V1_MAX_LENGTH} bytes: {_quote(data)}")
+    return NeedData(at_least, V1_MAX_LENGTH)
 
 
 def _v1_fields_missing(
