@@ -27,7 +27,11 @@ tests rely on:
           if not chunk:
               parse_proxy_header(buf, "auto", eof=True)  # raises ProxyHeaderError
           buf += chunk
-      assert header.length == len(buf)  # exactly the header was consumed
+      assert result.length == len(buf)  # exactly the header was consumed
+
+  That loop takes 3 reads for a v2 header; a v1 line's end can only be
+  bounded field by field, so it takes 5-8 reads for a usual TCP4 line (and
+  up to ~50 for a 107-byte UNKNOWN line, whose rest is free text).
 
   A caller that prefers one system call in the usual case (the specification
   asks senders to send the header at once) peeks ``at_most`` bytes first, then
@@ -53,12 +57,13 @@ tests rely on:
 
 Addresses come in the shapes ``socket`` uses for ``getpeername()``, so they can
 replace a request's ``client_address`` as they are: ``("192.0.2.1", 56324)``
-for IPv4, ``("2001:db8::1", 56324, 0, 0)`` for IPv6 (in ``ipaddress``'s
-compressed form, whatever the v1 text spelled), a ``str`` path for a Unix
-socket (``""`` when unnamed) and ``bytes`` starting with NUL for a Linux
-abstract one. Only :attr:`ProxyHeader.proxied` headers carry addresses: the
-v2 LOCAL command (a proxy's own health check), v1 ``UNKNOWN`` and the v2
-``UNSPEC`` family all mean "keep the connection's real addresses".
+for IPv4, ``("2001:db8::1", 56324, 0, 0)`` for IPv6 (in the RFC 5952 text
+``inet_ntop`` gives, ``::ffff:192.0.2.1`` for IPv4-mapped addresses, whatever
+the v1 text spelled), a ``str`` path for a Unix socket (``""`` when unnamed)
+and ``bytes`` starting with NUL for a Linux abstract one. Only
+:attr:`ProxyHeader.proxied` headers carry addresses: the v2 LOCAL command (a
+proxy's own health check), v1 ``UNKNOWN`` and the v2 ``UNSPEC`` family all
+mean "keep the connection's real addresses".
 
 No ``socket`` import: the module is pure computation, so it fuzzes well and
 runs unchanged under threads, asyncio or a test.
@@ -454,10 +459,10 @@ def _format_ipv6(packed: bytes) -> str:
 def _unix_path(raw: bytes) -> str | bytes:
     """A ``sun_path`` as ``socket`` reports it: str, "" if unnamed, bytes if abstract."""
     if raw[0] == 0:
-        name = raw.rstrip(b"\0")
         # A fixed 108-byte field loses an abstract name's trailing NULs; they
         # cannot be told from padding, so they are dropped.
-        return b"\0" + name[1:] if name else ""
+        name = raw.rstrip(b"\0")
+        return name if name else ""
     return os.fsdecode(raw.split(b"\0", 1)[0])
 
 
