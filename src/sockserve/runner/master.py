@@ -26,8 +26,9 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 
 from sockserve.exitcodes import ExitCode
 from sockserve.runner import systemd
@@ -51,6 +52,20 @@ MIN_RESTART_DELAY = 0.1
 MAX_RESTART_DELAY = 10.0
 #: A worker that lived longer than this resets the back-off.
 HEALTHY_LIFETIME = 5.0
+
+
+class Phase(Enum):
+    """Where the master is; every move is in this module, by the master loop only.
+
+    ``booting`` -> ``running`` once the first generation is ready;
+    ``running`` <-> ``reloading`` for a SIGHUP (a failed reload goes back);
+    any phase -> ``stopping`` (a stop signal, or a boot failure). Terminal.
+    """
+
+    BOOTING = "booting"
+    RUNNING = "running"
+    RELOADING = "reloading"
+    STOPPING = "stopping"
 
 
 @dataclass
@@ -82,7 +97,7 @@ class Master:
         self.workers: dict[int, WorkerProcess] = {}
         self.target_count = config.workers
         self.generation = 1
-        self.phase = "booting"  # booting -> running <-> reloading; any -> stopping
+        self.phase = Phase.BOOTING
         self.exit_code = ExitCode.OK
         self._inbox = SignalInbox(HANDLED_SIGNALS)
         self._kill_at: float | None = None
@@ -94,22 +109,42 @@ class Master:
 
     def _act_on_signals(self) -> None:
         for signum in self._inbox.take():
-            if signum in (signal.SIGTERM, signal.SIGINT):
-                if self.phase == "stopping":
-                    self._abort("second stop signal")
-                else:
-                    self._begin_stop(f"{signal.Signals(signum).name}: draining workers")
-            elif signum == signal.SIGQUIT:
-                self._begin_stop("SIGQUIT: stopping at once")
-                self._abort("SIGQUIT")
-            elif signum == signal.SIGHUP:
-                self._begin_reload()
-            elif signum == signal.SIGTTIN:
-                self.target_count += 1
-                log.info("SIGTTIN: %d worker(s) wanted", self.target_count)
-            elif signum == signal.SIGTTOU:
-                self.target_count = max(1, self.target_count - 1)
-                log.info("SIGTTOU: %d worker(s) wanted", self.target_count)
+            self._SIGNAL_ACTIONS[signum](self, signum)
+
+    def _on_stop_signal(self, signum: signal.Signals) -> None:
+        if self.phase is Phase.STOPPING:
+            self._abort("second stop signal")
+        else:
+            self._begin_stop(f"{signum.name}: draining workers")
+
+    def _on_quit(self, signum: signal.Signals) -> None:
+        self._begin_stop("SIGQUIT: stopping at once")
+        self._abort("SIGQUIT")
+
+    def _on_reload(self, signum: signal.Signals) -> None:
+        self._begin_reload()
+
+    def _on_more_workers(self, signum: signal.Signals) -> None:
+        self.target_count += 1
+        log.info("SIGTTIN: %d worker(s) wanted", self.target_count)
+
+    def _on_fewer_workers(self, signum: signal.Signals) -> None:
+        self.target_count = max(1, self.target_count - 1)
+        log.info("SIGTTOU: %d worker(s) wanted", self.target_count)
+
+    def _on_child(self, signum: signal.Signals) -> None:
+        """Reaped by the loop right after signals are acted on."""
+
+    #: What each handled signal does (the handlers themselves only record it).
+    _SIGNAL_ACTIONS: Mapping[int, Callable[[Master, signal.Signals], None]] = {
+        signal.SIGTERM: _on_stop_signal,
+        signal.SIGINT: _on_stop_signal,
+        signal.SIGQUIT: _on_quit,
+        signal.SIGHUP: _on_reload,
+        signal.SIGTTIN: _on_more_workers,
+        signal.SIGTTOU: _on_fewer_workers,
+        signal.SIGCHLD: _on_child,
+    }
 
     # -- the loop -------------------------------------------------------------
 
@@ -126,7 +161,7 @@ class Master:
                 self._act_on_signals()
                 self._reap()
                 now = time.monotonic()
-                if self.phase == "stopping":
+                if self.phase == Phase.STOPPING:
                     if not self.workers:
                         return int(self.exit_code)
                     if self._kill_at is not None and now >= self._kill_at:
@@ -139,7 +174,7 @@ class Master:
             self._reap_all()
 
     def _tick(self) -> float:
-        return 0.5 if self.phase != "stopping" else 0.1
+        return 0.5 if self.phase != Phase.STOPPING else 0.1
 
     def _wait_for_events(self, timeout: float) -> None:
         by_fd = {w.status_fd: w for w in self.workers.values()}
@@ -194,20 +229,20 @@ class Master:
     def _worker_ready(self, worker: WorkerProcess) -> None:
         log.debug("worker %d (pid %d) ready", worker.index, worker.pid)
         current = self._current_workers()
-        if self.phase == "booting" and len(current) == 1:
+        if self.phase == Phase.BOOTING and len(current) == 1:
             # The first worker proved the target loads: start the others together.
             for index in range(2, self.target_count + 1):
                 self._spawn(index)
         current = self._current_workers()
         if (
-            self.phase in ("booting", "reloading")
+            self.phase in (Phase.BOOTING, Phase.RELOADING)
             and len(current) >= self.target_count
             and all(w.ready for w in current)
         ):
             self._all_ready()
 
     def _all_ready(self) -> None:
-        if self.phase == "reloading":
+        if self.phase == Phase.RELOADING:
             old = [w for w in self.workers.values() if w.generation < self.generation]
             for worker in old:
                 self._retire(worker)
@@ -218,7 +253,7 @@ class Master:
             for listener in self.listeners:
                 log.info("%s listening on %s", self.config.target, listener.spec)
             log.info("master pid %d serving with %d worker(s)", os.getpid(), self.target_count)
-        self.phase = "running"
+        self.phase = Phase.RUNNING
         systemd.notify(
             f"READY=1\nSTATUS=serving with {self.target_count} worker(s)\nMAINPID={os.getpid()}"
         )
@@ -264,7 +299,7 @@ class Master:
 
     def _maintain(self, now: float) -> None:
         """Keep the current generation at the wanted size (not while booting)."""
-        if self.phase != "running":
+        if self.phase != Phase.RUNNING:
             return
         current = self._current_workers()
         for worker in current[self.target_count :]:
@@ -294,11 +329,11 @@ class Master:
 
     def _worker_exited(self, worker: WorkerProcess, code: int) -> None:
         how = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
-        if self.phase == "stopping" or worker.retiring:
+        if self.phase == Phase.STOPPING or worker.retiring:
             log.info("worker %d (pid %d) stopped (%s)", worker.index, worker.pid, how)
             return
         if not worker.ready:
-            if self.phase == "reloading" and worker.generation == self.generation:
+            if self.phase == Phase.RELOADING and worker.generation == self.generation:
                 log.error(
                     "reload failed: a new worker did not boot (%s); keeping the old ones", how
                 )
@@ -331,8 +366,8 @@ class Master:
     # -- reload and stop ----------------------------------------------------------
 
     def _begin_reload(self) -> None:
-        if self.phase != "running":
-            log.warning("SIGHUP ignored while %s", self.phase)
+        if self.phase != Phase.RUNNING:
+            log.warning("SIGHUP ignored while %s", self.phase.value)
             return
         systemd.notify(systemd.reloading_message())
         if self._reload_config is not None:
@@ -347,7 +382,7 @@ class Master:
             self.config = new
             self.target_count = new.workers
         log.info("SIGHUP: reloading with %d new worker(s)", self.target_count)
-        self.phase = "reloading"
+        self.phase = Phase.RELOADING
         self.generation += 1
         for index in range(1, self.target_count + 1):
             self._spawn(index)
@@ -357,15 +392,15 @@ class Master:
             worker.retiring = True
             self._signal(worker.pid, signal.SIGKILL)
         self.generation -= 1
-        self.phase = "running"
+        self.phase = Phase.RUNNING
         systemd.notify("READY=1")
 
     def _begin_stop(self, why: str) -> None:
-        if self.phase == "stopping":
+        if self.phase == Phase.STOPPING:
             return
         log.info("stopping: %s", why)
         systemd.notify("STOPPING=1")
-        self.phase = "stopping"
+        self.phase = Phase.STOPPING
         # Our copy of the listeners would keep the kernel queueing clients that
         # nobody will accept once the workers have drained: close it now.
         for listener in self.listeners:
