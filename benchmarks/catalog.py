@@ -7,7 +7,7 @@ subprocess, see :mod:`benchmarks.servers`, and availability is probed there).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 #: The protocols a server may take part in. "shutdown" is not a wire protocol:
 #: it marks the servers with the socketserver API whose ``shutdown()`` latency
@@ -162,6 +162,49 @@ SERVERS: tuple[ServerSpec, ...] = (
 QUICK_SERVERS = ("sockserve-threading", BASELINE, "asyncio-protocol")
 
 BY_NAME = {spec.name: spec for spec in SERVERS}
+
+#: ``KIND@LABEL`` names a sockserve kind served by another revision of the
+#: library (see :mod:`benchmarks.revisions`).
+REVISION_MARK = "@"
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+    """(catalog kind, revision label or None) of a server name."""
+    kind, mark, label = name.partition(REVISION_MARK)
+    return kind, (label if mark else None)
+
+
+def at_revision(spec: ServerSpec, label: str) -> ServerSpec:
+    """``spec`` with sockserve taken from revision ``label``: same server code, other library."""
+    suffix = f" [sockserve from {label}]"
+    return replace(
+        spec,
+        name=f"{spec.name}{REVISION_MARK}{label}",
+        tcp=spec.tcp and spec.tcp + suffix,
+        udp=spec.udp and spec.udp + suffix,
+        http=spec.http and spec.http + suffix,
+    )
+
+
+def spec_for(name: str) -> ServerSpec:
+    """The spec of any server name, a revision's (``sockserve-pool@abc1234``) included."""
+    kind, label = split_name(name)
+    spec = BY_NAME[kind]
+    return spec if label is None else at_revision(spec, label)
+
+
+def with_revisions(specs: list[ServerSpec], labels: list[str]) -> list[ServerSpec]:
+    """``specs`` with, right after each sockserve kind, that kind at each revision in ``labels``.
+
+    Each revision's run follows the working tree's in the same round, moments
+    apart, as the pair a comparison divides.
+    """
+    result: list[ServerSpec] = []
+    for spec in specs:
+        result.append(spec)
+        if spec.family == "sockserve":
+            result.extend(at_revision(spec, label) for label in labels)
+    return result
 
 
 def select(names: list[str] | None) -> list[ServerSpec]:

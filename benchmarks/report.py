@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.catalog import BASELINE, BY_NAME
+from benchmarks.catalog import BASELINE, spec_for
+from benchmarks.comparisons import revisions_section
 from benchmarks.workloads import Cell
 
 #: Cells shown side by side in the headline table, when they were run.
@@ -108,7 +109,7 @@ def _servers_section(results: dict[str, Any]) -> list[str]:
     rows = []
     backlogs = _backlogs(results)
     for name, protos in results["availability"].items():
-        spec = BY_NAME[name]
+        spec = spec_for(name)
         status = []
         for proto, reason in protos.items():
             status.append(
@@ -434,8 +435,19 @@ def render(results: dict[str, Any], cells: list[Cell], plots: dict[str, str]) ->
             "`--plots-dir DIR`, `--no-plots`. The baseline server is always added to `--only`."
         ),
         "",
+        (
+            "To show that a change made no strategy slower, compare two revisions of sockserve "
+            "in one run: `--compare-rev REV` also runs every selected sockserve kind with the "
+            "library from git revision REV (as `KIND@HASH`) and adds a new/old table; "
+            "`--compare-rev HEAD` on a clean tree measures the noise floor. For example: "
+            "`python -m benchmarks --only sockserve-pool,sockserve-threading,sockserve-async "
+            "--workloads pingpong-64B-c10,pingpong-64B-c100,churn-c10 --rounds 5 "
+            "--compare-rev HEAD~1` (results under `benchmarks/.build/compare/`)."
+        ),
+        "",
     ]
     lines += _machine_section(results)
+    lines += revisions_section(results, {cell.key: cell.unit for cell in cells})
     lines += _headline_section(results, by_key)
     lines += _servers_section(results)
     lines += _details_section(results, by_key, plots)

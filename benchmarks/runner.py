@@ -30,6 +30,9 @@ class Matrix:
     rounds: int
     #: (server, protocol) pairs found unavailable only when started
     discovered: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: servers compared pairwise (new, old): adjacent in ``servers``, they
+    #: swap places every other round so neither always runs first
+    pairs: list[tuple[str, str]] = field(default_factory=list)
 
     def status(self, cell: Cell, spec: ServerSpec) -> tuple[bool, str | None]:
         """(runs, reason): reason is None both for runnable and not-applicable pairs."""
@@ -44,12 +47,32 @@ class Matrix:
             return False, f"skipped: {skip}"
         return True, None
 
+    def order(self, number: int) -> list[ServerSpec]:
+        """The servers in the order round ``number`` runs them.
+
+        Whatever runs second in a pair inherits the first one's leftovers
+        (TIME_WAIT sockets, a warmer CPU cache, a frequency step); alternating
+        spreads that over both sides instead of always charging one.
+        """
+        order = list(self.servers)
+        if number % 2:
+            return order
+        pairs = set(self.pairs)
+        i = 0
+        while i < len(order) - 1:
+            if (order[i].name, order[i + 1].name) in pairs:
+                order[i], order[i + 1] = order[i + 1], order[i]
+                i += 2
+            else:
+                i += 1
+        return order
+
     def jobs(self) -> list[tuple[int, Cell, ServerSpec]]:
         return [
             (number, cell, spec)
             for number in range(1, self.rounds + 1)
             for cell in self.cells
-            for spec in self.servers
+            for spec in self.order(number)
             if self.status(cell, spec)[0]
         ]
 

@@ -56,9 +56,26 @@ class Unavailable(Exception):
 # -- process plumbing ----------------------------------------------------------
 
 
+def sockserve_origin() -> str | None:
+    """The file sockserve is (or would be) imported from in this process, if any.
+
+    The harness checks it when it compares revisions of sockserve: a server
+    meant to run another revision must not have picked up this tree's.
+    """
+    module = sys.modules.get("sockserve")
+    if module is not None:
+        return getattr(module, "__file__", None)
+    try:
+        spec = importlib.util.find_spec("sockserve")
+    except IMPORT_FAILURES:
+        return None
+    return spec.origin if spec is not None else None
+
+
 def announce(port: int, backlog: int | None, **extra: Any) -> None:
     """Tell the harness we are listening (it reads exactly one line)."""
     line = {"port": port, "pid": os.getpid(), "backlog": backlog, **extra}
+    line.setdefault("sockserve", sockserve_origin())
     sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
 
@@ -144,7 +161,9 @@ def _handler_class(kind: str, proto: str) -> type[Any]:
         except IMPORT_FAILURES as exc:
             raise Unavailable(f"sockserve does not import: {exc!r}") from exc
         if kind == "sockserve-async":
-            async_handler: type[Any] = handlers.AsyncEchoHandler
+            async_handler: type[Any] | None = getattr(handlers, "AsyncEchoHandler", None)
+            if async_handler is None:
+                raise Unavailable("this sockserve has no AsyncStreamRequestHandler")
             return async_handler
         handler: type[Any] = (
             handlers.DatagramEchoHandler if proto == "udp" else handlers.EchoHandler

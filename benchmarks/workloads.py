@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import loadgen, wrk
+from benchmarks.catalog import split_name
 from benchmarks.handlers import AS_WRITTEN_ENV
-from benchmarks.harness import ServerProcess, ServerUnavailable, run_python_module
+from benchmarks.harness import ServerProcess, ServerUnavailable, check_origin, run_python_module
 from benchmarks.procstat import TreeSample, sample_tree
 
 WORKLOADS = ("pingpong", "churn", "burst", "idle", "udp", "shutdown", "http")
@@ -45,10 +46,31 @@ class Cell:
 
 @dataclass
 class Context:
-    """What every run needs: the load generator binary and where server logs go."""
+    """What every run needs: the load generator binary and where server logs go.
+
+    ``sources`` maps a revision label to the exported ``src`` directory its
+    kinds (``sockserve-pool@LABEL``) import sockserve from.
+    """
 
     exe: Path
     log_dir: Path
+    sources: dict[str, Path] = field(default_factory=dict)
+
+    def sockserve_src(self, name: str) -> Path | None:
+        """Where server ``name`` imports sockserve from (None: this tree)."""
+        label = split_name(name)[1]
+        if label is None:
+            return None
+        if label not in self.sources:
+            raise ValueError(f"{name}: revision {label} was not exported")
+        return self.sources[label]
+
+    def server(self, name: str, proto: str) -> ServerProcess:
+        """The server process for ``name`` (a catalog kind, or one at a revision)."""
+        kind = split_name(name)[0]
+        return ServerProcess(
+            kind, proto, self.log_dir, name=name, sockserve_src=self.sockserve_src(name)
+        )
 
 
 def _size_label(size: int) -> str:
@@ -226,7 +248,7 @@ def _run_loadgen_mode(cell: Cell, kind: str, ctx: Context, mode: str) -> dict[st
         bound = p["duration"]
     if mode == "udp":
         options["udp_timeout_ms"] = UDP_TIMEOUT_MS
-    with ServerProcess(kind, proto, ctx.log_dir) as server:
+    with ctx.server(kind, proto) as server:
         before = sample_tree(server.pid)
         result = loadgen.run(ctx.exe, mode, server.port, bound_s=bound + 2, **options)
         after = sample_tree(server.pid)
@@ -266,7 +288,7 @@ def run_udp(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
 def run_idle(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
     """Memory and threads a server spends on connections that do nothing."""
     p = cell.params
-    with ServerProcess(kind, "tcp", ctx.log_dir) as server:
+    with ctx.server(kind, "tcp") as server:
         before = sample_tree(server.pid, memory=True)
         with loadgen.held_connections(
             ctx.exe,
@@ -302,14 +324,16 @@ def run_idle(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
 def run_shutdown(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
     """shutdown() latency, in a subprocess that runs the server in-process."""
     trials = int(cell.params["trials"])
-    args = ["--kind", kind, "--trials", str(trials), "--loadgen", str(ctx.exe)]
-    done = run_python_module("benchmarks.shutdown", args, 90)
+    args = ["--kind", split_name(kind)[0], "--trials", str(trials), "--loadgen", str(ctx.exe)]
+    source = ctx.sockserve_src(kind)
+    done = run_python_module("benchmarks.shutdown", args, 90, sockserve_src=source)
     line = next((x for x in reversed(done.stdout.splitlines()) if x.startswith("{")), None)
     data = json.loads(line) if line else {}
     if done.returncode == 3 or "unavailable" in data:
         raise ServerUnavailable(data.get("unavailable", "unavailable"))
     if done.returncode != 0 or not data:
         raise RuntimeError(f"shutdown measurement failed ({done.returncode}): {done.stderr[-800:]}")
+    check_origin(kind, data.get("sockserve"), source)
     samples = sorted(data["shutdown_ms"])
     middle = statistics.median(samples)
     close_ms = data["close_with_idle_client_ms"]
@@ -343,7 +367,7 @@ def run_http(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
     p = cell.params
     with (
         _as_written(p.get("as_written", False)),
-        ServerProcess(kind, "http", ctx.log_dir) as server,
+        ctx.server(kind, "http") as server,
     ):
         before = sample_tree(server.pid)
         result = wrk.run(server.port, conns=p["conns"], duration=p["duration"])
