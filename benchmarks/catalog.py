@@ -3,6 +3,27 @@
 This module is metadata only: it imports no framework, so the harness process
 stays free of gevent, uvloop and sockserve (each server runs in its own
 subprocess, see :mod:`benchmarks.servers`, and availability is probed there).
+
+Adding a kind (say sockserve's coming ``AsyncUDPServer``, once it exists):
+
+1. A :class:`ServerSpec` below: a name whose prefix picks the dispatcher in
+   ``servers.serve`` (``sockserve-``/``stdlib-`` for the socketserver API,
+   ``asyncio-``/``uvloop-``, ``gevent``), the family (plot colours; the
+   ``sockserve`` family is what ``--compare-rev`` runs at other revisions),
+   one sentence per protocol saying what runs, and ``protocols``.
+2. For a socketserver-API kind, one line per protocol in
+   ``servers._SOCKETSERVER_CLASSES`` naming the class (``("sockserve-async",
+   "udp"): "AsyncUDPServer"``), and, if it needs a handler of its own (an
+   async datagram handler), that handler in ``sockserve_handlers`` -- defined
+   only when the sockserve being imported has its base class, so older
+   revisions still import -- returned by ``servers._handler_class``.
+   Other frameworks get a ``serve_*`` function in ``servers``.
+3. Nothing else: the probe reports it unavailable where the class is missing,
+   the matrix runs it on every cell of its protocols (a cell's ``servers``
+   list or the spec's ``skips`` narrow that), and the report picks it up.
+
+Do not add a kind for code that does not exist yet: it would show as "not
+available" in every report until then.
 """
 
 from __future__ import annotations
@@ -93,6 +114,20 @@ SERVERS: tuple[ServerSpec, ...] = (
         tcp="python -m sockserve run HANDLER --workers 2 (runner defaults otherwise)",
         http="python -m sockserve run HTTP_HANDLER --workers 2 (runner defaults otherwise)",
         protocols=("tcp", "http"),
+    ),
+    ServerSpec(
+        name="sockserve-run-async-1",
+        family="sockserve",
+        tcp="python -m sockserve run ASYNC_HANDLER --worker-class async --workers 1 "
+        "(runner defaults otherwise)",
+        protocols=("tcp",),
+    ),
+    ServerSpec(
+        name="sockserve-run-async-2",
+        family="sockserve",
+        tcp="python -m sockserve run ASYNC_HANDLER --worker-class async --workers 2 "
+        "(runner defaults otherwise)",
+        protocols=("tcp",),
     ),
     ServerSpec(
         name="sockserve-sync",

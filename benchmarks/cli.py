@@ -30,6 +30,7 @@ from benchmarks.catalog import (
     select,
     with_revisions,
 )
+from benchmarks.comparisons import parse_versus
 from benchmarks.harness import BUILD_DIR, REPO, run_python_module
 from benchmarks.machine import describe
 from benchmarks.plots import make_all
@@ -73,6 +74,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run each selected sockserve kind with sockserve from git revision REV "
         "(named KIND@HASH; the benchmark code stays this tree's) and report new/old "
         "ratios per pair; repeatable",
+    )
+    parser.add_argument(
+        "--versus",
+        metavar="A/B,...",
+        help="server/peer pairs for the report's versus table (default: sockserve-async "
+        "against uvloop-protocol, uvloop-streams and asyncio-streams, and "
+        "sockserve-run-async-1 against uvloop-protocol); shown where both ran",
     )
     parser.add_argument("--json", type=Path, help="where to write the raw results")
     parser.add_argument("--markdown", type=Path, help="where to write the report")
@@ -187,6 +195,8 @@ def list_everything(availability: dict[str, dict[str, str | None]]) -> None:
     print()
     for cell in plan(quick=False, duration=FULL_DURATION_S):
         print(f"{cell.workload:<9} {cell.key:<22} {cell.title}")
+        if cell.servers:
+            print(f"{'':<32} only: {', '.join(cell.servers)}")
     print(f"\nwrk: {wrk.find() or 'not installed (HTTP workload unavailable)'}")
 
 
@@ -233,6 +243,7 @@ def measure(
     """
     revisions = revisions or []
     specs, cells, rounds, duration = selection(args)
+    versus = parse_versus(args.versus, set(BY_NAME))
     specs, pairs = add_revisions(specs, revisions, say)
     matrix = Matrix(
         cells=cells, servers=specs, availability=availability, rounds=rounds, pairs=pairs
@@ -268,7 +279,10 @@ def measure(
         "cells": [cell.__dict__ for cell in cells],
         "runs": runs,
         "summary": summarize(runs, cells, BASELINE),
-        "comparisons": {"revisions": pair_ratios(runs, cells, pairs)},
+        "comparisons": {
+            "revisions": pair_ratios(runs, cells, pairs),
+            "versus": pair_ratios(runs, cells, versus),
+        },
     }
     return results, cells
 
@@ -305,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         selection(args)  # unknown names fail here, before anything is built or run
+        parse_versus(args.versus, set(BY_NAME))
         exe = loadgen.build()
         revisions = export_all(args.compare_rev)
         for revision in revisions:
@@ -344,6 +359,15 @@ def render_only(args: argparse.Namespace) -> int:
         print(f"error: cannot read {json_path}: {exc}", file=sys.stderr)
         return 2
     cells = [Cell(**cell) for cell in results["cells"]]
+    if args.versus is not None:
+        try:
+            versus = parse_versus(args.versus, set(BY_NAME))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        results.setdefault("comparisons", {})["versus"] = pair_ratios(
+            results["runs"], cells, versus
+        )
     write_outputs(
         results, cells=cells, json_path=None, md_path=md_path, plots_dir=plots_dir, say=_printer()
     )

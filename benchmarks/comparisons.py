@@ -121,3 +121,65 @@ def revisions_section(results: dict[str, Any], units: dict[str, str]) -> list[st
         "verdict",
     ]
     return [*lines, *_table(header, rows), ""]
+
+
+#: The pairs the versus table shows unless ``--versus`` names others: where the
+#: async strategy stands against hand-written event-loop code (its targets).
+DEFAULT_VERSUS: tuple[tuple[str, str], ...] = (
+    ("sockserve-async", "uvloop-protocol"),
+    ("sockserve-async", "uvloop-streams"),
+    ("sockserve-async", "asyncio-streams"),
+    ("sockserve-run-async-1", "uvloop-protocol"),
+)
+
+
+def parse_versus(text: str | None, known: set[str]) -> list[tuple[str, str]]:
+    """``"A/B,C/D"`` -> [(A, B), (C, D)]; None -> the defaults. ValueError names a bad pair."""
+    if text is None:
+        return list(DEFAULT_VERSUS)
+    pairs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        a, slash, b = part.partition("/")
+        if not slash or not a or not b:
+            raise ValueError(f"--versus wants SERVER/PEER pairs, got {part!r}")
+        unknown = [n for n in (a, b) if n.split("@", 1)[0] not in known]
+        if unknown:
+            raise ValueError(f"--versus: unknown server(s) {', '.join(unknown)}")
+        pairs.append((a, b))
+    return pairs
+
+
+def versus_section(results: dict[str, Any], units: dict[str, str]) -> list[str]:
+    """A against B for each versus pair that both sides ran."""
+    entries = results.get("comparisons", {}).get("versus") or []
+    if not entries:
+        return []
+    rounds = results["meta"]["rounds"]
+    rows = [
+        [
+            f"`{e['cell']}` ({units.get(e['cell'], e['metric_name'])})",
+            f"`{e['a']}` / `{e['b']}`",
+            _value(e["a_metric"]),
+            _value(e["b_metric"]),
+            fmt_ratio(e["metric"], e["rounds"]),
+            _us(e["a_cpu"]),
+            _us(e["b_cpu"]),
+            fmt_ratio(e["cpu"], e["rounds"]),
+        ]
+        for e in entries
+    ]
+    header = ["workload", "A / B", "A", "B", "A/B", "CPU/op A", "CPU/op B", "A/B CPU/op"]
+    return [
+        "## Versus: chosen pairs",
+        "",
+        (
+            "Ratios of one server to a chosen peer instead of the stdlib (`--versus A/B,...`; "
+            "by default the async strategy against hand-written uvloop and asyncio code). Each "
+            f"is the median over {rounds} round(s) of A/B within a round, the per-round range "
+            "in brackets. Main metric: above 1.00x favours A (below, where lower is better: "
+            "memory, shutdown time); server CPU per operation: below 1.00x favours A."
+        ),
+        "",
+        *_table(header, rows),
+        "",
+    ]

@@ -16,9 +16,16 @@
  *   hold      N connections, one round trip each, then kept open and idle
  *             until stdin closes (or --hold seconds pass); the result line is
  *             printed as soon as the connections are established, so the
- *             caller can sample the server while they are held.
+ *             caller can sample the server while they are held.  --ramp K
+ *             keeps at most K connections opening at once (K no larger than
+ *             the server's listen backlog: thousands of SYNs at once would
+ *             measure SYN retransmission, not memory).
  *   udp       N UDP sockets ping-ponging datagrams; a datagram without an
  *             answer within --udp-timeout-ms counts as lost and is replaced.
+ *
+ * --sources K spreads TCP connections over the source addresses 127.0.0.1 ..
+ * 127.0.0.K: each source address has its own ephemeral port range, for more
+ * connections than net.ipv4.ip_local_port_range holds.
  *
  * Output: one JSON object on one line on stdout.  Latencies go into a
  * log-linear histogram (128 sub-buckets per power of two, < 0.8% error).
@@ -63,6 +70,8 @@ struct options {
     double hold;       /* hold: longest time to keep connections open */
     int udp_timeout_ms;
     uint64_t max_ops;  /* hard cap on round trips / connections */
+    int ramp;          /* hold: most connections opening at once (0: all) */
+    int sources;       /* source addresses 127.0.0.1 .. 127.0.0.sources */
 };
 
 struct conn {
@@ -99,6 +108,8 @@ static unsigned char scratch[SCRATCH_SIZE];
 static struct counters ctr;
 static struct sockaddr_in server_addr;
 static int draining; /* past the deadline: finish what is in flight, count nothing */
+static int settled;  /* burst, hold: connections done or failed for good */
+static int n_sources = 1;
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -157,6 +168,13 @@ static void set_interest(struct conn *c, uint32_t ev) {
     c->events = ev;
 }
 
+static int is_settled(enum state s) { return s == S_DONE || s == S_FAILED; }
+
+static void set_state(struct conn *c, enum state s) {
+    if (is_settled(s) && !is_settled(c->state)) settled++;
+    c->state = s;
+}
+
 static void close_conn(struct conn *c, enum state final) {
     if (c->fd >= 0) {
         if (c->events) epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -164,7 +182,7 @@ static void close_conn(struct conn *c, enum state final) {
     }
     c->fd = -1;
     c->events = 0;
-    c->state = final;
+    set_state(c, final);
 }
 
 /* The message of round trip `seq` on connection `id` starts at this offset. */
@@ -181,11 +199,23 @@ static int start_connect(struct conn *c, uint64_t t) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         ctr.other_errors++;
-        c->state = S_FAILED;
+        set_state(c, S_FAILED);
         return -1;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (n_sources > 1) {
+        /* The port is chosen at connect(), per destination, not at bind(). */
+        struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = 0};
+        src.sin_addr.s_addr = htonl(INADDR_LOOPBACK + (uint32_t)(c->id % n_sources));
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
+            ctr.other_errors++;
+            close(fd);
+            set_state(c, S_FAILED);
+            return -1;
+        }
+    }
     c->fd = fd;
     c->events = 0;
     c->t_connect = t;
@@ -318,7 +348,7 @@ static void on_echo_complete(const struct options *o, struct conn *c, uint64_t t
     case M_HOLD:
         hist_record(t - c->t_connect);
         ctr.ops++;
-        c->state = S_DONE;
+        set_state(c, S_DONE);
         set_interest(c, EPOLLIN); /* keep watching: an EOF means the server dropped it */
         break;
     case M_UDP:
@@ -396,20 +426,24 @@ static void drain(const struct options *o, struct conn *cs) {
     }
 }
 
+/* hold --ramp: open more connections as earlier ones settle. */
+static int ramp_up(const struct options *o, struct conn *cs, int started) {
+    int limit = o->mode == M_HOLD && o->ramp > 0 ? o->ramp : o->conns;
+    while (started < o->conns && started - settled < limit) start_connect(&cs[started++], now_ns());
+    return started;
+}
+
 /* pingpong, churn, burst and hold share one event loop. */
 static int run_tcp(const struct options *o, struct conn *cs, uint64_t *elapsed_ns) {
     struct epoll_event events[MAX_EVENTS];
     uint64_t t0 = now_ns();
     double window = (o->mode == M_BURST || o->mode == M_HOLD) ? o->timeout : o->duration;
     uint64_t deadline = t0 + (uint64_t)(window * 1e9);
-    for (int i = 0; i < o->conns; i++) start_connect(&cs[i], now_ns());
+    int started = ramp_up(o, cs, 0);
     for (;;) {
         uint64_t t = now_ns();
         if (t >= deadline) break;
-        if (o->mode == M_BURST || o->mode == M_HOLD) {
-            int settled = count_state(cs, o->conns, S_DONE) + count_state(cs, o->conns, S_FAILED);
-            if (settled == o->conns) break;
-        }
+        if ((o->mode == M_BURST || o->mode == M_HOLD) && settled == o->conns) break;
         if (o->mode == M_CHURN && ctr.attempts >= o->max_ops &&
             count_state(cs, o->conns, S_ACTIVE) + count_state(cs, o->conns, S_CONNECTING) == 0)
             break;
@@ -423,6 +457,7 @@ static int run_tcp(const struct options *o, struct conn *cs, uint64_t *elapsed_n
         t = now_ns();
         for (int i = 0; i < n; i++)
             on_tcp_event(o, (struct conn *)events[i].data.ptr, events[i].events, t, deadline);
+        if (started < o->conns) started = ramp_up(o, cs, started);
     }
     *elapsed_ns = now_ns() - t0;
     if (o->mode == M_PINGPONG || o->mode == M_CHURN) drain(o, cs);
@@ -561,7 +596,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: loadgen MODE --port N [--host 127.0.0.1] [--conns N] [--size BYTES]\n"
             "               [--duration S] [--timeout S] [--hold S] [--udp-timeout-ms MS]\n"
-            "               [--max-ops N]\n"
+            "               [--max-ops N] [--ramp N] [--sources N]\n"
             "MODE: pingpong | churn | burst | hold | udp\n");
     exit(2);
 }
@@ -587,9 +622,13 @@ static void parse(int argc, char **argv, struct options *o) {
         else if (!strcmp(k, "--hold")) o->hold = atof(v);
         else if (!strcmp(k, "--udp-timeout-ms")) o->udp_timeout_ms = atoi(v);
         else if (!strcmp(k, "--max-ops")) o->max_ops = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--ramp")) o->ramp = atoi(v);
+        else if (!strcmp(k, "--sources")) o->sources = atoi(v);
         else usage();
     }
-    if (o->port <= 0 || o->port > 65535 || o->conns <= 0 || o->size == 0) usage();
+    if (o->port <= 0 || o->port > 65535 || o->conns <= 0 || o->size == 0 || o->ramp < 0 ||
+        o->sources < 1 || o->sources > 254)
+        usage();
     if (o->size > SCRATCH_SIZE / 2) {
         fprintf(stderr, "loadgen: --size is limited to %d bytes\n", SCRATCH_SIZE / 2);
         exit(2);
@@ -605,14 +644,22 @@ static void parse(int argc, char **argv, struct options *o) {
     }
 }
 
-/* Enough descriptors for thousands of connections, within the hard limit. */
+/* Enough descriptors for thousands of connections: within the hard limit, or
+ * past it where the process may raise it (root); too few is reported. */
 static void raise_fd_limit(int want) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
     rlim_t need = (rlim_t)want + 64;
     if (rl.rlim_cur >= need) return;
+    if (rl.rlim_max < need) {
+        struct rlimit more = {.rlim_cur = need, .rlim_max = need};
+        if (setrlimit(RLIMIT_NOFILE, &more) == 0) return;
+    }
     rl.rlim_cur = need < rl.rlim_max ? need : rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < need)
+        fprintf(stderr, "loadgen: only %lu descriptors for %d connections (ulimit -Hn)\n",
+                (unsigned long)rl.rlim_cur, want);
 }
 
 static const char *mode_name(enum mode m) {
@@ -652,8 +699,10 @@ int main(int argc, char **argv) {
     struct options o = {
         .host = "127.0.0.1", .port = 0, .conns = 1, .size = 64, .duration = 2.0,
         .timeout = 10.0, .hold = 30.0, .udp_timeout_ms = 200, .max_ops = 100000000ull,
+        .ramp = 0, .sources = 1,
     };
     parse(argc, argv, &o);
+    n_sources = o.sources;
     raise_fd_limit(o.conns);
     memset(&server_addr, 0, sizeof server_addr);
     server_addr.sin_family = AF_INET;

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import time
@@ -59,6 +60,40 @@ def build(build_dir: Path = BUILD_DIR) -> Path:
     return exe
 
 
+def local_ports() -> int:
+    """How many ephemeral ports one source address has (net.ipv4.ip_local_port_range)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 28232  # Linux's default range, 32768-60999
+    return high - low + 1
+
+
+def sources_for(conns: int) -> int:
+    """Loopback source addresses needed so ``conns`` connections use at most half of each
+    address's ephemeral ports (the rest stay free for TIME_WAIT and other programs)."""
+    return min(254, max(1, -(-2 * conns // local_ports())))
+
+
+def fd_shortfall(conns: int) -> str | None:
+    """Why the load generator cannot hold ``conns`` sockets (None: it can).
+
+    The load generator raises its soft limit up to the hard one, which it
+    inherits from this process; this process first tries to raise the hard
+    one (allowed with CAP_SYS_RESOURCE). Short of that, a run would only
+    count EMFILEs, so it is refused with the limit to change.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = conns + 64
+    if hard == resource.RLIM_INFINITY or hard >= need:
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, need))
+    except (ValueError, OSError):
+        return f"{conns} connections need ulimit -Hn >= {need} (it is {hard})"
+    return None
+
+
 def _command(exe: Path, mode: str, port: int, options: dict[str, Any]) -> list[str]:
     command = [str(exe), mode, "--port", str(port)]
     for key, value in options.items():
@@ -91,14 +126,28 @@ def run(exe: Path, mode: str, port: int, *, bound_s: float, **options: Any) -> d
 
 @contextmanager
 def held_connections(
-    exe: Path, port: int, *, conns: int, size: int, timeout: float, hold: float
+    exe: Path,
+    port: int,
+    *,
+    conns: int,
+    size: int,
+    timeout: float,
+    hold: float,
+    ramp: int = 0,
+    sources: int = 1,
 ) -> Iterator[dict[str, Any]]:
     """Open ``conns`` connections, one round trip each, and keep them while the body runs.
 
     Yields the load generator's result line (printed once the connections are
     established); leaving the block closes its stdin, which releases them.
+    ``ramp``: at most that many connections opening at once (0: all);
+    ``sources``: spread them over that many loopback source addresses.
     """
     options = {"conns": conns, "size": size, "timeout": timeout, "hold": hold}
+    if ramp:
+        options["ramp"] = ramp
+    if sources > 1:
+        options["sources"] = sources
     command = _command(exe, "hold", port, options)
     proc = subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.catalog import BASELINE, spec_for
-from benchmarks.comparisons import revisions_section
+from benchmarks.comparisons import revisions_section, versus_section
 from benchmarks.workloads import Cell
 
 #: Cells shown side by side in the headline table, when they were run.
@@ -384,9 +384,18 @@ METHOD = """\
   repeat; connection setup is inside the measured window. **Churn**: 10
   concurrent clients connect, do one 64 B round trip and close.
   **Burst**: all connects issued at once; the clock runs from each client's
-  connect. **Idle**: connections do one round trip and then stay open;
-  memory is the change in the tree's PSS divided by the clients served.
-  **UDP**: 10 clients, a datagram unanswered within 200 ms counts as lost.
+  connect. **Idle**: connections do one round trip (proof that the server
+  took them) and then stay open, opened at most 100 at a time (asyncio's
+  listen backlog, so no SYN waits for a retry); memory is the change in the
+  tree's PSS (and RSS) divided by the clients served, kernel socket buffers
+  not included. The 10,000-connection cell runs the event loops and the
+  thread-per-connection servers only (a bounded pool or a process per
+  connection cannot hold them by design), within 30 s; where they would
+  take more than half of the ephemeral port range, the client spreads them
+  over several 127.0.0.x source addresses.
+  **UDP**: N clients each with one datagram outstanding (a ping-pong, not a
+  flood); a datagram unanswered within 200 ms counts as lost and the client
+  sends the next one.
   **Shutdown**: in-process, `serve_forever()` in a thread, `shutdown()`
   called at offsets spread over the stdlib's 0.5 s poll interval; then
   `shutdown()` + `server_close()` with an idle client connected, capped at
@@ -398,6 +407,10 @@ METHOD = """\
   `Protocol.data_received` → `transport.write`, gevent `StreamServer` with a
   `recv`/`sendall` loop. Backlogs are each API's default unless the server's
   name says otherwise.
+* **Pairs.** The versus table divides one server by a chosen peer, the
+  revisions table a sockserve kind by the same kind with the library from
+  another git revision (`--compare-rev`); both use same-round ratios, like
+  the headline.
 """
 
 
@@ -446,9 +459,11 @@ def render(results: dict[str, Any], cells: list[Cell], plots: dict[str, str]) ->
         ),
         "",
     ]
+    units = {cell.key: cell.unit for cell in cells}
     lines += _machine_section(results)
-    lines += revisions_section(results, {cell.key: cell.unit for cell in cells})
+    lines += revisions_section(results, units)
     lines += _headline_section(results, by_key)
+    lines += versus_section(results, units)
     lines += _servers_section(results)
     lines += _details_section(results, by_key, plots)
     lines += _loadgen_section(results)

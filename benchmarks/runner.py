@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.catalog import ServerSpec
+from benchmarks.catalog import ServerSpec, split_name
 from benchmarks.harness import ServerUnavailable
 from benchmarks.workloads import Cell, Context, run_cell
 
@@ -37,6 +37,8 @@ class Matrix:
     def status(self, cell: Cell, spec: ServerSpec) -> tuple[bool, str | None]:
         """(runs, reason): reason is None both for runnable and not-applicable pairs."""
         if cell.proto not in spec.protocols:
+            return False, None
+        if cell.servers and split_name(spec.name)[0] not in cell.servers:
             return False, None
         reason = self.availability.get(spec.name, {}).get(cell.proto, "not probed")
         reason = reason or self.discovered.get((spec.name, cell.proto))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import importlib.util
 import json
@@ -86,9 +87,24 @@ def _exit_now(signum: int, frame: FrameType | None) -> None:
     os._exit(0)
 
 
-def raise_fd_limit() -> None:
-    """Thousands of connections need thousands of descriptors."""
+#: Descriptors a server process asks for: the 10,000-connection cell, twice
+#: over (sockserve's async strategy holds two per connection), and room.
+FD_WANTED = 32768
+
+
+def raise_fd_limit(want: int = FD_WANTED) -> None:
+    """Thousands of connections need thousands of descriptors.
+
+    The soft limit goes up to the hard one; the hard one too where the
+    process may raise it (root), as an administrator would for such a server.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return
+        except (ValueError, OSError):
+            pass  # not allowed: the hard limit it is
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -199,15 +215,16 @@ def serve_socketserver(kind: str, proto: str) -> None:
 # -- sockserve's prefork runner ------------------------------------------------------
 
 
-def runner_available() -> str | None:
-    """None if ``python -m sockserve run`` exists, else why not."""
+@functools.cache
+def _runner_help() -> tuple[str | None, str]:
+    """(why ``python -m sockserve run`` is unavailable or None, its --help text)."""
     try:
         if importlib.util.find_spec("sockserve") is None:
-            return "sockserve is not installed"
+            return "sockserve is not installed", ""
         if importlib.util.find_spec("sockserve.__main__") is None:
-            return "sockserve has no command line (python -m sockserve) in this version"
+            return "sockserve has no command line (python -m sockserve) in this version", ""
     except IMPORT_FAILURES as exc:
-        return f"sockserve does not import: {exc!r}"
+        return f"sockserve does not import: {exc!r}", ""
     try:
         done = subprocess.run(
             [sys.executable, "-m", "sockserve", "run", "--help"],
@@ -216,10 +233,24 @@ def runner_available() -> str | None:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return "python -m sockserve run --help did not answer within 30 s"
+        return "python -m sockserve run --help did not answer within 30 s", ""
     if done.returncode != 0:
-        return "python -m sockserve has no 'run' command in this version"
-    return None
+        return "python -m sockserve has no 'run' command in this version", ""
+    return None, done.stdout.decode(errors="replace")
+
+
+def runner_available(worker_class: str = "pool") -> str | None:
+    """None if ``python -m sockserve run`` exists (with ``worker_class``), else why not."""
+    reason, text = _runner_help()
+    if reason is None and worker_class != "pool" and worker_class not in text:
+        return f"sockserve run has no --worker-class {worker_class} in this version"
+    return reason
+
+
+def runner_kind(kind: str) -> tuple[str, int]:
+    """(worker class, workers) of a ``sockserve-run-[CLASS-]N`` kind."""
+    middle, workers = kind.removeprefix("sockserve-run-").rpartition("-")[::2]
+    return middle or "pool", int(workers)
 
 
 def _wait_until_serving(port: int, proto: str) -> None:
@@ -237,28 +268,34 @@ def _wait_until_serving(port: int, proto: str) -> None:
             raise SystemExit("sockserve run closed the readiness connection without answering")
 
 
-def serve_prefork(workers: int, proto: str) -> None:
+def serve_prefork(workers: int, proto: str, worker_class: str = "pool") -> None:
     """Run ``python -m sockserve run`` with its default settings on a socket we bound.
 
     The listener is bound here (127.0.0.1, port 0) and handed over as
     ``--bind fd://N``: the port is known without parsing the runner's log,
     and there is no window in which another process could take it.
     """
-    reason = runner_available()
+    reason = runner_available(worker_class)
     if reason:
         raise Unavailable(reason)
-    target = {
-        "tcp": "benchmarks.sockserve_handlers:EchoHandler",
-        "http": "benchmarks.sockserve_handlers:HTTPHandler",
-    }.get(proto)
+    targets = {
+        ("pool", "tcp"): "benchmarks.sockserve_handlers:EchoHandler",
+        ("pool", "http"): "benchmarks.sockserve_handlers:HTTPHandler",
+        ("async", "tcp"): "benchmarks.sockserve_handlers:AsyncEchoHandler",
+    }
+    target = targets.get((worker_class, proto))
     if target is None:
-        raise Unavailable(f"sockserve run is not benchmarked for {proto}")
+        raise Unavailable(
+            f"sockserve run --worker-class {worker_class} is not benchmarked for {proto}"
+        )
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind((HOST, 0))
     listener.listen(socket.SOMAXCONN)
     port = listener.getsockname()[1]
     command = [sys.executable, "-m", "sockserve", "run", target]
     command += ["--bind", f"fd://{listener.fileno()}", "--workers", str(workers)]
+    if worker_class != "pool":
+        command += ["--worker-class", worker_class]
     child = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=(listener.fileno(),))
     listener.close()  # the runner has its own copy
 
@@ -274,7 +311,7 @@ def serve_prefork(workers: int, proto: str) -> None:
 
     signal.signal(signal.SIGTERM, forward)
     _wait_until_serving(port, proto)
-    announce(port, socket.SOMAXCONN, workers=workers)
+    announce(port, socket.SOMAXCONN, workers=workers, worker_class=worker_class)
     child.wait()
 
 
@@ -394,7 +431,8 @@ def serve_gevent(proto: str) -> None:
 def serve(kind: str, proto: str) -> None:
     """Run ``kind`` for ``proto`` until SIGTERM."""
     if kind.startswith("sockserve-run-"):
-        serve_prefork(int(kind.rsplit("-", 1)[1]), proto)
+        worker_class, workers = runner_kind(kind)
+        serve_prefork(workers, proto, worker_class)
     elif kind.startswith(("sockserve-", "stdlib-")):
         serve_socketserver(kind, proto)
     elif kind.startswith(("asyncio-", "uvloop-")):
@@ -410,7 +448,12 @@ def _probe_one(kind: str, proto: str, runner_reason: str | None) -> str | None:
     """None when ``kind`` can serve ``proto`` here, else why not (without serving)."""
     try:
         if kind.startswith("sockserve-run-"):
-            return runner_reason
+            worker_class = runner_kind(kind)[0]
+            if runner_reason or worker_class == "pool":
+                return runner_reason
+            if worker_class == "async":
+                _handler_class("sockserve-async", "tcp")  # the handler it would serve
+            return runner_available(worker_class)
         if kind.startswith(("sockserve-", "stdlib-")):
             _server_class(kind, proto)
             return None

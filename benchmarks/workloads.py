@@ -28,6 +28,21 @@ from benchmarks.procstat import TreeSample, sample_tree
 WORKLOADS = ("pingpong", "churn", "burst", "idle", "udp", "shutdown", "http")
 #: How long a UDP datagram may go unanswered before it counts as lost.
 UDP_TIMEOUT_MS = 200
+#: Idle connections open at most this many at a time: asyncio's default listen
+#: backlog, so no server's accept queue overflows and no SYN waits for a retry.
+IDLE_RAMP = 100
+#: The servers of the 10,000-idle-connections cell: the event loops the async
+#: strategy is measured against, and thread-per-connection servers. A bounded
+#: pool or a process per connection cannot hold 10,000 clients by design.
+IDLE_10K_SERVERS = (
+    "sockserve-threading",
+    "sockserve-async",
+    "stdlib-threading-somaxconn",
+    "asyncio-streams",
+    "asyncio-protocol",
+    "uvloop-streams",
+    "uvloop-protocol",
+)
 
 
 @dataclass
@@ -42,6 +57,8 @@ class Cell:
     unit: str
     higher_is_better: bool = True
     params: dict[str, Any] = field(default_factory=dict)
+    #: the catalog kinds that run this cell (empty: every kind that speaks ``proto``)
+    servers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -125,6 +142,7 @@ def plan(*, quick: bool, duration: float) -> list[Cell]:
             params={"conns": burst, "size": 64, "timeout": burst_timeout},
         )
     )
+    idle_params = {"size": 64, "timeout": burst_timeout, "hold": 60.0, "ramp": IDLE_RAMP}
     cells.append(
         Cell(
             key=f"idle-{idle}",
@@ -134,20 +152,37 @@ def plan(*, quick: bool, duration: float) -> list[Cell]:
             metric="kib_per_conn",
             unit="KiB per connection (PSS)",
             higher_is_better=False,
-            params={"conns": idle, "size": 64, "timeout": burst_timeout, "hold": 60.0},
+            params={"conns": idle, **idle_params},
         )
     )
-    cells.append(
-        Cell(
-            key="udp-64B-c10",
-            workload="udp",
-            proto="udp",
-            title="UDP echo, 64 B datagrams, 10 clients",
-            metric="rate",
-            unit="round trips/s",
-            params={"conns": 10, "size": 64, "duration": duration},
+    if not quick:
+        cells.append(
+            Cell(
+                key="idle-10000",
+                workload="idle",
+                proto="tcp",
+                title="10,000 idle plain TCP connections held (after one round trip each): "
+                "server RSS growth per connection",
+                metric="rss_kib_per_conn",
+                unit="KiB per connection (RSS)",
+                higher_is_better=False,
+                params={"conns": 10000, **idle_params, "timeout": 30.0},
+                servers=IDLE_10K_SERVERS,
+            )
         )
-    )
+    for clients in (10,) if quick else (10, 100):
+        cells.append(
+            Cell(
+                key=f"udp-64B-c{clients}",
+                workload="udp",
+                proto="udp",
+                title=f"UDP echo ping-pong, 64 B datagrams, {clients} clients, one datagram "
+                "outstanding each",
+                metric="rate",
+                unit="round trips/s",
+                params={"conns": clients, "size": 64, "duration": duration},
+            )
+        )
     cells.append(
         Cell(
             key="shutdown",
@@ -286,8 +321,20 @@ def run_udp(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
 
 
 def run_idle(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
-    """Memory and threads a server spends on connections that do nothing."""
+    """Memory and threads a server spends on connections that do nothing.
+
+    Each connection does one round trip before it idles: that proves the
+    server accepted it and its handler (thread, task, protocol) exists, where
+    a connection still in the kernel's accept queue would cost the server
+    nothing and flatter it. Memory is the growth of the tree's RSS and PSS
+    while they are held, divided by the clients served; kernel socket
+    buffers are not in either.
+    """
     p = cell.params
+    shortfall = loadgen.fd_shortfall(p["conns"])
+    if shortfall:
+        raise RuntimeError(shortfall)
+    sources = loadgen.sources_for(p["conns"])
     with ctx.server(kind, "tcp") as server:
         before = sample_tree(server.pid, memory=True)
         with loadgen.held_connections(
@@ -297,6 +344,8 @@ def run_idle(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
             size=p["size"],
             timeout=p["timeout"],
             hold=p["hold"],
+            ramp=p.get("ramp", 0),
+            sources=sources,
         ) as result:
             after = sample_tree(server.pid, memory=True)
         alive = server.alive()
@@ -304,6 +353,7 @@ def run_idle(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
     served = metrics["served"]
     metrics.update(
         {
+            "source_addresses": sources,
             "server_alive": alive,
             "kib_per_conn": (after.pss_bytes - before.pss_bytes) / 1024 / served
             if served
@@ -313,6 +363,8 @@ def run_idle(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
             else None,
             "pss_before_mib": before.pss_bytes / 2**20,
             "pss_after_mib": after.pss_bytes / 2**20,
+            "rss_before_mib": before.rss_bytes / 2**20,
+            "rss_after_mib": after.rss_bytes / 2**20,
             "threads_before": before.threads,
             "server_threads": after.threads,
             "server_processes": after.processes,

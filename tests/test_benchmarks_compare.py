@@ -21,8 +21,9 @@ if str(REPO) not in sys.path:  # the benchmark suite is a top-level package besi
     sys.path.insert(0, str(REPO))
 
 from benchmarks.catalog import BY_NAME, spec_for, split_name, with_revisions  # noqa: E402
-from benchmarks.comparisons import verdict, worse  # noqa: E402
+from benchmarks.comparisons import DEFAULT_VERSUS, parse_versus, verdict, worse  # noqa: E402
 from benchmarks.harness import ServerError, check_origin  # noqa: E402
+from benchmarks.loadgen import sources_for  # noqa: E402
 from benchmarks.runner import Matrix  # noqa: E402
 from benchmarks.stats import pair_ratios  # noqa: E402
 from benchmarks.workloads import Cell  # noqa: E402
@@ -158,3 +159,39 @@ def test_a_revision_server_must_import_that_revision(tmp_path: Path) -> None:
         check_origin("k@r", str(REPO / "src" / "sockserve" / "__init__.py"), src)
     with pytest.raises(ServerError, match="did not say"):
         check_origin("k@r", None, src)
+
+
+def test_versus_pairs_default_to_the_async_targets_and_reject_unknown_names() -> None:
+    known = set(BY_NAME)
+    assert parse_versus(None, known) == list(DEFAULT_VERSUS)
+    assert ("sockserve-async", "uvloop-protocol") in DEFAULT_VERSUS
+    assert all(a in known and b in known for a, b in DEFAULT_VERSUS)
+    assert parse_versus("sockserve-pool/gevent, sockserve-pool@abc/gevent", known) == [
+        ("sockserve-pool", "gevent"),
+        ("sockserve-pool@abc", "gevent"),
+    ]
+    with pytest.raises(ValueError, match="unknown"):
+        parse_versus("sockserve-pool/nginx", known)
+    with pytest.raises(ValueError, match="SERVER/PEER"):
+        parse_versus("sockserve-pool", known)
+
+
+def test_a_cell_with_a_server_list_runs_only_those_kinds_at_any_revision() -> None:
+    cell = Cell(
+        key="idle-10000",
+        workload="idle",
+        proto="tcp",
+        title="",
+        metric="m",
+        unit="",
+        servers=("sockserve-async",),
+    )
+    specs = with_revisions([BY_NAME["sockserve-async"], BY_NAME["sockserve-pool"]], ["r"])
+    availability = {s.name: {"tcp": None} for s in specs}
+    matrix = Matrix(cells=[cell], servers=specs, availability=availability, rounds=1)
+    assert [s.name for _n, _c, s in matrix.jobs()] == ["sockserve-async", "sockserve-async@r"]
+
+
+def test_idle_clients_spread_over_source_addresses_only_when_ports_run_short() -> None:
+    assert sources_for(10) == 1
+    assert sources_for(10**6) > 1
