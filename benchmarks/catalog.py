@@ -22,6 +22,13 @@ Adding a kind (say sockserve's coming ``AsyncUDPServer``, once it exists):
    the matrix runs it on every cell of its protocols (a cell's ``servers``
    list or the spec's ``skips`` narrow that), and the report picks it up.
 
+TLS for sockserve's own kinds, once sockserve serves TLS: add "tls" to the
+kind's ``protocols`` here with a ``tls=`` sentence, and in ``servers._TLS_SETUP``
+a function that gives the server the context from ``servers.tls_context()``
+(built from the certificate the harness generated) the way sockserve's API
+takes it. The TLS cells, the certificate handling and the report need no
+change; ``--compare-rev`` then compares TLS across revisions too.
+
 Do not add a kind for code that does not exist yet: it would show as "not
 available" in every report until then.
 """
@@ -33,7 +40,7 @@ from dataclasses import dataclass, replace
 #: The protocols a server may take part in. "shutdown" is not a wire protocol:
 #: it marks the servers with the socketserver API whose ``shutdown()`` latency
 #: can be measured in-process.
-PROTOCOLS = ("tcp", "udp", "http", "shutdown")
+PROTOCOLS = ("tcp", "udp", "http", "shutdown", "tls")
 
 #: Every ratio in the report is relative to this server, measured in the same round.
 BASELINE = "stdlib-threading-somaxconn"
@@ -53,13 +60,16 @@ class ServerSpec:
     tcp: str
     udp: str = ""
     http: str = ""
+    tls: str = ""
     protocols: tuple[str, ...] = ("tcp",)
     #: workload keys (cell keys or workload names) this kind sits out, with why
     skips: tuple[tuple[str, str], ...] = ()
 
     def describe(self, proto: str) -> str:
         """What implements ``proto`` for this kind, in the words of its API."""
-        return {"tcp": self.tcp, "udp": self.udp, "http": self.http}.get(proto, self.tcp)
+        return {"tcp": self.tcp, "udp": self.udp, "http": self.http, "tls": self.tls}.get(
+            proto, self.tcp
+        )
 
     def skip_reason(self, workload: str, cell_key: str) -> str | None:
         """Why this kind does not run ``cell_key`` (None: it does)."""
@@ -149,7 +159,9 @@ SERVERS: tuple[ServerSpec, ...] = (
         tcp="socketserver.ThreadingTCPServer, request_queue_size=socket.SOMAXCONN",
         udp="socketserver.ThreadingUDPServer",
         http="http.server.ThreadingHTTPServer, request_queue_size=socket.SOMAXCONN",
-        protocols=("tcp", "udp", "http", "shutdown"),
+        tls="the same, listening socket wrapped: server.socket = ctx.wrap_socket(server.socket,"
+        " server_side=True) (the handshake runs in accept())",
+        protocols=("tcp", "udp", "http", "shutdown", "tls"),
     ),
     ServerSpec(
         name="stdlib-sync",
@@ -162,34 +174,39 @@ SERVERS: tuple[ServerSpec, ...] = (
         name="asyncio-streams",
         family="asyncio",
         tcp="asyncio.start_server, StreamReader.read / StreamWriter.write + drain",
-        protocols=("tcp",),
+        tls="asyncio.start_server(..., ssl=ctx)",
+        protocols=("tcp", "tls"),
     ),
     ServerSpec(
         name="asyncio-protocol",
         family="asyncio",
         tcp="asyncio loop.create_server, Protocol.data_received -> transport.write",
         udp="asyncio loop.create_datagram_endpoint, DatagramProtocol -> sendto",
-        protocols=("tcp", "udp"),
+        tls="loop.create_server(..., ssl=ctx)",
+        protocols=("tcp", "udp", "tls"),
     ),
     ServerSpec(
         name="uvloop-streams",
         family="uvloop",
         tcp="uvloop + asyncio.start_server streams",
-        protocols=("tcp",),
+        tls="uvloop + asyncio.start_server(..., ssl=ctx)",
+        protocols=("tcp", "tls"),
     ),
     ServerSpec(
         name="uvloop-protocol",
         family="uvloop",
         tcp="uvloop + asyncio Protocol",
         udp="uvloop + asyncio DatagramProtocol",
-        protocols=("tcp", "udp"),
+        tls="uvloop + loop.create_server(..., ssl=ctx)",
+        protocols=("tcp", "udp", "tls"),
     ),
     ServerSpec(
         name="gevent",
         family="gevent",
         tcp="gevent.server.StreamServer, recv/sendall loop",
         udp="gevent.server.DatagramServer",
-        protocols=("tcp", "udp"),
+        tls="gevent.server.StreamServer(..., ssl_context=ctx)",
+        protocols=("tcp", "udp", "tls"),
     ),
 )
 
@@ -218,6 +235,7 @@ def at_revision(spec: ServerSpec, label: str) -> ServerSpec:
         tcp=spec.tcp and spec.tcp + suffix,
         udp=spec.udp and spec.udp + suffix,
         http=spec.http and spec.http + suffix,
+        tls=spec.tls and spec.tls + suffix,
     )
 
 

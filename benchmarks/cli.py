@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import loadgen, wrk
+from benchmarks import loadgen, tlscerts, wrk
 from benchmarks.catalog import (
     BASELINE,
     BY_NAME,
@@ -30,6 +30,7 @@ from benchmarks.catalog import (
     select,
     with_revisions,
 )
+from benchmarks.cells import WORKLOADS, Cell, plan
 from benchmarks.comparisons import parse_versus
 from benchmarks.harness import BUILD_DIR, REPO, run_python_module
 from benchmarks.machine import describe
@@ -38,7 +39,8 @@ from benchmarks.report import render
 from benchmarks.revisions import Revision, RevisionError, export_all
 from benchmarks.runner import Matrix, execute
 from benchmarks.stats import pair_ratios, summarize
-from benchmarks.workloads import WORKLOADS, Cell, Context, plan
+from benchmarks.tlscerts import DEFAULT_KEY_TYPE, KEY_TYPES, CertificateError, TLSFiles
+from benchmarks.workloads import Context
 
 FULL_DURATION_S = 1.0
 QUICK_DURATION_S = 0.3
@@ -81,6 +83,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="server/peer pairs for the report's versus table (default: sockserve-async "
         "against uvloop-protocol, uvloop-streams and asyncio-streams, and "
         "sockserve-run-async-1 against uvloop-protocol); shown where both ran",
+    )
+    parser.add_argument(
+        "--tls-key",
+        choices=sorted(KEY_TYPES),
+        default=DEFAULT_KEY_TYPE,
+        help=f"key type of the TLS workloads' certificates (default {DEFAULT_KEY_TYPE}; an "
+        "RSA handshake costs the server several times more)",
     )
     parser.add_argument("--json", type=Path, help="where to write the raw results")
     parser.add_argument("--markdown", type=Path, help="where to write the report")
@@ -236,10 +245,12 @@ def measure(
     versions: dict[str, Any],
     say: Any,
     revisions: list[Revision] | None = None,
+    tls: TLSFiles | None = None,
 ) -> tuple[dict[str, Any], list[Cell]]:
     """Run the matrix the options select; returns the results document and its cells.
 
-    ``availability`` must already hold the kinds of ``revisions`` (``probe_revision``).
+    ``availability`` must already hold the kinds of ``revisions`` (``probe_revision``)
+    and say why TLS is unavailable when ``tls`` is None (``prepare_tls``).
     """
     revisions = revisions or []
     specs, cells, rounds, duration = selection(args)
@@ -258,7 +269,7 @@ def measure(
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     sources = {revision.label: revision.src for revision in revisions}
-    ctx = Context(exe=exe, log_dir=BUILD_DIR / "logs", sources=sources)
+    ctx = Context(exe=exe, log_dir=BUILD_DIR / "logs", sources=sources, tls=tls)
     runs = execute(matrix, ctx, say, QUICK_TIME_LIMIT_S if args.quick else None)
     for (name, proto), reason in matrix.discovered.items():
         availability[name][proto] = reason
@@ -273,6 +284,7 @@ def measure(
             "quick": args.quick,
             "baseline": BASELINE,
             "revisions": [revision.as_dict() for revision in revisions],
+            "tls": _tls_meta(tls, runs),
         },
         "machine": describe(versions),
         "availability": {spec.name: availability[spec.name] for spec in specs},
@@ -285,6 +297,46 @@ def measure(
         },
     }
     return results, cells
+
+
+def prepare_tls(
+    args: argparse.Namespace, availability: dict[str, dict[str, str | None]], say: Any
+) -> TLSFiles | None:
+    """This run's certificates, if it has TLS cells and can run them.
+
+    Otherwise TLS is marked unavailable for every server, with the reason (no
+    OpenSSL headers for the load generator, no openssl command), the way a
+    missing wrk marks HTTP: the rest of the run goes ahead.
+    """
+    if not any(cell.proto == "tls" for cell in selection(args)[1]):
+        return None
+    reason = loadgen.tls_missing()
+    files = None
+    if reason is None:
+        try:
+            files = tlscerts.generate(BUILD_DIR / "tls", args.tls_key)
+        except CertificateError as exc:
+            reason = str(exc)
+    if reason is not None:
+        say(f"TLS workloads not available: {reason}")
+        for protos in availability.values():
+            if protos.get("tls", "n/a") is None:
+                protos["tls"] = reason
+    return files
+
+
+def _tls_meta(tls: TLSFiles | None, runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Key type and what the client negotiated (from its first completed TLS run)."""
+    if tls is None:
+        return None
+    first = next((r["metrics"] for r in runs if r.get("ok") and "tls_version" in r["metrics"]), {})
+    return {
+        "key_type": tls.key_type,
+        "server_name": tls.server_name,
+        "version": first.get("tls_version"),
+        "cipher": first.get("tls_cipher"),
+        "client_library": first.get("tls_library"),
+    }
 
 
 def add_revisions(
@@ -329,14 +381,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     say(f"load generator: {exe}")
     json_path, md_path, plots_dir = outputs(args, narrowed=bool(args.only or args.workloads))
-    results, cells = measure(
-        args,
-        exe=exe,
-        availability=availability,
-        versions=versions,
-        say=say,
-        revisions=revisions,
-    )
+    tls = prepare_tls(args, availability, say)
+    try:
+        results, cells = measure(
+            args,
+            exe=exe,
+            availability=availability,
+            versions=versions,
+            say=say,
+            revisions=revisions,
+            tls=tls,
+        )
+    finally:
+        if tls is not None:
+            tlscerts.remove(tls.directory)
     write_outputs(
         results, cells=cells, json_path=json_path, md_path=md_path, plots_dir=plots_dir, say=say
     )

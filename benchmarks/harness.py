@@ -102,8 +102,9 @@ class ServerProcess:
     """``with ServerProcess(kind, proto) as server:`` a listening server on ``server.port``.
 
     ``kind`` is the catalog name the server process serves; ``name`` (default:
-    the kind) names it in logs and errors, and ``sockserve_src`` the revision
-    of sockserve it imports (default: this tree's).
+    the kind) names it in logs and errors, ``sockserve_src`` the revision of
+    sockserve it imports (default: this tree's), and ``env`` adds to its
+    environment (the TLS certificate's paths).
     """
 
     def __init__(
@@ -114,11 +115,13 @@ class ServerProcess:
         *,
         name: str | None = None,
         sockserve_src: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.kind = kind
         self.name = name or kind
         self.proto = proto
         self.sockserve_src = sockserve_src
+        self.env = env or {}
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{self.name}-{proto}.log"
         self.port = 0
@@ -138,7 +141,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=self._log,
             cwd=REPO,
-            env=child_env(self.sockserve_src),
+            env={**child_env(self.sockserve_src), **self.env},
             start_new_session=True,
         )
         assert self._proc.stdout is not None

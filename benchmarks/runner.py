@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.catalog import ServerSpec, split_name
+from benchmarks.cells import Cell
 from benchmarks.harness import ServerUnavailable
-from benchmarks.workloads import Cell, Context, run_cell
+from benchmarks.workloads import Context, run_cell
 
 
 @dataclass

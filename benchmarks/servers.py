@@ -24,6 +24,7 @@ import resource
 import signal
 import socket
 import socketserver
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from benchmarks.handlers import (
     echo_handler_class,
     http_handler_class,
 )
+from benchmarks.tlscerts import CERT_ENV, KEY_ENV
 
 HOST = "127.0.0.1"
 #: asyncio's (and uvloop's) documented default listen backlog.
@@ -117,6 +119,24 @@ def free_port() -> int:
         return port
 
 
+def tls_context(cls: type[ssl.SSLContext] = ssl.SSLContext) -> ssl.SSLContext:
+    """The server side of the TLS workloads, built from the files the harness generated.
+
+    The certificate chain and key come from the environment (``CERT_ENV``,
+    ``KEY_ENV``: see :mod:`benchmarks.tlscerts`); everything else is the ssl
+    module's server default (TLS 1.2 and 1.3, its cipher list, two session
+    tickets), which is what a user's server gets. Every TLS kind, sockserve's
+    own when they come, takes its context from here; ``cls`` is for frameworks
+    with a context class of their own (gevent's cooperative one).
+    """
+    cert, key = os.environ.get(CERT_ENV), os.environ.get(KEY_ENV)
+    if not cert or not key:
+        raise Unavailable(f"no certificate: the harness sets {CERT_ENV} and {KEY_ENV}")
+    context = cls(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 # -- socketserver API: sockserve and the stdlib ------------------------------------
 
 #: (kind, protocol) -> the class name in the socketserver-style module.
@@ -134,6 +154,28 @@ _SOCKETSERVER_CLASSES: dict[tuple[str, str], str] = {
     ("stdlib-threading-somaxconn", "tcp"): "ThreadingTCPServer",
     ("stdlib-threading-somaxconn", "udp"): "ThreadingUDPServer",
     ("stdlib-sync", "udp"): "UDPServer",
+}
+
+
+#: Protocols served by a kind's TCP class and handler.
+_STREAM = {"shutdown": "tcp", "tls": "tcp"}
+
+
+def _wrap_listener(server: Any, context: ssl.SSLContext) -> None:
+    """TLS the way stdlib users add it: wrap the listening socket.
+
+    accept() then returns TLS sockets and runs each handshake itself, in the
+    serving loop's thread, before the server sees the connection.
+    """
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+
+
+#: How each socketserver-API kind serves TLS. sockserve's TLS kinds (``sockserve-pool``
+#: over TLS, say) go here once the feature exists: add "tls" to the kind's protocols
+#: in the catalog and a function that hands the server ``context`` the way
+#: sockserve's API takes it; ``make_socketserver`` builds the same server as for TCP.
+_TLS_SETUP: dict[str, Callable[[Any, ssl.SSLContext], None]] = {
+    "stdlib-threading-somaxconn": _wrap_listener,
 }
 
 
@@ -156,7 +198,7 @@ def _server_class(kind: str, proto: str) -> type[Any]:
                 {"request_queue_size": socket.SOMAXCONN},
             )
         return ThreadingHTTPServer
-    name = _SOCKETSERVER_CLASSES.get((kind, "tcp" if proto == "shutdown" else proto))
+    name = _SOCKETSERVER_CLASSES.get((kind, _STREAM.get(proto, proto)))
     if name is None:
         raise Unavailable(f"{kind} has no {proto} server")
     module = _socketserver_module(kind)
@@ -197,7 +239,7 @@ def make_socketserver(kind: str, proto: str) -> Any:
     servers in-process.
     """
     cls = _server_class(kind, proto)
-    handler = _handler_class(kind, "tcp" if proto == "shutdown" else proto)
+    handler = _handler_class(kind, _STREAM.get(proto, proto))
     try:
         return cls((HOST, 0), handler)
     except TypeError as exc:
@@ -206,7 +248,12 @@ def make_socketserver(kind: str, proto: str) -> Any:
 
 def serve_socketserver(kind: str, proto: str) -> None:
     """Run a socketserver-API server until SIGTERM."""
+    setup = _TLS_SETUP.get(kind) if proto == "tls" else None
+    if proto == "tls" and setup is None:
+        raise Unavailable(f"{kind} has no TLS setup in the suite")
     server = make_socketserver(kind, proto)
+    if setup is not None:
+        setup(server, tls_context())
     backlog = getattr(server, "request_queue_size", None) if proto != "udp" else None
     announce(server.server_address[1], backlog)
     server.serve_forever()
@@ -366,12 +413,13 @@ async def _serve_asyncio(style: str, proto: str) -> None:
         announce(transport.get_extra_info("sockname")[1], None)
         await loop.create_future()  # until SIGTERM
         return
-    if proto != "tcp":
+    if proto not in ("tcp", "tls"):
         raise Unavailable(f"no {proto} server for asyncio")
+    context = tls_context() if proto == "tls" else None
     if style == "streams":
-        server = await asyncio.start_server(_echo_stream, HOST, 0)
+        server = await asyncio.start_server(_echo_stream, HOST, 0, ssl=context)
     else:
-        server = await loop.create_server(EchoProtocol, HOST, 0)
+        server = await loop.create_server(EchoProtocol, HOST, 0, ssl=context)
     announce(server.sockets[0].getsockname()[1], ASYNCIO_BACKLOG)
     await server.serve_forever()
 
@@ -397,6 +445,7 @@ def serve_gevent(proto: str) -> None:
     try:
         gevent = importlib.import_module("gevent")
         gserver = importlib.import_module("gevent.server")
+        gssl = importlib.import_module("gevent.ssl")
     except ImportError as exc:
         raise Unavailable("gevent is not installed (pip install -e '.[bench]')") from exc
 
@@ -416,8 +465,12 @@ def serve_gevent(proto: str) -> None:
         server = DatagramEcho((HOST, 0))
         server.start()
         announce(server.server_port, None)
-    elif proto == "tcp":
-        server = gserver.StreamServer((HOST, 0), echo)
+    elif proto in ("tcp", "tls"):
+        # gevent turns TLS on by the keyword's presence: pass it only for TLS. The
+        # context must be gevent's: the stdlib's would block the hub in each
+        # handshake (without monkey-patching, which the suite does not do).
+        tls = {"ssl_context": tls_context(gssl.SSLContext)} if proto == "tls" else {}
+        server = gserver.StreamServer((HOST, 0), echo, **tls)
         server.start()
         announce(server.server_port, getattr(server, "backlog", None))
     else:
@@ -456,6 +509,8 @@ def _probe_one(kind: str, proto: str, runner_reason: str | None) -> str | None:
             return runner_available(worker_class)
         if kind.startswith(("sockserve-", "stdlib-")):
             _server_class(kind, proto)
+            if proto == "tls" and kind not in _TLS_SETUP:
+                return f"{kind} has no TLS setup in the suite"
             return None
         family = kind.split("-", 1)[0]
         if family in ("uvloop", "gevent") and importlib.util.find_spec(family) is None:
@@ -481,6 +536,7 @@ def probe() -> dict[str, Any]:
         for spec in SERVERS
     }
     versions = {name: _version(name) for name in ("sockserve", "uvloop", "gevent")}
+    versions["ssl"] = ssl.OPENSSL_VERSION  # what the Python servers' TLS runs on
     sockserve_path = None
     spec = importlib.util.find_spec("sockserve")
     if spec is not None and spec.origin:
@@ -491,7 +547,7 @@ def probe() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", help="server kind (see benchmarks.catalog)")
-    parser.add_argument("--proto", default="tcp", choices=("tcp", "udp", "http"))
+    parser.add_argument("--proto", default="tcp", choices=("tcp", "udp", "http", "tls"))
     parser.add_argument("--probe", action="store_true", help="print availability as JSON")
     args = parser.parse_args(argv)
     if args.probe:

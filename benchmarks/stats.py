@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from benchmarks.workloads import Cell
+from benchmarks.cells import Cell
 
 
 def median(values: Iterable[float | int | None]) -> float | None:

@@ -1,11 +1,9 @@
-"""The workloads: what each cell of the matrix runs against one server, and what it measures.
+"""The workloads: what running a cell (see :mod:`benchmarks.cells`) against one server does.
 
-A *cell* is one workload with fixed parameters (say, ping-pong with 100
-connections and 64 B messages). Running a cell against a server starts that
-server in a fresh subprocess, samples its process tree from /proc before and
-after the load, and returns a flat dict of metrics. Fresh processes cost a
-fraction of a second per run but keep one run's threads and memory from
-leaking into the next.
+Running a cell against a server starts that server in a fresh subprocess,
+samples its process tree from /proc before and after the load, and returns a
+flat dict of metrics. Fresh processes cost a fraction of a second per run but
+keep one run's threads and memory from leaking into the next.
 """
 
 from __future__ import annotations
@@ -21,44 +19,11 @@ from typing import Any
 
 from benchmarks import loadgen, wrk
 from benchmarks.catalog import split_name
+from benchmarks.cells import UDP_TIMEOUT_MS, Cell
 from benchmarks.handlers import AS_WRITTEN_ENV
 from benchmarks.harness import ServerProcess, ServerUnavailable, check_origin, run_python_module
 from benchmarks.procstat import TreeSample, sample_tree
-
-WORKLOADS = ("pingpong", "churn", "burst", "idle", "udp", "shutdown", "http")
-#: How long a UDP datagram may go unanswered before it counts as lost.
-UDP_TIMEOUT_MS = 200
-#: Idle connections open at most this many at a time: asyncio's default listen
-#: backlog, so no server's accept queue overflows and no SYN waits for a retry.
-IDLE_RAMP = 100
-#: The servers of the 10,000-idle-connections cell: the event loops the async
-#: strategy is measured against, and thread-per-connection servers. A bounded
-#: pool or a process per connection cannot hold 10,000 clients by design.
-IDLE_10K_SERVERS = (
-    "sockserve-threading",
-    "sockserve-async",
-    "stdlib-threading-somaxconn",
-    "asyncio-streams",
-    "asyncio-protocol",
-    "uvloop-streams",
-    "uvloop-protocol",
-)
-
-
-@dataclass
-class Cell:
-    """One workload with its parameters; ``metric`` is the number its ratios compare."""
-
-    key: str
-    workload: str
-    proto: str
-    title: str
-    metric: str
-    unit: str
-    higher_is_better: bool = True
-    params: dict[str, Any] = field(default_factory=dict)
-    #: the catalog kinds that run this cell (empty: every kind that speaks ``proto``)
-    servers: tuple[str, ...] = ()
+from benchmarks.tlscerts import TLSFiles
 
 
 @dataclass
@@ -66,12 +31,14 @@ class Context:
     """What every run needs: the load generator binary and where server logs go.
 
     ``sources`` maps a revision label to the exported ``src`` directory its
-    kinds (``sockserve-pool@LABEL``) import sockserve from.
+    kinds (``sockserve-pool@LABEL``) import sockserve from; ``tls`` holds the
+    run's certificates (None: the TLS cells do not run).
     """
 
     exe: Path
     log_dir: Path
     sources: dict[str, Path] = field(default_factory=dict)
+    tls: TLSFiles | None = None
 
     def sockserve_src(self, name: str) -> Path | None:
         """Where server ``name`` imports sockserve from (None: this tree)."""
@@ -85,141 +52,14 @@ class Context:
     def server(self, name: str, proto: str) -> ServerProcess:
         """The server process for ``name`` (a catalog kind, or one at a revision)."""
         kind = split_name(name)[0]
+        env = None
+        if proto == "tls":
+            if self.tls is None:
+                raise ServerUnavailable("no certificates were made for this run")
+            env = self.tls.server_env()
         return ServerProcess(
-            kind, proto, self.log_dir, name=name, sockserve_src=self.sockserve_src(name)
+            kind, proto, self.log_dir, name=name, sockserve_src=self.sockserve_src(name), env=env
         )
-
-
-def _size_label(size: int) -> str:
-    return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
-
-
-def plan(*, quick: bool, duration: float) -> list[Cell]:
-    """The cells of a run, in the order they are measured.
-
-    Burst and idle allow 4 s: a dropped SYN is retried after 1 s and 3 s, and
-    the next retry (7 s) would only lengthen the run.
-    """
-    cells: list[Cell] = []
-    if quick:
-        pingpong = [(64, 1), (64, 10), (16384, 10)]
-        burst, idle, shutdown_trials, burst_timeout = 200, 50, 2, 4.0
-    else:
-        pingpong = [(size, n) for size in (64, 16384) for n in (1, 10, 100, 1000)]
-        burst, idle, shutdown_trials, burst_timeout = 5000, 1000, 4, 4.0
-    for size, conns in pingpong:
-        cells.append(
-            Cell(
-                key=f"pingpong-{size}B-c{conns}",
-                workload="pingpong",
-                proto="tcp",
-                title=f"TCP echo, {_size_label(size)} messages, {conns} connection(s)",
-                metric="rate",
-                unit="round trips/s",
-                params={"conns": conns, "size": size, "duration": duration},
-            )
-        )
-    cells.append(
-        Cell(
-            key="churn-c10",
-            workload="churn",
-            proto="tcp",
-            title="Connection churn: connect, one 64 B round trip, close (10 at a time)",
-            metric="rate",
-            unit="connections/s",
-            params={"conns": 10, "size": 64, "duration": duration},
-        )
-    )
-    cells.append(
-        Cell(
-            key=f"burst-{burst}",
-            workload="burst",
-            proto="tcp",
-            title=f"Burst: {burst} simultaneous connects, one round trip each, "
-            f"{burst_timeout:g} s allowed",
-            metric="served",
-            unit="clients served",
-            params={"conns": burst, "size": 64, "timeout": burst_timeout},
-        )
-    )
-    idle_params = {"size": 64, "timeout": burst_timeout, "hold": 60.0, "ramp": IDLE_RAMP}
-    cells.append(
-        Cell(
-            key=f"idle-{idle}",
-            workload="idle",
-            proto="tcp",
-            title=f"{idle} idle connections held (after one round trip each)",
-            metric="kib_per_conn",
-            unit="KiB per connection (PSS)",
-            higher_is_better=False,
-            params={"conns": idle, **idle_params},
-        )
-    )
-    if not quick:
-        cells.append(
-            Cell(
-                key="idle-10000",
-                workload="idle",
-                proto="tcp",
-                title="10,000 idle plain TCP connections held (after one round trip each): "
-                "server RSS growth per connection",
-                metric="rss_kib_per_conn",
-                unit="KiB per connection (RSS)",
-                higher_is_better=False,
-                params={"conns": 10000, **idle_params, "timeout": 30.0},
-                servers=IDLE_10K_SERVERS,
-            )
-        )
-    for clients in (10,) if quick else (10, 100):
-        cells.append(
-            Cell(
-                key=f"udp-64B-c{clients}",
-                workload="udp",
-                proto="udp",
-                title=f"UDP echo ping-pong, 64 B datagrams, {clients} clients, one datagram "
-                "outstanding each",
-                metric="rate",
-                unit="round trips/s",
-                params={"conns": clients, "size": 64, "duration": duration},
-            )
-        )
-    cells.append(
-        Cell(
-            key="shutdown",
-            workload="shutdown",
-            proto="shutdown",
-            title="shutdown() latency while serve_forever runs in another thread",
-            metric="shutdown_ms",
-            unit="ms",
-            higher_is_better=False,
-            params={"trials": shutdown_trials},
-        )
-    )
-    for conns in (10, 100):
-        cells.append(
-            Cell(
-                key=f"http-c{conns}",
-                workload="http",
-                proto="http",
-                title=f"HTTP/1.1 keep-alive GET (BaseHTTPRequestHandler), wrk, {conns} connections",
-                metric="rate",
-                unit="requests/s",
-                params={"conns": conns, "duration": max(1.0, duration)},
-            )
-        )
-    cells.append(
-        Cell(
-            key="http-as-written-c10",
-            workload="http",
-            proto="http",
-            title="HTTP/1.1 keep-alive GET, the handler as usually written (Nagle's algorithm "
-            "left on), wrk, 10 connections",
-            metric="rate",
-            unit="requests/s",
-            params={"conns": 10, "duration": max(1.0, duration), "as_written": True},
-        )
-    )
-    return cells
 
 
 # -- metrics ---------------------------------------------------------------------------
@@ -270,11 +110,19 @@ def _client_cpu(result: dict[str, Any]) -> float:
 # -- runners ---------------------------------------------------------------------------
 
 
-def _run_loadgen_mode(cell: Cell, kind: str, ctx: Context, mode: str) -> dict[str, Any]:
-    """pingpong, churn, burst, udp: one load run between two /proc samples."""
+def _run_loadgen_mode(
+    cell: Cell, kind: str, ctx: Context, mode: str, *, tls: bool = False
+) -> dict[str, Any]:
+    """pingpong, churn, burst, udp (and TLS pingpong, churn): one load run between two
+    /proc samples."""
     p = cell.params
-    proto = "udp" if mode == "udp" else "tcp"
+    proto = "udp" if mode == "udp" else "tls" if tls else "tcp"
     options: dict[str, Any] = {"conns": p["conns"], "size": p["size"]}
+    if tls:
+        if ctx.tls is None:
+            raise ServerUnavailable("no certificates were made for this run")
+        options.update(ca=ctx.tls.ca, server_name=ctx.tls.server_name)
+        options["resume"] = 1 if p.get("resume") else None
     if mode == "burst":
         options["timeout"] = p["timeout"]
         bound = p["timeout"]
@@ -285,7 +133,19 @@ def _run_loadgen_mode(cell: Cell, kind: str, ctx: Context, mode: str) -> dict[st
         options["udp_timeout_ms"] = UDP_TIMEOUT_MS
     with ctx.server(kind, proto) as server:
         before = sample_tree(server.pid)
-        result = loadgen.run(ctx.exe, mode, server.port, bound_s=bound + 2, **options)
+
+        def sample_again() -> None:
+            """The connections are up: CPU from here on is the round trips'."""
+            nonlocal before
+            before = sample_tree(server.pid)
+
+        if p.get("warmup"):
+            options["timeout"] = p.get("setup_timeout", 10.0)
+            bound += options["timeout"]
+        on_ready = sample_again if p.get("warmup") else None
+        result = loadgen.run(
+            ctx.exe, mode, server.port, bound_s=bound + 2, on_ready=on_ready, **options
+        )
         after = sample_tree(server.pid)
         alive = server.alive()
         backlog = server.info.get("backlog")
@@ -293,11 +153,31 @@ def _run_loadgen_mode(cell: Cell, kind: str, ctx: Context, mode: str) -> dict[st
     metrics.update(_cpu_metrics(before, after, metrics["ops"], _client_cpu(result)))
     metrics["server_alive"] = alive
     metrics["listen_backlog"] = backlog
+    if tls:
+        metrics.update(_tls_metrics(result.get("tls") or {}))
     if mode == "burst":
         served = metrics["served"]
         metrics["served_fraction"] = served / p["conns"]
         metrics["all_served_s"] = metrics["elapsed_s"] if served == p["conns"] else None
     return metrics
+
+
+def _tls_metrics(tls: dict[str, Any]) -> dict[str, Any]:
+    """What the load generator's TLS sessions reported."""
+    return {
+        "tls_handshakes": tls.get("handshakes"),
+        "tls_resumed": tls.get("resumed"),
+        "tls_failures": tls.get("failures"),
+        "tls_version": tls.get("version"),
+        "tls_cipher": tls.get("cipher"),
+        "tls_library": tls.get("library"),
+        "tls_first_error": tls.get("first_error") or None,
+    }
+
+
+def run_tls(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
+    """Echo round trips or new connections over TLS, the client verifying the server."""
+    return _run_loadgen_mode(cell, kind, ctx, cell.params["mode"], tls=True)
 
 
 def run_pingpong(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
@@ -455,6 +335,7 @@ RUNNERS: dict[str, Callable[[Cell, str, Context], dict[str, Any]]] = {
     "udp": run_udp,
     "shutdown": run_shutdown,
     "http": run_http,
+    "tls": run_tls,
 }
 
 

@@ -21,12 +21,12 @@ if str(REPO) not in sys.path:  # the benchmark suite is a top-level package besi
     sys.path.insert(0, str(REPO))
 
 from benchmarks.catalog import BY_NAME, spec_for, split_name, with_revisions  # noqa: E402
+from benchmarks.cells import Cell  # noqa: E402
 from benchmarks.comparisons import DEFAULT_VERSUS, parse_versus, verdict, worse  # noqa: E402
 from benchmarks.harness import ServerError, check_origin  # noqa: E402
 from benchmarks.loadgen import sources_for  # noqa: E402
 from benchmarks.runner import Matrix  # noqa: E402
 from benchmarks.stats import pair_ratios  # noqa: E402
-from benchmarks.workloads import Cell  # noqa: E402
 
 CELLS = "pingpong-64B-c10,churn-c10"
 
