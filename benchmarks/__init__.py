@@ -6,6 +6,8 @@ per subprocess), ``catalog`` (which servers exist), ``handlers`` and
 ``sockserve_handlers`` (the request handlers), ``harness`` (server
 processes), ``procstat`` (/proc sampling), ``workloads`` (what a run
 measures), ``shutdown`` (in-process shutdown latency), ``runner`` (the
-interleaved loop), ``stats`` (medians and ratios), ``report`` and ``plots``
-(the output), ``machine`` (what it ran on), ``cli`` (the command).
+interleaved loop), ``stats`` (medians and ratios), ``report``,
+``comparisons`` (the pairwise tables) and ``plots`` (the output),
+``revisions`` (other git revisions of sockserve, for ``--compare-rev``),
+``machine`` (what it ran on), ``cli`` (the command).
 """

@@ -3,16 +3,44 @@
 This module is metadata only: it imports no framework, so the harness process
 stays free of gevent, uvloop and sockserve (each server runs in its own
 subprocess, see :mod:`benchmarks.servers`, and availability is probed there).
+
+Adding a kind (say sockserve's coming ``AsyncUDPServer``, once it exists):
+
+1. A :class:`ServerSpec` below: a name whose prefix picks the dispatcher in
+   ``servers.serve`` (``sockserve-``/``stdlib-`` for the socketserver API,
+   ``asyncio-``/``uvloop-``, ``gevent``), the family (plot colours; the
+   ``sockserve`` family is what ``--compare-rev`` runs at other revisions),
+   one sentence per protocol saying what runs, and ``protocols``.
+2. For a socketserver-API kind, one line per protocol in
+   ``servers._SOCKETSERVER_CLASSES`` naming the class (``("sockserve-async",
+   "udp"): "AsyncUDPServer"``), and, if it needs a handler of its own (an
+   async datagram handler), that handler in ``sockserve_handlers`` -- defined
+   only when the sockserve being imported has its base class, so older
+   revisions still import -- returned by ``servers._handler_class``.
+   Other frameworks get a ``serve_*`` function in ``servers``.
+3. Nothing else: the probe reports it unavailable where the class is missing,
+   the matrix runs it on every cell of its protocols (a cell's ``servers``
+   list or the spec's ``skips`` narrow that), and the report picks it up.
+
+TLS for sockserve's own kinds, once sockserve serves TLS: add "tls" to the
+kind's ``protocols`` here with a ``tls=`` sentence, and in ``servers._TLS_SETUP``
+a function that gives the server the context from ``servers.tls_context()``
+(built from the certificate the harness generated) the way sockserve's API
+takes it. The TLS cells, the certificate handling and the report need no
+change; ``--compare-rev`` then compares TLS across revisions too.
+
+Do not add a kind for code that does not exist yet: it would show as "not
+available" in every report until then.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 #: The protocols a server may take part in. "shutdown" is not a wire protocol:
 #: it marks the servers with the socketserver API whose ``shutdown()`` latency
 #: can be measured in-process.
-PROTOCOLS = ("tcp", "udp", "http", "shutdown")
+PROTOCOLS = ("tcp", "udp", "http", "shutdown", "tls")
 
 #: Every ratio in the report is relative to this server, measured in the same round.
 BASELINE = "stdlib-threading-somaxconn"
@@ -32,13 +60,16 @@ class ServerSpec:
     tcp: str
     udp: str = ""
     http: str = ""
+    tls: str = ""
     protocols: tuple[str, ...] = ("tcp",)
     #: workload keys (cell keys or workload names) this kind sits out, with why
     skips: tuple[tuple[str, str], ...] = ()
 
     def describe(self, proto: str) -> str:
         """What implements ``proto`` for this kind, in the words of its API."""
-        return {"tcp": self.tcp, "udp": self.udp, "http": self.http}.get(proto, self.tcp)
+        return {"tcp": self.tcp, "udp": self.udp, "http": self.http, "tls": self.tls}.get(
+            proto, self.tcp
+        )
 
     def skip_reason(self, workload: str, cell_key: str) -> str | None:
         """Why this kind does not run ``cell_key`` (None: it does)."""
@@ -95,6 +126,20 @@ SERVERS: tuple[ServerSpec, ...] = (
         protocols=("tcp", "http"),
     ),
     ServerSpec(
+        name="sockserve-run-async-1",
+        family="sockserve",
+        tcp="python -m sockserve run ASYNC_HANDLER --worker-class async --workers 1 "
+        "(runner defaults otherwise)",
+        protocols=("tcp",),
+    ),
+    ServerSpec(
+        name="sockserve-run-async-2",
+        family="sockserve",
+        tcp="python -m sockserve run ASYNC_HANDLER --worker-class async --workers 2 "
+        "(runner defaults otherwise)",
+        protocols=("tcp",),
+    ),
+    ServerSpec(
         name="sockserve-sync",
         family="sockserve",
         tcp="",
@@ -114,7 +159,9 @@ SERVERS: tuple[ServerSpec, ...] = (
         tcp="socketserver.ThreadingTCPServer, request_queue_size=socket.SOMAXCONN",
         udp="socketserver.ThreadingUDPServer",
         http="http.server.ThreadingHTTPServer, request_queue_size=socket.SOMAXCONN",
-        protocols=("tcp", "udp", "http", "shutdown"),
+        tls="the same, listening socket wrapped: server.socket = ctx.wrap_socket(server.socket,"
+        " server_side=True) (the handshake runs in accept())",
+        protocols=("tcp", "udp", "http", "shutdown", "tls"),
     ),
     ServerSpec(
         name="stdlib-sync",
@@ -127,34 +174,39 @@ SERVERS: tuple[ServerSpec, ...] = (
         name="asyncio-streams",
         family="asyncio",
         tcp="asyncio.start_server, StreamReader.read / StreamWriter.write + drain",
-        protocols=("tcp",),
+        tls="asyncio.start_server(..., ssl=ctx)",
+        protocols=("tcp", "tls"),
     ),
     ServerSpec(
         name="asyncio-protocol",
         family="asyncio",
         tcp="asyncio loop.create_server, Protocol.data_received -> transport.write",
         udp="asyncio loop.create_datagram_endpoint, DatagramProtocol -> sendto",
-        protocols=("tcp", "udp"),
+        tls="loop.create_server(..., ssl=ctx)",
+        protocols=("tcp", "udp", "tls"),
     ),
     ServerSpec(
         name="uvloop-streams",
         family="uvloop",
         tcp="uvloop + asyncio.start_server streams",
-        protocols=("tcp",),
+        tls="uvloop + asyncio.start_server(..., ssl=ctx)",
+        protocols=("tcp", "tls"),
     ),
     ServerSpec(
         name="uvloop-protocol",
         family="uvloop",
         tcp="uvloop + asyncio Protocol",
         udp="uvloop + asyncio DatagramProtocol",
-        protocols=("tcp", "udp"),
+        tls="uvloop + loop.create_server(..., ssl=ctx)",
+        protocols=("tcp", "udp", "tls"),
     ),
     ServerSpec(
         name="gevent",
         family="gevent",
         tcp="gevent.server.StreamServer, recv/sendall loop",
         udp="gevent.server.DatagramServer",
-        protocols=("tcp", "udp"),
+        tls="gevent.server.StreamServer(..., ssl_context=ctx)",
+        protocols=("tcp", "udp", "tls"),
     ),
 )
 
@@ -162,6 +214,50 @@ SERVERS: tuple[ServerSpec, ...] = (
 QUICK_SERVERS = ("sockserve-threading", BASELINE, "asyncio-protocol")
 
 BY_NAME = {spec.name: spec for spec in SERVERS}
+
+#: ``KIND@LABEL`` names a sockserve kind served by another revision of the
+#: library (see :mod:`benchmarks.revisions`).
+REVISION_MARK = "@"
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+    """(catalog kind, revision label or None) of a server name."""
+    kind, mark, label = name.partition(REVISION_MARK)
+    return kind, (label if mark else None)
+
+
+def at_revision(spec: ServerSpec, label: str) -> ServerSpec:
+    """``spec`` with sockserve taken from revision ``label``: same server code, other library."""
+    suffix = f" [sockserve from {label}]"
+    return replace(
+        spec,
+        name=f"{spec.name}{REVISION_MARK}{label}",
+        tcp=spec.tcp and spec.tcp + suffix,
+        udp=spec.udp and spec.udp + suffix,
+        http=spec.http and spec.http + suffix,
+        tls=spec.tls and spec.tls + suffix,
+    )
+
+
+def spec_for(name: str) -> ServerSpec:
+    """The spec of any server name, a revision's (``sockserve-pool@abc1234``) included."""
+    kind, label = split_name(name)
+    spec = BY_NAME[kind]
+    return spec if label is None else at_revision(spec, label)
+
+
+def with_revisions(specs: list[ServerSpec], labels: list[str]) -> list[ServerSpec]:
+    """``specs`` with, right after each sockserve kind, that kind at each revision in ``labels``.
+
+    Each revision's run follows the working tree's in the same round, moments
+    apart, as the pair a comparison divides.
+    """
+    result: list[ServerSpec] = []
+    for spec in specs:
+        result.append(spec)
+        if spec.family == "sockserve":
+            result.extend(at_revision(spec, label) for label in labels)
+    return result
 
 
 def select(names: list[str] | None) -> list[ServerSpec]:

@@ -33,11 +33,15 @@ class ServerUnavailable(ServerError):
     """The server exited saying it cannot run here (exit status 3)."""
 
 
-def child_env() -> dict[str, str]:
+def child_env(sockserve_src: Path | None = None) -> dict[str, str]:
     """The environment for every subprocess: the repo (for ``benchmarks``) and
-    ``src`` (for an uninstalled sockserve) on the path, unbuffered output."""
+    ``src`` (for an uninstalled sockserve) on the path, unbuffered output.
+
+    ``sockserve_src`` replaces this tree's ``src`` with another revision's
+    export: the benchmark code stays this tree's, the library is that one.
+    """
     env = dict(os.environ)
-    paths = [str(REPO), str(REPO / "src")]
+    paths = [str(REPO), str(sockserve_src or REPO / "src")]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -46,6 +50,21 @@ def child_env() -> dict[str, str]:
     # a server over a DeprecationWarning in a peer framework.
     env.pop("PYTHONWARNINGS", None)
     return env
+
+
+def check_origin(name: str, origin: str | None, sockserve_src: Path | None) -> None:
+    """Raise ServerError unless a revision's server imported sockserve from that revision.
+
+    What would otherwise go unnoticed: an import hook (an editable install,
+    a ``.pth`` file) that shadows PYTHONPATH and makes both sides of a
+    comparison the same code.
+    """
+    if sockserve_src is None:
+        return
+    if origin is None:
+        raise ServerError(f"{name} did not say where it imported sockserve from")
+    if not Path(origin).resolve().is_relative_to(sockserve_src.resolve()):
+        raise ServerError(f"{name} imported sockserve from {origin}, not from {sockserve_src}")
 
 
 def read_line(stream: IO[bytes], deadline: float) -> bytes | None:
@@ -80,13 +99,31 @@ def _tail(path: Path, limit: int = 2000) -> str:
 
 
 class ServerProcess:
-    """``with ServerProcess(kind, proto) as server:`` a listening server on ``server.port``."""
+    """``with ServerProcess(kind, proto) as server:`` a listening server on ``server.port``.
 
-    def __init__(self, kind: str, proto: str, log_dir: Path) -> None:
+    ``kind`` is the catalog name the server process serves; ``name`` (default:
+    the kind) names it in logs and errors, ``sockserve_src`` the revision of
+    sockserve it imports (default: this tree's), and ``env`` adds to its
+    environment (the TLS certificate's paths).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        proto: str,
+        log_dir: Path,
+        *,
+        name: str | None = None,
+        sockserve_src: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.kind = kind
+        self.name = name or kind
         self.proto = proto
+        self.sockserve_src = sockserve_src
+        self.env = env or {}
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"{kind}-{proto}.log"
+        self.log_path = log_dir / f"{self.name}-{proto}.log"
         self.port = 0
         self.pid = 0
         self.info: dict[str, Any] = {}
@@ -104,7 +141,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=self._log,
             cwd=REPO,
-            env=child_env(),
+            env={**child_env(self.sockserve_src), **self.env},
             start_new_session=True,
         )
         assert self._proc.stdout is not None
@@ -115,10 +152,15 @@ class ServerProcess:
             detail = _tail(self.log_path)
             if code == 3:
                 raise ServerUnavailable(detail.splitlines()[-1] if detail else "unavailable")
-            raise ServerError(f"{self.kind}/{self.proto} did not start (exit {code}): {detail}")
+            raise ServerError(f"{self.name}/{self.proto} did not start (exit {code}): {detail}")
         self.info = json.loads(line)
         self.port = int(self.info["port"])
         self.pid = self._proc.pid
+        try:
+            check_origin(self.name, self.info.get("sockserve"), self.sockserve_src)
+        except ServerError:
+            self.stop()
+            raise
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -164,7 +206,7 @@ class ServerProcess:
 
 
 def run_python_module(
-    module: str, args: list[str], timeout: float
+    module: str, args: list[str], timeout: float, sockserve_src: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m module args`` in the suite's environment, bounded by ``timeout``."""
     return subprocess.run(
@@ -173,6 +215,6 @@ def run_python_module(
         text=True,
         timeout=timeout,
         cwd=REPO,
-        env=child_env(),
+        env=child_env(sockserve_src),
         check=False,
     )

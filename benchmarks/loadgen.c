@@ -16,14 +16,33 @@
  *   hold      N connections, one round trip each, then kept open and idle
  *             until stdin closes (or --hold seconds pass); the result line is
  *             printed as soon as the connections are established, so the
- *             caller can sample the server while they are held.
+ *             caller can sample the server while they are held.  --ramp K
+ *             keeps at most K connections opening at once (K no larger than
+ *             the server's listen backlog: thousands of SYNs at once would
+ *             measure SYN retransmission, not memory).
  *   udp       N UDP sockets ping-ponging datagrams; a datagram without an
  *             answer within --udp-timeout-ms counts as lost and is replaced.
+ *
+ * TLS: with --ca FILE the TCP modes run over TLS (loadgen_tls.c): each
+ * connection verifies the server's certificate against FILE and the name
+ * --server-name (default 127.0.0.1), then does its round trips through the
+ * session; churn is then "new TLS connections per second", a full handshake
+ * each unless --resume 1.  The connect-to-answer latency includes the handshake.
+ *
+ * --warmup 1 (pingpong): open every connection, and its TLS session, before
+ * the clock starts; then print {"ready":N} on its own line, so the caller can
+ * take its own "before" sample.  The window then holds round trips only.
+ *
+ * --sources K spreads TCP connections over the source addresses 127.0.0.1 ..
+ * 127.0.0.K: each source address has its own ephemeral port range, for more
+ * connections than net.ipv4.ip_local_port_range holds.
  *
  * Output: one JSON object on one line on stdout.  Latencies go into a
  * log-linear histogram (128 sub-buckets per power of two, < 0.8% error).
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -31,6 +50,7 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +61,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loadgen_tls.h"
+
 #define SUB_BITS 7
 #define SUB_COUNT (1 << SUB_BITS)
 #define HIST_BUCKETS (2 * SUB_COUNT + 64 * SUB_COUNT)
@@ -50,7 +72,7 @@
 #define UDP_HEADER 8
 
 enum mode { M_PINGPONG, M_CHURN, M_BURST, M_HOLD, M_UDP };
-enum state { S_IDLE, S_CONNECTING, S_ACTIVE, S_DONE, S_FAILED };
+enum state { S_IDLE, S_CONNECTING, S_HANDSHAKE, S_ACTIVE, S_DONE, S_FAILED };
 
 struct options {
     enum mode mode;
@@ -63,6 +85,12 @@ struct options {
     double hold;       /* hold: longest time to keep connections open */
     int udp_timeout_ms;
     uint64_t max_ops;  /* hard cap on round trips / connections */
+    int ramp;          /* hold: most connections opening at once (0: all) */
+    int sources;       /* source addresses 127.0.0.1 .. 127.0.0.sources */
+    const char *ca;    /* TLS: the CA file to verify the server with (NULL: plain TCP) */
+    const char *server_name;
+    int resume;        /* TLS: offer the last session ticket to the next connection */
+    int warmup;        /* pingpong: connect (and handshake) before the clock starts */
 };
 
 struct conn {
@@ -77,6 +105,8 @@ struct conn {
     uint32_t events;    /* epoll interest currently registered */
     int served;         /* completed at least one round trip */
     int ever_connected;
+    int in_flight;      /* a round trip is under way (sent, or being sent, not yet echoed) */
+    struct tls_session *tls; /* NULL over plain TCP */
 };
 
 struct counters {
@@ -90,6 +120,7 @@ struct counters {
     uint64_t lost;           /* udp: datagrams never answered in time */
     uint64_t late;           /* udp: answers that arrived after being given up */
     uint64_t attempts;       /* connection attempts (churn, burst) */
+    uint64_t tls_errors;     /* handshakes or records that failed (not resets) */
 };
 
 static uint64_t hist[HIST_BUCKETS];
@@ -99,6 +130,11 @@ static unsigned char scratch[SCRATCH_SIZE];
 static struct counters ctr;
 static struct sockaddr_in server_addr;
 static int draining; /* past the deadline: finish what is in flight, count nothing */
+static int settled;  /* burst, hold: connections done or failed for good */
+static int n_sources = 1;
+static int use_tls;
+static struct rusage ru_start; /* CPU used before the run (set-up, loading the CA) */
+static int warming_up;         /* --warmup: sessions are being set up, no round trips yet */
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -157,14 +193,27 @@ static void set_interest(struct conn *c, uint32_t ev) {
     c->events = ev;
 }
 
+static int is_settled(enum state s) { return s == S_DONE || s == S_FAILED; }
+
+static void set_state(struct conn *c, enum state s) {
+    if (is_settled(s) && !is_settled(c->state)) settled++;
+    c->state = s;
+}
+
 static void close_conn(struct conn *c, enum state final) {
+    if (c->tls) {
+        /* close_notify only on a session that is up and not being given up on */
+        int clean = final != S_FAILED && (c->state == S_ACTIVE || c->state == S_DONE);
+        tls_close(c->tls, clean);
+        c->tls = NULL;
+    }
     if (c->fd >= 0) {
         if (c->events) epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
     }
     c->fd = -1;
     c->events = 0;
-    c->state = final;
+    set_state(c, final);
 }
 
 /* The message of round trip `seq` on connection `id` starts at this offset. */
@@ -181,11 +230,23 @@ static int start_connect(struct conn *c, uint64_t t) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         ctr.other_errors++;
-        c->state = S_FAILED;
+        set_state(c, S_FAILED);
         return -1;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (n_sources > 1) {
+        /* The port is chosen at connect(), per destination, not at bind(). */
+        struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = 0};
+        src.sin_addr.s_addr = htonl(INADDR_LOOPBACK + (uint32_t)(c->id % n_sources));
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
+            ctr.other_errors++;
+            close(fd);
+            set_state(c, S_FAILED);
+            return -1;
+        }
+    }
     c->fd = fd;
     c->events = 0;
     c->t_connect = t;
@@ -202,19 +263,61 @@ static int start_connect(struct conn *c, uint64_t t) {
     return 0;
 }
 
+#define IO_AGAIN (-1) /* nothing now: wait for the socket */
+#define IO_ERROR (-2) /* the connection failed (already counted) */
+
+/* Count a failed TLS call; returns IO_AGAIN for the "wait" results. */
+static ssize_t tls_failure(ssize_t r) {
+    if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) return IO_AGAIN;
+    if (r == TLS_RESET) ctr.resets++;
+    else ctr.tls_errors++;
+    return IO_ERROR;
+}
+
+/* Bytes sent (> 0), IO_AGAIN or IO_ERROR, over TCP or TLS. */
+static ssize_t io_send(struct conn *c, const void *buf, size_t n) {
+    if (c->tls) {
+        ssize_t r = tls_send(c->tls, buf, n);
+        return r > 0 ? r : tls_failure(r);
+    }
+    for (;;) {
+        ssize_t r = send(c->fd, buf, n, MSG_NOSIGNAL);
+        if (r > 0) return r;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return IO_AGAIN;
+        if (r < 0 && errno == EINTR) continue;
+        if (errno == ECONNRESET || errno == EPIPE) ctr.resets++;
+        else ctr.other_errors++;
+        return IO_ERROR;
+    }
+}
+
+/* Bytes received (> 0), 0 at the peer's close, IO_AGAIN or IO_ERROR, over TCP or TLS. */
+static ssize_t io_recv(struct conn *c, void *buf, size_t n) {
+    if (c->tls) {
+        ssize_t r = tls_recv(c->tls, buf, n);
+        return r >= 0 ? r : tls_failure(r);
+    }
+    for (;;) {
+        ssize_t r = recv(c->fd, buf, n, 0);
+        if (r >= 0) return r;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return IO_AGAIN;
+        if (errno == EINTR) continue;
+        if (errno == ECONNRESET) ctr.resets++;
+        else ctr.other_errors++;
+        return IO_ERROR;
+    }
+}
+
 /* Send what is left of the current message; ask for EPOLLOUT if it did not fit. */
 static int pump_send(struct conn *c, size_t size) {
     const unsigned char *msg = message_for(c);
     while (c->sent < size) {
-        ssize_t n = send(c->fd, msg + c->sent, size - c->sent, MSG_NOSIGNAL);
+        ssize_t n = io_send(c, msg + c->sent, size - c->sent);
         if (n > 0) {
             c->sent += (size_t)n;
             continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        if (n < 0 && errno == EINTR) continue;
-        if (errno == ECONNRESET || errno == EPIPE) ctr.resets++;
-        else ctr.other_errors++;
+        if (n == IO_AGAIN) break;
         return -1;
     }
     set_interest(c, c->sent < size ? (EPOLLIN | EPOLLOUT) : EPOLLIN);
@@ -222,6 +325,7 @@ static int pump_send(struct conn *c, size_t size) {
 }
 
 static void begin_round_trip(struct conn *c, size_t size, uint64_t t) {
+    c->in_flight = 1;
     c->sent = c->recvd = 0;
     c->t_begin = t;
     if (pump_send(c, size) < 0) close_conn(c, S_FAILED);
@@ -234,7 +338,7 @@ static void begin_round_trip(struct conn *c, size_t size, uint64_t t) {
 static int pump_recv(struct conn *c, size_t size) {
     const unsigned char *msg = message_for(c);
     for (;;) {
-        ssize_t n = recv(c->fd, scratch, sizeof scratch, 0);
+        ssize_t n = io_recv(c, scratch, sizeof scratch);
         if (n > 0) {
             size_t got = (size_t)n;
             size_t expected = size - c->recvd;
@@ -253,11 +357,7 @@ static int pump_recv(struct conn *c, size_t size) {
             ctr.eofs++;
             return -1;
         }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-        if (errno == EINTR) continue;
-        if (errno == ECONNRESET) ctr.resets++;
-        else ctr.other_errors++;
-        return -1;
+        return n == IO_AGAIN ? 0 : -1;
     }
 }
 
@@ -270,9 +370,35 @@ static int finish_connect(struct conn *c) {
         close_conn(c, S_FAILED);
         return -1;
     }
-    c->state = S_ACTIVE;
     c->ever_connected = 1;
+    if (!use_tls) {
+        c->state = S_ACTIVE;
+        return 0;
+    }
+    c->tls = tls_start(c->fd);
+    if (!c->tls) {
+        ctr.tls_errors++;
+        close_conn(c, S_FAILED);
+        return -1;
+    }
+    c->state = S_HANDSHAKE;
     return 0;
+}
+
+/* Advance a TLS handshake; returns 1 once the session is up, 0 to wait, -1 on failure. */
+static int advance_handshake(struct conn *c) {
+    int r = tls_handshake(c->tls);
+    if (r == 1) {
+        c->state = S_ACTIVE;
+        return 1;
+    }
+    if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
+        set_interest(c, r == TLS_WANT_READ ? EPOLLIN : EPOLLOUT);
+        return 0;
+    }
+    tls_failure(r);
+    close_conn(c, S_FAILED);
+    return -1;
 }
 
 static int ms_until(uint64_t deadline, uint64_t t) {
@@ -284,6 +410,7 @@ static int ms_until(uint64_t deadline, uint64_t t) {
 /* What one round trip finishing means for each TCP mode. */
 static void on_echo_complete(const struct options *o, struct conn *c, uint64_t t,
                              uint64_t deadline) {
+    c->in_flight = 0;
     if (draining) {
         c->sent = c->recvd = 0; /* nothing in flight any more */
         if (o->mode == M_CHURN) close_conn(c, S_IDLE);
@@ -318,7 +445,7 @@ static void on_echo_complete(const struct options *o, struct conn *c, uint64_t t
     case M_HOLD:
         hist_record(t - c->t_connect);
         ctr.ops++;
-        c->state = S_DONE;
+        set_state(c, S_DONE);
         set_interest(c, EPOLLIN); /* keep watching: an EOF means the server dropped it */
         break;
     case M_UDP:
@@ -328,31 +455,37 @@ static void on_echo_complete(const struct options *o, struct conn *c, uint64_t t
 
 static void on_tcp_event(const struct options *o, struct conn *c, uint32_t ev, uint64_t t,
                          uint64_t deadline) {
-    if (c->state == S_CONNECTING) {
-        if (finish_connect(c) < 0) {
+    if (c->state == S_CONNECTING || c->state == S_HANDSHAKE) {
+        int up = c->state == S_CONNECTING ? finish_connect(c) : 0;
+        if (up == 0 && c->state == S_HANDSHAKE) up = advance_handshake(c);
+        if (up < 0) {
             if (o->mode == M_CHURN && t < deadline) start_connect(c, t);
             return;
         }
-        begin_round_trip(c, o->size, t);
+        if (c->state == S_ACTIVE && warming_up) set_interest(c, EPOLLIN);
+        else if (c->state == S_ACTIVE) begin_round_trip(c, o->size, t);
         return;
     }
-    if (c->state == S_DONE) {
-        /* hold mode: the connection should stay silent; data or EOF is an error */
-        if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-            ssize_t n = recv(c->fd, scratch, sizeof scratch, 0);
+    if (c->state == S_DONE || (c->state == S_ACTIVE && !c->in_flight)) {
+        /* Held (hold mode), set up (--warmup) or past the deadline: the server has
+         * nothing to say.  TLS session tickets are read and dropped by io_recv; any
+         * data is counted as bad bytes, an EOF as the server dropping the connection. */
+        if ((ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) || c->tls) {
+            ssize_t n = io_recv(c, scratch, sizeof scratch);
             if (n == 0) ctr.eofs++;
             else if (n > 0) ctr.mismatches += (uint64_t)n;
-            else if (errno != EAGAIN) ctr.resets++;
-            if (n >= 0 || errno != EAGAIN) close_conn(c, S_FAILED);
+            if (n != IO_AGAIN) close_conn(c, S_FAILED);
         }
         return;
     }
     if (c->state != S_ACTIVE) return;
-    if ((ev & EPOLLOUT) && c->sent < o->size && pump_send(c, o->size) < 0) {
+    /* A TLS record may need the other direction (a write waiting for a read): try both. */
+    int tls = c->tls != NULL;
+    if (((ev & EPOLLOUT) || tls) && c->sent < o->size && pump_send(c, o->size) < 0) {
         close_conn(c, S_FAILED);
         return;
     }
-    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+    if ((ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) || tls) {
         int r = pump_recv(c, o->size);
         if (r < 0) {
             close_conn(c, S_FAILED);
@@ -371,7 +504,7 @@ static int count_state(const struct conn *cs, int n, enum state s) {
 
 static int in_flight(const struct conn *cs, int n) {
     int k = 0;
-    for (int i = 0; i < n; i++) k += cs[i].state == S_ACTIVE && cs[i].sent > 0;
+    for (int i = 0; i < n; i++) k += cs[i].state == S_ACTIVE && cs[i].in_flight;
     return k;
 }
 
@@ -384,7 +517,7 @@ static void drain(const struct options *o, struct conn *cs) {
     struct epoll_event events[MAX_EVENTS];
     draining = 1;
     for (int i = 0; i < o->conns; i++)
-        if (cs[i].state == S_CONNECTING) close_conn(&cs[i], S_IDLE);
+        if (cs[i].state == S_CONNECTING || cs[i].state == S_HANDSHAKE) close_conn(&cs[i], S_IDLE);
     uint64_t end = now_ns() + 1000000000ull;
     for (;;) {
         uint64_t t = now_ns();
@@ -396,22 +529,63 @@ static void drain(const struct options *o, struct conn *cs) {
     }
 }
 
+/* hold --ramp: open more connections as earlier ones settle. */
+static int ramp_up(const struct options *o, struct conn *cs, int started) {
+    int limit = o->mode == M_HOLD && o->ramp > 0 ? o->ramp : o->conns;
+    while (started < o->conns && started - settled < limit) start_connect(&cs[started++], now_ns());
+    return started;
+}
+
+/*
+ * --warmup: bring every connection up (TLS included) within --timeout, then
+ * say so and start the round trips.  Returns how many are up.
+ */
+static int warm_up(const struct options *o, struct conn *cs) {
+    struct epoll_event events[MAX_EVENTS];
+    uint64_t deadline = now_ns() + (uint64_t)(o->timeout * 1e9);
+    warming_up = 1;
+    ramp_up(o, cs, 0);
+    for (;;) {
+        uint64_t t = now_ns();
+        int up = count_state(cs, o->conns, S_ACTIVE);
+        if (t >= deadline || up + count_state(cs, o->conns, S_FAILED) == o->conns) break;
+        int n = epoll_wait(epfd, events, MAX_EVENTS, ms_until(deadline, t));
+        if (n < 0 && errno != EINTR) break;
+        for (int i = 0; i < n; i++)
+            on_tcp_event(o, (struct conn *)events[i].data.ptr, events[i].events, now_ns(), deadline);
+    }
+    warming_up = 0;
+    int up = count_state(cs, o->conns, S_ACTIVE);
+    for (int i = 0; i < o->conns; i++)
+        if (cs[i].state != S_ACTIVE) close_conn(&cs[i], S_FAILED); /* never came up */
+    printf("{\"ready\":%d}\n", up);
+    fflush(stdout);
+    return up;
+}
+
 /* pingpong, churn, burst and hold share one event loop. */
 static int run_tcp(const struct options *o, struct conn *cs, uint64_t *elapsed_ns) {
     struct epoll_event events[MAX_EVENTS];
+    int started = o->conns;
+    if (o->mode == M_PINGPONG && o->warmup) {
+        warm_up(o, cs);
+        getrusage(RUSAGE_SELF, &ru_start); /* the client's CPU, too, counts round trips only */
+        for (int i = 0; i < o->conns; i++)
+            if (cs[i].state == S_ACTIVE) begin_round_trip(&cs[i], o->size, now_ns());
+    } else {
+        started = ramp_up(o, cs, 0);
+    }
     uint64_t t0 = now_ns();
     double window = (o->mode == M_BURST || o->mode == M_HOLD) ? o->timeout : o->duration;
     uint64_t deadline = t0 + (uint64_t)(window * 1e9);
-    for (int i = 0; i < o->conns; i++) start_connect(&cs[i], now_ns());
     for (;;) {
         uint64_t t = now_ns();
         if (t >= deadline) break;
-        if (o->mode == M_BURST || o->mode == M_HOLD) {
-            int settled = count_state(cs, o->conns, S_DONE) + count_state(cs, o->conns, S_FAILED);
-            if (settled == o->conns) break;
-        }
+        if ((o->mode == M_BURST || o->mode == M_HOLD) && settled == o->conns) break;
         if (o->mode == M_CHURN && ctr.attempts >= o->max_ops &&
-            count_state(cs, o->conns, S_ACTIVE) + count_state(cs, o->conns, S_CONNECTING) == 0)
+            count_state(cs, o->conns, S_ACTIVE) + count_state(cs, o->conns, S_CONNECTING) +
+                    count_state(cs, o->conns, S_HANDSHAKE) ==
+                0)
             break;
         if (o->mode == M_PINGPONG && ctr.ops >= o->max_ops) break;
         int n = epoll_wait(epfd, events, MAX_EVENTS, ms_until(deadline, t));
@@ -423,6 +597,7 @@ static int run_tcp(const struct options *o, struct conn *cs, uint64_t *elapsed_n
         t = now_ns();
         for (int i = 0; i < n; i++)
             on_tcp_event(o, (struct conn *)events[i].data.ptr, events[i].events, t, deadline);
+        if (started < o->conns) started = ramp_up(o, cs, started);
     }
     *elapsed_ns = now_ns() - t0;
     if (o->mode == M_PINGPONG || o->mode == M_CHURN) drain(o, cs);
@@ -561,7 +736,8 @@ static void usage(void) {
     fprintf(stderr,
             "usage: loadgen MODE --port N [--host 127.0.0.1] [--conns N] [--size BYTES]\n"
             "               [--duration S] [--timeout S] [--hold S] [--udp-timeout-ms MS]\n"
-            "               [--max-ops N]\n"
+            "               [--max-ops N] [--ramp N] [--sources N]\n"
+            "               [--ca FILE [--server-name NAME] [--resume 0|1]] [--warmup 0|1]\n"
             "MODE: pingpong | churn | burst | hold | udp\n");
     exit(2);
 }
@@ -587,11 +763,23 @@ static void parse(int argc, char **argv, struct options *o) {
         else if (!strcmp(k, "--hold")) o->hold = atof(v);
         else if (!strcmp(k, "--udp-timeout-ms")) o->udp_timeout_ms = atoi(v);
         else if (!strcmp(k, "--max-ops")) o->max_ops = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--ramp")) o->ramp = atoi(v);
+        else if (!strcmp(k, "--sources")) o->sources = atoi(v);
+        else if (!strcmp(k, "--ca")) o->ca = v;
+        else if (!strcmp(k, "--server-name")) o->server_name = v;
+        else if (!strcmp(k, "--resume")) o->resume = atoi(v);
+        else if (!strcmp(k, "--warmup")) o->warmup = atoi(v);
         else usage();
     }
-    if (o->port <= 0 || o->port > 65535 || o->conns <= 0 || o->size == 0) usage();
+    if (o->port <= 0 || o->port > 65535 || o->conns <= 0 || o->size == 0 || o->ramp < 0 ||
+        o->sources < 1 || o->sources > 254)
+        usage();
     if (o->size > SCRATCH_SIZE / 2) {
         fprintf(stderr, "loadgen: --size is limited to %d bytes\n", SCRATCH_SIZE / 2);
+        exit(2);
+    }
+    if (o->mode == M_UDP && o->ca) {
+        fprintf(stderr, "loadgen: TLS (--ca) is for the TCP modes\n");
         exit(2);
     }
     if (o->mode == M_UDP && o->size < UDP_HEADER + 1) {
@@ -605,14 +793,22 @@ static void parse(int argc, char **argv, struct options *o) {
     }
 }
 
-/* Enough descriptors for thousands of connections, within the hard limit. */
+/* Enough descriptors for thousands of connections: within the hard limit, or
+ * past it where the process may raise it (root); too few is reported. */
 static void raise_fd_limit(int want) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
     rlim_t need = (rlim_t)want + 64;
     if (rl.rlim_cur >= need) return;
+    if (rl.rlim_max < need) {
+        struct rlimit more = {.rlim_cur = need, .rlim_max = need};
+        if (setrlimit(RLIMIT_NOFILE, &more) == 0) return;
+    }
     rl.rlim_cur = need < rl.rlim_max ? need : rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < need)
+        fprintf(stderr, "loadgen: only %lu descriptors for %d connections (ulimit -Hn)\n",
+                (unsigned long)rl.rlim_cur, want);
 }
 
 static const char *mode_name(enum mode m) {
@@ -625,24 +821,31 @@ static void report(const struct options *o, const struct conn *cs, uint64_t elap
     for (int i = 0; i < o->conns; i++) {
         connected += cs[i].ever_connected;
         served += cs[i].served;
-        open_now += cs[i].fd >= 0 && cs[i].state != S_CONNECTING;
+        open_now += cs[i].fd >= 0 && cs[i].state != S_CONNECTING && cs[i].state != S_HANDSHAKE;
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    double user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
-    double sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    /* The run's own CPU: set-up is left out, or short runs would charge it per operation. */
+    double user = (double)(ru.ru_utime.tv_sec - ru_start.ru_utime.tv_sec) +
+                  (double)(ru.ru_utime.tv_usec - ru_start.ru_utime.tv_usec) / 1e6;
+    double sys = (double)(ru.ru_stime.tv_sec - ru_start.ru_stime.tv_sec) +
+                 (double)(ru.ru_stime.tv_usec - ru_start.ru_stime.tv_usec) / 1e6;
     double mean = hist_count ? (double)hist_sum / (double)hist_count / 1000.0 : 0.0;
+    char tls[512] = "null";
+    if (use_tls) tls_report(tls, sizeof tls);
     printf("{\"mode\":\"%s\",\"conns\":%d,\"size\":%zu,\"elapsed_s\":%.6f,"
            "\"ops\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"mismatches\":%" PRIu64 ","
            "\"connected\":%d,\"served\":%d,\"open\":%d,\"attempts\":%" PRIu64 ","
            "\"errors\":{\"connect\":%" PRIu64 ",\"reset\":%" PRIu64 ",\"eof\":%" PRIu64
-           ",\"other\":%" PRIu64 "},\"lost\":%" PRIu64 ",\"late\":%" PRIu64 ","
+           ",\"other\":%" PRIu64 ",\"tls\":%" PRIu64 "},\"lost\":%" PRIu64 ",\"late\":%" PRIu64
+           ",\"tls\":%s,"
            "\"latency_us\":{\"count\":%" PRIu64 ",\"mean\":%.2f,\"p50\":%.2f,\"p90\":%.2f,"
            "\"p99\":%.2f,\"p999\":%.2f,\"max\":%.2f},"
            "\"cpu_user_s\":%.6f,\"cpu_sys_s\":%.6f,\"maxrss_kb\":%ld}\n",
            mode_name(o->mode), o->conns, o->size, (double)elapsed_ns / 1e9, ctr.ops, ctr.bytes,
            ctr.mismatches, connected, served, open_now, ctr.attempts, ctr.connect_errors,
-           ctr.resets, ctr.eofs, ctr.other_errors, ctr.lost, ctr.late, hist_count, mean,
+           ctr.resets, ctr.eofs, ctr.other_errors, ctr.tls_errors, ctr.lost, ctr.late, tls,
+           hist_count, mean,
            hist_quantile(0.50), hist_quantile(0.90), hist_quantile(0.99), hist_quantile(0.999),
            (double)hist_max / 1000.0, user, sys, ru.ru_maxrss);
     fflush(stdout);
@@ -652,8 +855,15 @@ int main(int argc, char **argv) {
     struct options o = {
         .host = "127.0.0.1", .port = 0, .conns = 1, .size = 64, .duration = 2.0,
         .timeout = 10.0, .hold = 30.0, .udp_timeout_ms = 200, .max_ops = 100000000ull,
+        .ramp = 0, .sources = 1, .ca = NULL, .server_name = "127.0.0.1", .resume = 0, .warmup = 0,
     };
     parse(argc, argv, &o);
+    n_sources = o.sources;
+    if (o.ca) {
+        if (tls_init(o.ca, o.server_name, o.resume) != 0) return 2;
+        use_tls = 1;
+        signal(SIGPIPE, SIG_IGN); /* OpenSSL writes with write(), not send(MSG_NOSIGNAL) */
+    }
     raise_fd_limit(o.conns);
     memset(&server_addr, 0, sizeof server_addr);
     server_addr.sin_family = AF_INET;
@@ -680,6 +890,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     uint64_t elapsed = 0;
+    getrusage(RUSAGE_SELF, &ru_start);
     int rc = o.mode == M_UDP ? run_udp(&o, cs, &elapsed) : run_tcp(&o, cs, &elapsed);
     if (rc < 0) return 1;
     report(&o, cs, elapsed);

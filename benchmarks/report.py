@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.catalog import BASELINE, BY_NAME
-from benchmarks.workloads import Cell
+from benchmarks.catalog import BASELINE, spec_for
+from benchmarks.cells import Cell
+from benchmarks.comparisons import revisions_section, versus_section
 
 #: Cells shown side by side in the headline table, when they were run.
 HEADLINE = (
@@ -24,6 +25,8 @@ HEADLINE = (
     ("burst-200", "burst served"),
     ("udp-64B-c10", "UDP"),
     ("http-c100", "HTTP x100"),
+    ("tls-pingpong-64B-c100", "TLS echo x100"),
+    ("tls-churn-c10", "TLS new conns"),
 )
 
 
@@ -101,6 +104,17 @@ def _machine_section(results: dict[str, Any]) -> list[str]:
         ["kernel settings", sysctl + f", ulimit -n={m.get('fd_limit')}"],
         ["sockserve revision", m.get("git") or "not a git commit"],
     ]
+    tls = results["meta"].get("tls")
+    if tls:
+        rows.append(
+            [
+                "TLS",
+                f"{tls['key_type']} certificates from a CA made for the run; the client "
+                f"negotiated {tls.get('version') or '?'} {tls.get('cipher') or ''} and verified "
+                f"`{tls['server_name']}` ({tls.get('client_library') or '?'}); servers: Python's "
+                "ssl module (see packages)",
+            ]
+        )
     return ["## Machine", "", *_table(["", ""], rows), ""]
 
 
@@ -108,7 +122,7 @@ def _servers_section(results: dict[str, Any]) -> list[str]:
     rows = []
     backlogs = _backlogs(results)
     for name, protos in results["availability"].items():
-        spec = BY_NAME[name]
+        spec = spec_for(name)
         status = []
         for proto, reason in protos.items():
             status.append(
@@ -116,7 +130,7 @@ def _servers_section(results: dict[str, Any]) -> list[str]:
             )
         what = "<br>".join(
             f"{proto}: {spec.describe(proto)}"
-            for proto in ("tcp", "udp", "http")
+            for proto in ("tcp", "udp", "http", "tls")
             if proto in spec.protocols and spec.describe(proto)
         )
         rows.append([f"`{name}`", what, backlogs.get(name, "-"), "<br>".join(status)])
@@ -383,9 +397,18 @@ METHOD = """\
   repeat; connection setup is inside the measured window. **Churn**: 10
   concurrent clients connect, do one 64 B round trip and close.
   **Burst**: all connects issued at once; the clock runs from each client's
-  connect. **Idle**: connections do one round trip and then stay open;
-  memory is the change in the tree's PSS divided by the clients served.
-  **UDP**: 10 clients, a datagram unanswered within 200 ms counts as lost.
+  connect. **Idle**: connections do one round trip (proof that the server
+  took them) and then stay open, opened at most 100 at a time (asyncio's
+  listen backlog, so no SYN waits for a retry); memory is the change in the
+  tree's PSS (and RSS) divided by the clients served, kernel socket buffers
+  not included. The 10,000-connection cell runs the event loops and the
+  thread-per-connection servers only (a bounded pool or a process per
+  connection cannot hold them by design), within 30 s; where they would
+  take more than half of the ephemeral port range, the client spreads them
+  over several 127.0.0.x source addresses.
+  **UDP**: N clients each with one datagram outstanding (a ping-pong, not a
+  flood); a datagram unanswered within 200 ms counts as lost and the client
+  sends the next one.
   **Shutdown**: in-process, `serve_forever()` in a thread, `shutdown()`
   called at offsets spread over the stdlib's 0.5 s poll interval; then
   `shutdown()` + `server_close()` with an idle client connected, capped at
@@ -397,6 +420,23 @@ METHOD = """\
   `Protocol.data_received` → `transport.write`, gevent `StreamServer` with a
   `recv`/`sendall` loop. Backlogs are each API's default unless the server's
   name says otherwise.
+* **TLS**: the load generator's TLS mode (OpenSSL, `benchmarks/loadgen_tls.c`)
+  verifies each server's certificate against a CA made for the run (key
+  type `--tls-key`, RSA-2048 by default: with ECDSA the client's two
+  signature checks per handshake cost more than the server's one signature,
+  and the client would be measured). Echo: N connections, each set up with
+  a full handshake before the clock starts (and before both CPU samples),
+  then 64 B round trips. New connections: 10 at a time,
+  connect, full handshake (no session resumption), one 64 B round trip,
+  close_notify, close; the latency counts from connect. Servers run the
+  ssl module's defaults (TLS 1.3, two session tickets per connection). The
+  stdlib peer wraps its listening socket, as users do: its handshakes run
+  in `accept()`, one at a time, and with Nagle's algorithm on the first
+  echo after the session tickets waits for the client's delayed ACK.
+* **Pairs.** The versus table divides one server by a chosen peer, the
+  revisions table a sockserve kind by the same kind with the library from
+  another git revision (`--compare-rev`); both use same-round ratios, like
+  the headline.
 """
 
 
@@ -421,9 +461,9 @@ def render(results: dict[str, Any], cells: list[Cell], plots: dict[str, str]) ->
         "## How to run",
         "",
         "```sh",
-        "apt-get install -y gcc wrk          # C compiler for the load generator; wrk for HTTP",
+        "apt-get install -y gcc libssl-dev openssl wrk   # load generator, TLS, HTTP",
         "pip install -e '.[bench]'           # uvloop, gevent, matplotlib (peers and plots)",
-        "python -m benchmarks                # full run (~15 min): writes this page",
+        "python -m benchmarks                # full run (~25 min): writes this page",
         "python -m benchmarks --quick        # smoke run, < 1 min, into benchmarks/.build/",
         "python -m benchmarks --only sockserve-threading,asyncio-protocol --workloads pingpong",
         "python -m benchmarks --list         # servers, workloads and what is available here",
@@ -431,12 +471,27 @@ def render(results: dict[str, Any], cells: list[Cell], plots: dict[str, str]) ->
         "",
         (
             "Other options: `--rounds N`, `--duration S`, `--json PATH`, `--markdown PATH`, "
-            "`--plots-dir DIR`, `--no-plots`. The baseline server is always added to `--only`."
+            "`--plots-dir DIR`, `--no-plots`, `--tls-key rsa2048|ecdsa-p256` (the TLS "
+            "certificates), `--versus A/B,...` (the versus table's pairs). The baseline server "
+            "is always added to `--only`."
+        ),
+        "",
+        (
+            "To show that a change made no strategy slower, compare two revisions of sockserve "
+            "in one run: `--compare-rev REV` also runs every selected sockserve kind with the "
+            "library from git revision REV (as `KIND@HASH`) and adds a new/old table; "
+            "`--compare-rev HEAD` on a clean tree measures the noise floor. For example: "
+            "`python -m benchmarks --only sockserve-pool,sockserve-threading,sockserve-async "
+            "--workloads pingpong-64B-c10,pingpong-64B-c100,churn-c10 --rounds 5 "
+            "--compare-rev HEAD~1` (results under `benchmarks/.build/compare/`)."
         ),
         "",
     ]
+    units = {cell.key: cell.unit for cell in cells}
     lines += _machine_section(results)
+    lines += revisions_section(results, units)
     lines += _headline_section(results, by_key)
+    lines += versus_section(results, units)
     lines += _servers_section(results)
     lines += _details_section(results, by_key, plots)
     lines += _loadgen_section(results)

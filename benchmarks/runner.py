@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.catalog import ServerSpec
+from benchmarks.catalog import ServerSpec, split_name
+from benchmarks.cells import Cell
 from benchmarks.harness import ServerUnavailable
-from benchmarks.workloads import Cell, Context, run_cell
+from benchmarks.workloads import Context, run_cell
 
 
 @dataclass
@@ -30,10 +31,15 @@ class Matrix:
     rounds: int
     #: (server, protocol) pairs found unavailable only when started
     discovered: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: servers compared pairwise (new, old): adjacent in ``servers``, they
+    #: swap places every other round so neither always runs first
+    pairs: list[tuple[str, str]] = field(default_factory=list)
 
     def status(self, cell: Cell, spec: ServerSpec) -> tuple[bool, str | None]:
         """(runs, reason): reason is None both for runnable and not-applicable pairs."""
         if cell.proto not in spec.protocols:
+            return False, None
+        if cell.servers and split_name(spec.name)[0] not in cell.servers:
             return False, None
         reason = self.availability.get(spec.name, {}).get(cell.proto, "not probed")
         reason = reason or self.discovered.get((spec.name, cell.proto))
@@ -44,12 +50,32 @@ class Matrix:
             return False, f"skipped: {skip}"
         return True, None
 
+    def order(self, number: int) -> list[ServerSpec]:
+        """The servers in the order round ``number`` runs them.
+
+        Whatever runs second in a pair inherits the first one's leftovers
+        (TIME_WAIT sockets, a warmer CPU cache, a frequency step); alternating
+        spreads that over both sides instead of always charging one.
+        """
+        order = list(self.servers)
+        if number % 2:
+            return order
+        pairs = set(self.pairs)
+        i = 0
+        while i < len(order) - 1:
+            if (order[i].name, order[i + 1].name) in pairs:
+                order[i], order[i + 1] = order[i + 1], order[i]
+                i += 2
+            else:
+                i += 1
+        return order
+
     def jobs(self) -> list[tuple[int, Cell, ServerSpec]]:
         return [
             (number, cell, spec)
             for number in range(1, self.rounds + 1)
             for cell in self.cells
-            for spec in self.servers
+            for spec in self.order(number)
             if self.status(cell, spec)[0]
         ]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import importlib.util
 import json
@@ -23,6 +24,7 @@ import resource
 import signal
 import socket
 import socketserver
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable
@@ -37,6 +39,7 @@ from benchmarks.handlers import (
     echo_handler_class,
     http_handler_class,
 )
+from benchmarks.tlscerts import CERT_ENV, KEY_ENV
 
 HOST = "127.0.0.1"
 #: asyncio's (and uvloop's) documented default listen backlog.
@@ -56,9 +59,26 @@ class Unavailable(Exception):
 # -- process plumbing ----------------------------------------------------------
 
 
+def sockserve_origin() -> str | None:
+    """The file sockserve is (or would be) imported from in this process, if any.
+
+    The harness checks it when it compares revisions of sockserve: a server
+    meant to run another revision must not have picked up this tree's.
+    """
+    module = sys.modules.get("sockserve")
+    if module is not None:
+        return getattr(module, "__file__", None)
+    try:
+        spec = importlib.util.find_spec("sockserve")
+    except IMPORT_FAILURES:
+        return None
+    return spec.origin if spec is not None else None
+
+
 def announce(port: int, backlog: int | None, **extra: Any) -> None:
     """Tell the harness we are listening (it reads exactly one line)."""
     line = {"port": port, "pid": os.getpid(), "backlog": backlog, **extra}
+    line.setdefault("sockserve", sockserve_origin())
     sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
 
@@ -69,9 +89,24 @@ def _exit_now(signum: int, frame: FrameType | None) -> None:
     os._exit(0)
 
 
-def raise_fd_limit() -> None:
-    """Thousands of connections need thousands of descriptors."""
+#: Descriptors a server process asks for: the 10,000-connection cell, twice
+#: over (sockserve's async strategy holds two per connection), and room.
+FD_WANTED = 32768
+
+
+def raise_fd_limit(want: int = FD_WANTED) -> None:
+    """Thousands of connections need thousands of descriptors.
+
+    The soft limit goes up to the hard one; the hard one too where the
+    process may raise it (root), as an administrator would for such a server.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return
+        except (ValueError, OSError):
+            pass  # not allowed: the hard limit it is
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -82,6 +117,24 @@ def free_port() -> int:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def tls_context(cls: type[ssl.SSLContext] = ssl.SSLContext) -> ssl.SSLContext:
+    """The server side of the TLS workloads, built from the files the harness generated.
+
+    The certificate chain and key come from the environment (``CERT_ENV``,
+    ``KEY_ENV``: see :mod:`benchmarks.tlscerts`); everything else is the ssl
+    module's server default (TLS 1.2 and 1.3, its cipher list, two session
+    tickets), which is what a user's server gets. Every TLS kind, sockserve's
+    own when they come, takes its context from here; ``cls`` is for frameworks
+    with a context class of their own (gevent's cooperative one).
+    """
+    cert, key = os.environ.get(CERT_ENV), os.environ.get(KEY_ENV)
+    if not cert or not key:
+        raise Unavailable(f"no certificate: the harness sets {CERT_ENV} and {KEY_ENV}")
+    context = cls(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 # -- socketserver API: sockserve and the stdlib ------------------------------------
@@ -104,6 +157,28 @@ _SOCKETSERVER_CLASSES: dict[tuple[str, str], str] = {
 }
 
 
+#: Protocols served by a kind's TCP class and handler.
+_STREAM = {"shutdown": "tcp", "tls": "tcp"}
+
+
+def _wrap_listener(server: Any, context: ssl.SSLContext) -> None:
+    """TLS the way stdlib users add it: wrap the listening socket.
+
+    accept() then returns TLS sockets and runs each handshake itself, in the
+    serving loop's thread, before the server sees the connection.
+    """
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+
+
+#: How each socketserver-API kind serves TLS. sockserve's TLS kinds (``sockserve-pool``
+#: over TLS, say) go here once the feature exists: add "tls" to the kind's protocols
+#: in the catalog and a function that hands the server ``context`` the way
+#: sockserve's API takes it; ``make_socketserver`` builds the same server as for TCP.
+_TLS_SETUP: dict[str, Callable[[Any, ssl.SSLContext], None]] = {
+    "stdlib-threading-somaxconn": _wrap_listener,
+}
+
+
 def _socketserver_module(kind: str) -> ModuleType:
     if not kind.startswith("sockserve"):
         return importlib.import_module("socketserver")
@@ -123,7 +198,7 @@ def _server_class(kind: str, proto: str) -> type[Any]:
                 {"request_queue_size": socket.SOMAXCONN},
             )
         return ThreadingHTTPServer
-    name = _SOCKETSERVER_CLASSES.get((kind, "tcp" if proto == "shutdown" else proto))
+    name = _SOCKETSERVER_CLASSES.get((kind, _STREAM.get(proto, proto)))
     if name is None:
         raise Unavailable(f"{kind} has no {proto} server")
     module = _socketserver_module(kind)
@@ -144,7 +219,9 @@ def _handler_class(kind: str, proto: str) -> type[Any]:
         except IMPORT_FAILURES as exc:
             raise Unavailable(f"sockserve does not import: {exc!r}") from exc
         if kind == "sockserve-async":
-            async_handler: type[Any] = handlers.AsyncEchoHandler
+            async_handler: type[Any] | None = getattr(handlers, "AsyncEchoHandler", None)
+            if async_handler is None:
+                raise Unavailable("this sockserve has no AsyncStreamRequestHandler")
             return async_handler
         handler: type[Any] = (
             handlers.DatagramEchoHandler if proto == "udp" else handlers.EchoHandler
@@ -162,7 +239,7 @@ def make_socketserver(kind: str, proto: str) -> Any:
     servers in-process.
     """
     cls = _server_class(kind, proto)
-    handler = _handler_class(kind, "tcp" if proto == "shutdown" else proto)
+    handler = _handler_class(kind, _STREAM.get(proto, proto))
     try:
         return cls((HOST, 0), handler)
     except TypeError as exc:
@@ -171,7 +248,12 @@ def make_socketserver(kind: str, proto: str) -> Any:
 
 def serve_socketserver(kind: str, proto: str) -> None:
     """Run a socketserver-API server until SIGTERM."""
+    setup = _TLS_SETUP.get(kind) if proto == "tls" else None
+    if proto == "tls" and setup is None:
+        raise Unavailable(f"{kind} has no TLS setup in the suite")
     server = make_socketserver(kind, proto)
+    if setup is not None:
+        setup(server, tls_context())
     backlog = getattr(server, "request_queue_size", None) if proto != "udp" else None
     announce(server.server_address[1], backlog)
     server.serve_forever()
@@ -180,15 +262,16 @@ def serve_socketserver(kind: str, proto: str) -> None:
 # -- sockserve's prefork runner ------------------------------------------------------
 
 
-def runner_available() -> str | None:
-    """None if ``python -m sockserve run`` exists, else why not."""
+@functools.cache
+def _runner_help() -> tuple[str | None, str]:
+    """(why ``python -m sockserve run`` is unavailable or None, its --help text)."""
     try:
         if importlib.util.find_spec("sockserve") is None:
-            return "sockserve is not installed"
+            return "sockserve is not installed", ""
         if importlib.util.find_spec("sockserve.__main__") is None:
-            return "sockserve has no command line (python -m sockserve) in this version"
+            return "sockserve has no command line (python -m sockserve) in this version", ""
     except IMPORT_FAILURES as exc:
-        return f"sockserve does not import: {exc!r}"
+        return f"sockserve does not import: {exc!r}", ""
     try:
         done = subprocess.run(
             [sys.executable, "-m", "sockserve", "run", "--help"],
@@ -197,10 +280,24 @@ def runner_available() -> str | None:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return "python -m sockserve run --help did not answer within 30 s"
+        return "python -m sockserve run --help did not answer within 30 s", ""
     if done.returncode != 0:
-        return "python -m sockserve has no 'run' command in this version"
-    return None
+        return "python -m sockserve has no 'run' command in this version", ""
+    return None, done.stdout.decode(errors="replace")
+
+
+def runner_available(worker_class: str = "pool") -> str | None:
+    """None if ``python -m sockserve run`` exists (with ``worker_class``), else why not."""
+    reason, text = _runner_help()
+    if reason is None and worker_class != "pool" and worker_class not in text:
+        return f"sockserve run has no --worker-class {worker_class} in this version"
+    return reason
+
+
+def runner_kind(kind: str) -> tuple[str, int]:
+    """(worker class, workers) of a ``sockserve-run-[CLASS-]N`` kind."""
+    middle, workers = kind.removeprefix("sockserve-run-").rpartition("-")[::2]
+    return middle or "pool", int(workers)
 
 
 def _wait_until_serving(port: int, proto: str) -> None:
@@ -218,28 +315,34 @@ def _wait_until_serving(port: int, proto: str) -> None:
             raise SystemExit("sockserve run closed the readiness connection without answering")
 
 
-def serve_prefork(workers: int, proto: str) -> None:
+def serve_prefork(workers: int, proto: str, worker_class: str = "pool") -> None:
     """Run ``python -m sockserve run`` with its default settings on a socket we bound.
 
     The listener is bound here (127.0.0.1, port 0) and handed over as
     ``--bind fd://N``: the port is known without parsing the runner's log,
     and there is no window in which another process could take it.
     """
-    reason = runner_available()
+    reason = runner_available(worker_class)
     if reason:
         raise Unavailable(reason)
-    target = {
-        "tcp": "benchmarks.sockserve_handlers:EchoHandler",
-        "http": "benchmarks.sockserve_handlers:HTTPHandler",
-    }.get(proto)
+    targets = {
+        ("pool", "tcp"): "benchmarks.sockserve_handlers:EchoHandler",
+        ("pool", "http"): "benchmarks.sockserve_handlers:HTTPHandler",
+        ("async", "tcp"): "benchmarks.sockserve_handlers:AsyncEchoHandler",
+    }
+    target = targets.get((worker_class, proto))
     if target is None:
-        raise Unavailable(f"sockserve run is not benchmarked for {proto}")
+        raise Unavailable(
+            f"sockserve run --worker-class {worker_class} is not benchmarked for {proto}"
+        )
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind((HOST, 0))
     listener.listen(socket.SOMAXCONN)
     port = listener.getsockname()[1]
     command = [sys.executable, "-m", "sockserve", "run", target]
     command += ["--bind", f"fd://{listener.fileno()}", "--workers", str(workers)]
+    if worker_class != "pool":
+        command += ["--worker-class", worker_class]
     child = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=(listener.fileno(),))
     listener.close()  # the runner has its own copy
 
@@ -255,7 +358,7 @@ def serve_prefork(workers: int, proto: str) -> None:
 
     signal.signal(signal.SIGTERM, forward)
     _wait_until_serving(port, proto)
-    announce(port, socket.SOMAXCONN, workers=workers)
+    announce(port, socket.SOMAXCONN, workers=workers, worker_class=worker_class)
     child.wait()
 
 
@@ -310,12 +413,13 @@ async def _serve_asyncio(style: str, proto: str) -> None:
         announce(transport.get_extra_info("sockname")[1], None)
         await loop.create_future()  # until SIGTERM
         return
-    if proto != "tcp":
+    if proto not in ("tcp", "tls"):
         raise Unavailable(f"no {proto} server for asyncio")
+    context = tls_context() if proto == "tls" else None
     if style == "streams":
-        server = await asyncio.start_server(_echo_stream, HOST, 0)
+        server = await asyncio.start_server(_echo_stream, HOST, 0, ssl=context)
     else:
-        server = await loop.create_server(EchoProtocol, HOST, 0)
+        server = await loop.create_server(EchoProtocol, HOST, 0, ssl=context)
     announce(server.sockets[0].getsockname()[1], ASYNCIO_BACKLOG)
     await server.serve_forever()
 
@@ -341,6 +445,7 @@ def serve_gevent(proto: str) -> None:
     try:
         gevent = importlib.import_module("gevent")
         gserver = importlib.import_module("gevent.server")
+        gssl = importlib.import_module("gevent.ssl")
     except ImportError as exc:
         raise Unavailable("gevent is not installed (pip install -e '.[bench]')") from exc
 
@@ -360,8 +465,12 @@ def serve_gevent(proto: str) -> None:
         server = DatagramEcho((HOST, 0))
         server.start()
         announce(server.server_port, None)
-    elif proto == "tcp":
-        server = gserver.StreamServer((HOST, 0), echo)
+    elif proto in ("tcp", "tls"):
+        # gevent turns TLS on by the keyword's presence: pass it only for TLS. The
+        # context must be gevent's: the stdlib's would block the hub in each
+        # handshake (without monkey-patching, which the suite does not do).
+        tls = {"ssl_context": tls_context(gssl.SSLContext)} if proto == "tls" else {}
+        server = gserver.StreamServer((HOST, 0), echo, **tls)
         server.start()
         announce(server.server_port, getattr(server, "backlog", None))
     else:
@@ -375,7 +484,8 @@ def serve_gevent(proto: str) -> None:
 def serve(kind: str, proto: str) -> None:
     """Run ``kind`` for ``proto`` until SIGTERM."""
     if kind.startswith("sockserve-run-"):
-        serve_prefork(int(kind.rsplit("-", 1)[1]), proto)
+        worker_class, workers = runner_kind(kind)
+        serve_prefork(workers, proto, worker_class)
     elif kind.startswith(("sockserve-", "stdlib-")):
         serve_socketserver(kind, proto)
     elif kind.startswith(("asyncio-", "uvloop-")):
@@ -391,9 +501,16 @@ def _probe_one(kind: str, proto: str, runner_reason: str | None) -> str | None:
     """None when ``kind`` can serve ``proto`` here, else why not (without serving)."""
     try:
         if kind.startswith("sockserve-run-"):
-            return runner_reason
+            worker_class = runner_kind(kind)[0]
+            if runner_reason or worker_class == "pool":
+                return runner_reason
+            if worker_class == "async":
+                _handler_class("sockserve-async", "tcp")  # the handler it would serve
+            return runner_available(worker_class)
         if kind.startswith(("sockserve-", "stdlib-")):
             _server_class(kind, proto)
+            if proto == "tls" and kind not in _TLS_SETUP:
+                return f"{kind} has no TLS setup in the suite"
             return None
         family = kind.split("-", 1)[0]
         if family in ("uvloop", "gevent") and importlib.util.find_spec(family) is None:
@@ -419,6 +536,7 @@ def probe() -> dict[str, Any]:
         for spec in SERVERS
     }
     versions = {name: _version(name) for name in ("sockserve", "uvloop", "gevent")}
+    versions["ssl"] = ssl.OPENSSL_VERSION  # what the Python servers' TLS runs on
     sockserve_path = None
     spec = importlib.util.find_spec("sockserve")
     if spec is not None and spec.origin:
@@ -429,7 +547,7 @@ def probe() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", help="server kind (see benchmarks.catalog)")
-    parser.add_argument("--proto", default="tcp", choices=("tcp", "udp", "http"))
+    parser.add_argument("--proto", default="tcp", choices=("tcp", "udp", "http", "tls"))
     parser.add_argument("--probe", action="store_true", help="print availability as JSON")
     args = parser.parse_args(argv)
     if args.probe:

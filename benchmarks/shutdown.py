@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import loadgen
-from benchmarks.servers import Unavailable, make_socketserver, raise_fd_limit
+from benchmarks.servers import Unavailable, make_socketserver, raise_fd_limit, sockserve_origin
 
 #: The stdlib's default poll interval; the offsets below spread over it.
 POLL_INTERVAL_S = 0.5
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "shutdown_ms": shutdown_ms,
         "close_with_idle_client_ms": close_ms,
         "close_cap_ms": CLOSE_CAP_S * 1000.0,
+        "sockserve": sockserve_origin(),
     }
     print(json.dumps(result))
     return 0

@@ -2,7 +2,9 @@
 
 The prefork runner takes a handler by dotted path, so these must exist at
 import time; this module imports sockserve and is only loaded by servers that
-use it.
+use it. It must also import with older revisions of sockserve (``--compare-rev``):
+what a revision lacks is left undefined here, and that kind is reported
+unavailable for it, not the whole revision.
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ DatagramEchoHandler = datagram_echo_handler_class(
 HTTPHandler = http_handler_class()
 
 
-class AsyncEchoHandler(sockserve.AsyncStreamRequestHandler):
-    """The echo handler written for the async strategy: read what came, write it back."""
+if hasattr(sockserve, "AsyncStreamRequestHandler"):
 
-    async def handle(self) -> None:
-        reader, writer = self.reader, self.writer
-        while data := await reader.read(RECV_SIZE):
-            writer.write(data)
-            await writer.drain()
+    class AsyncEchoHandler(sockserve.AsyncStreamRequestHandler):
+        """The echo handler written for the async strategy: read what came, write it back."""
+
+        async def handle(self) -> None:
+            reader, writer = self.reader, self.writer
+            while data := await reader.read(RECV_SIZE):
+                writer.write(data)
+                await writer.drain()
 
 
 __all__ = ["AsyncEchoHandler", "DatagramEchoHandler", "EchoHandler", "HTTPHandler"]

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from benchmarks.workloads import Cell
+from benchmarks.cells import Cell
 
 
 def median(values: Iterable[float | int | None]) -> float | None:
@@ -83,3 +83,60 @@ def summarize(
             }
         summary[cell.key] = per_server
     return summary
+
+
+#: The per-operation server CPU each pair comparison divides, beside the cell's main metric.
+CPU_METRIC = "server_cpu_us_per_op"
+
+
+def _ratio_stats(ratios: list[float]) -> dict[str, float | None]:
+    return {
+        "median": median(ratios),
+        "min": min(ratios) if ratios else None,
+        "max": max(ratios) if ratios else None,
+    }
+
+
+def pair_ratios(
+    runs: list[dict[str, Any]], cells: list[Cell], pairs: list[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """Same-round ratios a/b for each pair (a, b) and cell where both ran.
+
+    One entry per (cell, pair): ``metric`` (the cell's main metric) and
+    ``cpu`` (server CPU per operation) each hold the median, min and max over
+    rounds of the per-round ratio, with ``a``/``b`` the medians themselves.
+    Only rounds in which both sides completed are paired.
+    """
+    table = _by_round(runs)
+    entries: list[dict[str, Any]] = []
+    for cell in cells:
+        for a, b in pairs:
+            mine, theirs = table.get((cell.key, a), {}), table.get((cell.key, b), {})
+            common = sorted(set(mine) & set(theirs))
+            if not common:
+                continue
+            ratios: dict[str, list[float]] = {"metric": [], "cpu": []}
+            for number in common:
+                for label, metric in (("metric", cell.metric), ("cpu", CPU_METRIC)):
+                    x, y = mine[number].get(metric), theirs[number].get(metric)
+                    if _numeric(x) and _numeric(y) and y:
+                        ratios[label].append(x / y)
+            entries.append(
+                {
+                    "cell": cell.key,
+                    "a": a,
+                    "b": b,
+                    "rounds": len(common),
+                    "metric_name": cell.metric,
+                    "higher_is_better": cell.higher_is_better,
+                    "a_metric": median(mine[n].get(cell.metric) for n in common),
+                    "b_metric": median(theirs[n].get(cell.metric) for n in common),
+                    "a_cpu": median(mine[n].get(CPU_METRIC) for n in common),
+                    "b_cpu": median(theirs[n].get(CPU_METRIC) for n in common),
+                    "metric": _ratio_stats(ratios["metric"]),
+                    "cpu": _ratio_stats(ratios["cpu"]),
+                    "metric_rounds": ratios["metric"],
+                    "cpu_rounds": ratios["cpu"],
+                }
+            )
+    return entries

@@ -1,11 +1,9 @@
-"""The workloads: what each cell of the matrix runs against one server, and what it measures.
+"""The workloads: what running a cell (see :mod:`benchmarks.cells`) against one server does.
 
-A *cell* is one workload with fixed parameters (say, ping-pong with 100
-connections and 64 B messages). Running a cell against a server starts that
-server in a fresh subprocess, samples its process tree from /proc before and
-after the load, and returns a flat dict of metrics. Fresh processes cost a
-fraction of a second per run but keep one run's threads and memory from
-leaking into the next.
+Running a cell against a server starts that server in a fresh subprocess,
+samples its process tree from /proc before and after the load, and returns a
+flat dict of metrics. Fresh processes cost a fraction of a second per run but
+keep one run's threads and memory from leaking into the next.
 """
 
 from __future__ import annotations
@@ -20,149 +18,48 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import loadgen, wrk
+from benchmarks.catalog import split_name
+from benchmarks.cells import UDP_TIMEOUT_MS, Cell
 from benchmarks.handlers import AS_WRITTEN_ENV
-from benchmarks.harness import ServerProcess, ServerUnavailable, run_python_module
+from benchmarks.harness import ServerProcess, ServerUnavailable, check_origin, run_python_module
 from benchmarks.procstat import TreeSample, sample_tree
-
-WORKLOADS = ("pingpong", "churn", "burst", "idle", "udp", "shutdown", "http")
-#: How long a UDP datagram may go unanswered before it counts as lost.
-UDP_TIMEOUT_MS = 200
-
-
-@dataclass
-class Cell:
-    """One workload with its parameters; ``metric`` is the number its ratios compare."""
-
-    key: str
-    workload: str
-    proto: str
-    title: str
-    metric: str
-    unit: str
-    higher_is_better: bool = True
-    params: dict[str, Any] = field(default_factory=dict)
+from benchmarks.tlscerts import TLSFiles
 
 
 @dataclass
 class Context:
-    """What every run needs: the load generator binary and where server logs go."""
+    """What every run needs: the load generator binary and where server logs go.
+
+    ``sources`` maps a revision label to the exported ``src`` directory its
+    kinds (``sockserve-pool@LABEL``) import sockserve from; ``tls`` holds the
+    run's certificates (None: the TLS cells do not run).
+    """
 
     exe: Path
     log_dir: Path
+    sources: dict[str, Path] = field(default_factory=dict)
+    tls: TLSFiles | None = None
 
+    def sockserve_src(self, name: str) -> Path | None:
+        """Where server ``name`` imports sockserve from (None: this tree)."""
+        label = split_name(name)[1]
+        if label is None:
+            return None
+        if label not in self.sources:
+            raise ValueError(f"{name}: revision {label} was not exported")
+        return self.sources[label]
 
-def _size_label(size: int) -> str:
-    return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
-
-
-def plan(*, quick: bool, duration: float) -> list[Cell]:
-    """The cells of a run, in the order they are measured.
-
-    Burst and idle allow 4 s: a dropped SYN is retried after 1 s and 3 s, and
-    the next retry (7 s) would only lengthen the run.
-    """
-    cells: list[Cell] = []
-    if quick:
-        pingpong = [(64, 1), (64, 10), (16384, 10)]
-        burst, idle, shutdown_trials, burst_timeout = 200, 50, 2, 4.0
-    else:
-        pingpong = [(size, n) for size in (64, 16384) for n in (1, 10, 100, 1000)]
-        burst, idle, shutdown_trials, burst_timeout = 5000, 1000, 4, 4.0
-    for size, conns in pingpong:
-        cells.append(
-            Cell(
-                key=f"pingpong-{size}B-c{conns}",
-                workload="pingpong",
-                proto="tcp",
-                title=f"TCP echo, {_size_label(size)} messages, {conns} connection(s)",
-                metric="rate",
-                unit="round trips/s",
-                params={"conns": conns, "size": size, "duration": duration},
-            )
+    def server(self, name: str, proto: str) -> ServerProcess:
+        """The server process for ``name`` (a catalog kind, or one at a revision)."""
+        kind = split_name(name)[0]
+        env = None
+        if proto == "tls":
+            if self.tls is None:
+                raise ServerUnavailable("no certificates were made for this run")
+            env = self.tls.server_env()
+        return ServerProcess(
+            kind, proto, self.log_dir, name=name, sockserve_src=self.sockserve_src(name), env=env
         )
-    cells.append(
-        Cell(
-            key="churn-c10",
-            workload="churn",
-            proto="tcp",
-            title="Connection churn: connect, one 64 B round trip, close (10 at a time)",
-            metric="rate",
-            unit="connections/s",
-            params={"conns": 10, "size": 64, "duration": duration},
-        )
-    )
-    cells.append(
-        Cell(
-            key=f"burst-{burst}",
-            workload="burst",
-            proto="tcp",
-            title=f"Burst: {burst} simultaneous connects, one round trip each, "
-            f"{burst_timeout:g} s allowed",
-            metric="served",
-            unit="clients served",
-            params={"conns": burst, "size": 64, "timeout": burst_timeout},
-        )
-    )
-    cells.append(
-        Cell(
-            key=f"idle-{idle}",
-            workload="idle",
-            proto="tcp",
-            title=f"{idle} idle connections held (after one round trip each)",
-            metric="kib_per_conn",
-            unit="KiB per connection (PSS)",
-            higher_is_better=False,
-            params={"conns": idle, "size": 64, "timeout": burst_timeout, "hold": 60.0},
-        )
-    )
-    cells.append(
-        Cell(
-            key="udp-64B-c10",
-            workload="udp",
-            proto="udp",
-            title="UDP echo, 64 B datagrams, 10 clients",
-            metric="rate",
-            unit="round trips/s",
-            params={"conns": 10, "size": 64, "duration": duration},
-        )
-    )
-    cells.append(
-        Cell(
-            key="shutdown",
-            workload="shutdown",
-            proto="shutdown",
-            title="shutdown() latency while serve_forever runs in another thread",
-            metric="shutdown_ms",
-            unit="ms",
-            higher_is_better=False,
-            params={"trials": shutdown_trials},
-        )
-    )
-    for conns in (10, 100):
-        cells.append(
-            Cell(
-                key=f"http-c{conns}",
-                workload="http",
-                proto="http",
-                title=f"HTTP/1.1 keep-alive GET (BaseHTTPRequestHandler), wrk, {conns} connections",
-                metric="rate",
-                unit="requests/s",
-                params={"conns": conns, "duration": max(1.0, duration)},
-            )
-        )
-    cells.append(
-        Cell(
-            key="http-as-written-c10",
-            workload="http",
-            proto="http",
-            title="HTTP/1.1 keep-alive GET, the handler as usually written (Nagle's algorithm "
-            "left on), wrk, 10 connections",
-            metric="rate",
-            unit="requests/s",
-            params={"conns": 10, "duration": max(1.0, duration), "as_written": True},
-        )
-    )
-    return cells
 
 
 # -- metrics ---------------------------------------------------------------------------
@@ -213,11 +110,19 @@ def _client_cpu(result: dict[str, Any]) -> float:
 # -- runners ---------------------------------------------------------------------------
 
 
-def _run_loadgen_mode(cell: Cell, kind: str, ctx: Context, mode: str) -> dict[str, Any]:
-    """pingpong, churn, burst, udp: one load run between two /proc samples."""
+def _run_loadgen_mode(
+    cell: Cell, kind: str, ctx: Context, mode: str, *, tls: bool = False
+) -> dict[str, Any]:
+    """pingpong, churn, burst, udp (and TLS pingpong, churn): one load run between two
+    /proc samples."""
     p = cell.params
-    proto = "udp" if mode == "udp" else "tcp"
+    proto = "udp" if mode == "udp" else "tls" if tls else "tcp"
     options: dict[str, Any] = {"conns": p["conns"], "size": p["size"]}
+    if tls:
+        if ctx.tls is None:
+            raise ServerUnavailable("no certificates were made for this run")
+        options.update(ca=ctx.tls.ca, server_name=ctx.tls.server_name)
+        options["resume"] = 1 if p.get("resume") else None
     if mode == "burst":
         options["timeout"] = p["timeout"]
         bound = p["timeout"]
@@ -226,9 +131,21 @@ def _run_loadgen_mode(cell: Cell, kind: str, ctx: Context, mode: str) -> dict[st
         bound = p["duration"]
     if mode == "udp":
         options["udp_timeout_ms"] = UDP_TIMEOUT_MS
-    with ServerProcess(kind, proto, ctx.log_dir) as server:
+    with ctx.server(kind, proto) as server:
         before = sample_tree(server.pid)
-        result = loadgen.run(ctx.exe, mode, server.port, bound_s=bound + 2, **options)
+
+        def sample_again() -> None:
+            """The connections are up: CPU from here on is the round trips'."""
+            nonlocal before
+            before = sample_tree(server.pid)
+
+        if p.get("warmup"):
+            options["timeout"] = p.get("setup_timeout", 10.0)
+            bound += options["timeout"]
+        on_ready = sample_again if p.get("warmup") else None
+        result = loadgen.run(
+            ctx.exe, mode, server.port, bound_s=bound + 2, on_ready=on_ready, **options
+        )
         after = sample_tree(server.pid)
         alive = server.alive()
         backlog = server.info.get("backlog")
@@ -236,11 +153,31 @@ def _run_loadgen_mode(cell: Cell, kind: str, ctx: Context, mode: str) -> dict[st
     metrics.update(_cpu_metrics(before, after, metrics["ops"], _client_cpu(result)))
     metrics["server_alive"] = alive
     metrics["listen_backlog"] = backlog
+    if tls:
+        metrics.update(_tls_metrics(result.get("tls") or {}))
     if mode == "burst":
         served = metrics["served"]
         metrics["served_fraction"] = served / p["conns"]
         metrics["all_served_s"] = metrics["elapsed_s"] if served == p["conns"] else None
     return metrics
+
+
+def _tls_metrics(tls: dict[str, Any]) -> dict[str, Any]:
+    """What the load generator's TLS sessions reported."""
+    return {
+        "tls_handshakes": tls.get("handshakes"),
+        "tls_resumed": tls.get("resumed"),
+        "tls_failures": tls.get("failures"),
+        "tls_version": tls.get("version"),
+        "tls_cipher": tls.get("cipher"),
+        "tls_library": tls.get("library"),
+        "tls_first_error": tls.get("first_error") or None,
+    }
+
+
+def run_tls(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
+    """Echo round trips or new connections over TLS, the client verifying the server."""
+    return _run_loadgen_mode(cell, kind, ctx, cell.params["mode"], tls=True)
 
 
 def run_pingpong(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
@@ -264,9 +201,21 @@ def run_udp(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
 
 
 def run_idle(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
-    """Memory and threads a server spends on connections that do nothing."""
+    """Memory and threads a server spends on connections that do nothing.
+
+    Each connection does one round trip before it idles: that proves the
+    server accepted it and its handler (thread, task, protocol) exists, where
+    a connection still in the kernel's accept queue would cost the server
+    nothing and flatter it. Memory is the growth of the tree's RSS and PSS
+    while they are held, divided by the clients served; kernel socket
+    buffers are not in either.
+    """
     p = cell.params
-    with ServerProcess(kind, "tcp", ctx.log_dir) as server:
+    shortfall = loadgen.fd_shortfall(p["conns"])
+    if shortfall:
+        raise RuntimeError(shortfall)
+    sources = loadgen.sources_for(p["conns"])
+    with ctx.server(kind, "tcp") as server:
         before = sample_tree(server.pid, memory=True)
         with loadgen.held_connections(
             ctx.exe,
@@ -275,6 +224,8 @@ def run_idle(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
             size=p["size"],
             timeout=p["timeout"],
             hold=p["hold"],
+            ramp=p.get("ramp", 0),
+            sources=sources,
         ) as result:
             after = sample_tree(server.pid, memory=True)
         alive = server.alive()
@@ -282,6 +233,7 @@ def run_idle(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
     served = metrics["served"]
     metrics.update(
         {
+            "source_addresses": sources,
             "server_alive": alive,
             "kib_per_conn": (after.pss_bytes - before.pss_bytes) / 1024 / served
             if served
@@ -291,6 +243,8 @@ def run_idle(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
             else None,
             "pss_before_mib": before.pss_bytes / 2**20,
             "pss_after_mib": after.pss_bytes / 2**20,
+            "rss_before_mib": before.rss_bytes / 2**20,
+            "rss_after_mib": after.rss_bytes / 2**20,
             "threads_before": before.threads,
             "server_threads": after.threads,
             "server_processes": after.processes,
@@ -302,14 +256,16 @@ def run_idle(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
 def run_shutdown(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
     """shutdown() latency, in a subprocess that runs the server in-process."""
     trials = int(cell.params["trials"])
-    args = ["--kind", kind, "--trials", str(trials), "--loadgen", str(ctx.exe)]
-    done = run_python_module("benchmarks.shutdown", args, 90)
+    args = ["--kind", split_name(kind)[0], "--trials", str(trials), "--loadgen", str(ctx.exe)]
+    source = ctx.sockserve_src(kind)
+    done = run_python_module("benchmarks.shutdown", args, 90, sockserve_src=source)
     line = next((x for x in reversed(done.stdout.splitlines()) if x.startswith("{")), None)
     data = json.loads(line) if line else {}
     if done.returncode == 3 or "unavailable" in data:
         raise ServerUnavailable(data.get("unavailable", "unavailable"))
     if done.returncode != 0 or not data:
         raise RuntimeError(f"shutdown measurement failed ({done.returncode}): {done.stderr[-800:]}")
+    check_origin(kind, data.get("sockserve"), source)
     samples = sorted(data["shutdown_ms"])
     middle = statistics.median(samples)
     close_ms = data["close_with_idle_client_ms"]
@@ -343,7 +299,7 @@ def run_http(cell: Cell, kind: str, ctx: Context) -> dict[str, Any]:
     p = cell.params
     with (
         _as_written(p.get("as_written", False)),
-        ServerProcess(kind, "http", ctx.log_dir) as server,
+        ctx.server(kind, "http") as server,
     ):
         before = sample_tree(server.pid)
         result = wrk.run(server.port, conns=p["conns"], duration=p["duration"])
@@ -379,6 +335,7 @@ RUNNERS: dict[str, Callable[[Cell, str, Context], dict[str, Any]]] = {
     "udp": run_udp,
     "shutdown": run_shutdown,
     "http": run_http,
+    "tls": run_tls,
 }
 
 

@@ -3,8 +3,9 @@
 No performance number is asserted (CI machines vary too much); what must hold
 is that every server in the quick set ran every quick workload, completed
 round trips, and echoed every byte correctly. The quick set needs only the
-stdlib, asyncio and sockserve, plus a C compiler for the load generator: a
-missing compiler fails here with a message, it is not skipped.
+stdlib, asyncio and sockserve, plus a C compiler and OpenSSL's headers for the
+load generator (its TLS mode) and the openssl command (the TLS workloads'
+certificates): a missing one fails here with a message, it is not skipped.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK_SERVERS = ("sockserve-threading", "stdlib-threading-somaxconn", "asyncio-protocol")
-QUICK_WORKLOADS = {"pingpong", "churn", "burst", "idle", "udp", "shutdown"}
+QUICK_WORKLOADS = {"pingpong", "churn", "burst", "idle", "udp", "shutdown", "tls"}
 #: Workloads whose main count is round trips (or connections) completed.
-COUNTED = {"pingpong", "churn", "burst", "idle", "udp"}
+COUNTED = {"pingpong", "churn", "burst", "idle", "udp", "tls"}
+#: The quick servers with a TLS setup in the suite.
+TLS_SERVERS = {"stdlib-threading-somaxconn", "asyncio-protocol"}
 
 
 def _quick_run(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict]:
@@ -57,6 +60,20 @@ def test_quick_benchmark_runs_every_server_and_verifies_every_byte(tmp_path: Pat
         f"the benchmark load generator needs a C compiler ({compiler!r} not found): "
         "apt-get install -y gcc"
     )
+    headers = subprocess.run(
+        [shutil.which(compiler) or compiler, "-E", "-x", "c", "-o", os.devnull, "-"],
+        input="#include <openssl/ssl.h>\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert headers.returncode == 0, (
+        "the load generator's TLS mode needs OpenSSL's headers: apt-get install -y libssl-dev"
+    )
+    assert shutil.which("openssl"), (
+        "the TLS workloads need the openssl command: apt-get install -y openssl"
+    )
     done, data = _quick_run(tmp_path)
     output = f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
     assert done.returncode == 0, output
@@ -78,6 +95,8 @@ def test_quick_benchmark_runs_every_server_and_verifies_every_byte(tmp_path: Pat
         if server != "asyncio-protocol":
             expected.add("shutdown")  # socketserver API only
         expected.add("udp")
+        if server in TLS_SERVERS:
+            expected.add("tls")
         assert expected <= ran, (server, sorted(ran))
         for run in mine:
             metrics = run["metrics"]
@@ -85,6 +104,9 @@ def test_quick_benchmark_runs_every_server_and_verifies_every_byte(tmp_path: Pat
             if workloads[run["cell"]] in COUNTED:
                 assert metrics["ops"] > 0, (server, run["cell"], metrics)
                 assert metrics["served"] > 0, (server, run["cell"], metrics)
+            if workloads[run["cell"]] == "tls":
+                assert metrics["tls_handshakes"] > 0, (server, run["cell"], metrics)
+                assert metrics["tls_failures"] == 0, (server, run["cell"], metrics)
         pingpong = [r for r in mine if workloads[r["cell"]] == "pingpong"]
         assert pingpong and all(r["metrics"]["ops"] > 0 for r in pingpong), server
 
