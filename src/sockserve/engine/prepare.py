@@ -73,8 +73,12 @@ class Step(Protocol):
         """Make what progress is possible without blocking.
 
         Returns ``DONE`` or the readiness to wait for (``READ``/``WRITE``).
-        Raises for a failure: a ``PeerError`` for what the peer sent, an
-        ``OSError`` for a reset, ``TimeoutError`` never (the driver times out).
+        ``READ`` means "until *new* bytes arrive": a step that has looked at
+        the bytes waiting in the socket (a peek) must take them out before it
+        asks to wait, or the level-triggered selector reports the socket ready
+        again at once and the step spins. Raises for a failure: a
+        ``PeerError`` for what the peer sent, an ``OSError`` for a reset,
+        ``TimeoutError`` never (the driver times out).
         """
         ...
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from sockserve.engine.connection import Connection
 from sockserve.engine.tracker import ConnectionTracker
@@ -42,6 +42,7 @@ class WorkerCounts(NamedTuple):
     pending: int
 
 
+@runtime_checkable
 class Strategy(Protocol):
     """Where admitted connections are served (see the module doc)."""
 

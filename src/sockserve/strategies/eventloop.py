@@ -23,6 +23,9 @@ __all__ = ["EVENT_LOOP_KINDS", "EventLoopThread", "loop_factory"]
 
 _log = logging.getLogger("sockserve.server")
 
+#: Seconds tasks cancelled when the loop stops get to finish their clean-up.
+CANCEL_GRACE = 1.0
+
 #: What ``event_loop`` may say: "auto" picks uvloop when it is installed.
 EVENT_LOOP_KINDS = ("auto", "asyncio", "uvloop")
 
@@ -54,6 +57,8 @@ class EventLoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        #: Set when the loop has stopped (or given up on tasks that ignore cancellation).
+        self._stopped = threading.Event()
         self._start_lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -87,18 +92,33 @@ class EventLoopThread:
         self._ready.set()
         try:
             loop.run_forever()
-            # Stopped: whatever still runs is cancelled and given a chance to clean up.
+            # Stopped: whatever still runs is cancelled and given a moment to
+            # clean up; a task that ignores its cancellation is left behind
+            # (the thread must end: server_close() may be waiting for it).
             leftovers = [task for task in self._tasks if not task.done()]
             for task in leftovers:
                 task.cancel()
             if leftovers:
-                loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+                loop.run_until_complete(asyncio.wait(leftovers, timeout=CANCEL_GRACE))
+                stuck = [task for task in leftovers if not task.done()]
+                if stuck:
+                    # Let stop() return; the loop keeps running on this daemon
+                    # thread until those tasks end by themselves, so their
+                    # connections are still closed properly when they do.
+                    _log.warning(
+                        "%s: %d task(s) ignored their cancellation; not waiting for them",
+                        self._name,
+                        len(stuck),
+                    )
+                    self._stopped.set()
+                    loop.run_until_complete(asyncio.wait(stuck))
             loop.run_until_complete(loop.shutdown_asyncgens())
         except Exception:
             _log.exception("%s: the event loop failed", self._name)
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+            self._stopped.set()
 
     @property
     def running_tasks(self) -> int:
@@ -116,7 +136,11 @@ class EventLoopThread:
             task.cancel()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop the loop (cancelling what still runs) and wait for its thread."""
+        """Stop the loop, cancelling what still runs, and wait until it has stopped.
+
+        Tasks that ignore their cancellation are given ``CANCEL_GRACE`` seconds,
+        then left to run on the loop's daemon thread until they end.
+        """
         with self._start_lock:
             thread = self._thread
         if thread is None:
@@ -128,4 +152,4 @@ class EventLoopThread:
             except RuntimeError:
                 pass  # closed meanwhile
         if thread is not threading.current_thread():
-            thread.join(timeout)
+            self._stopped.wait(timeout)
