@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shlex
 import sys
 import time
@@ -23,11 +24,13 @@ from benchmarks.hostile.catalog import ATTACKS, STRATEGIES, Attack, Strategy, se
 from benchmarks.hostile.connections import PROBE_INTERVAL_S, PROBE_TIMEOUT_S
 from benchmarks.hostile.measure import run_cell
 from benchmarks.hostile.report import render
-from benchmarks.machine import describe
+from benchmarks.machine import describe, sysctl
 from benchmarks.servers import raise_fd_limit
 
 #: A quick run that overruns this starts no further cell (the smoke test's budget).
 QUICK_TIME_LIMIT_S = 45.0
+#: What decides the fate of a client a full listen backlog leaves waiting (stdlib: 5).
+BACKLOG_SYSCTLS = ("tcp_syncookies", "tcp_abort_on_overflow", "tcp_synack_retries")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -88,6 +91,7 @@ def measure(
     log_dir = args.log_dir or BUILD_DIR / "hostile-logs"
     cells: list[dict[str, Any]] = []
     started = dt.datetime.now(dt.UTC)
+    load_before = os.getloadavg()
     t0 = time.monotonic()
     total = len(attacks) * len(strategies)
     for attack in attacks:
@@ -107,6 +111,9 @@ def measure(
             "started": started.strftime("%Y-%m-%d %H:%M UTC"),
             "elapsed_s": round(time.monotonic() - t0, 1),
             "quick": args.quick,
+            # The machine may be shared: how busy it was says how far to trust latencies.
+            "load_average": {"before": load_before, "after": os.getloadavg()},
+            "sysctl": {name: sysctl(f"net/ipv4/{name}") for name in BACKLOG_SYSCTLS},
             "probe_interval_s": PROBE_INTERVAL_S,
             "probe_timeout_s": PROBE_TIMEOUT_S,
             "strategies": {s.name: s.what for s in strategies},

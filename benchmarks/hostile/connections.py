@@ -218,10 +218,14 @@ class Crowd:
         self._selector.close()
 
     def cut_counts(self) -> dict[str, float | int | None]:
-        """How many were cut, and when the first and last were (seconds since the start)."""
+        """How many were cut (how many of them reset), and when the first and last were
+        (seconds since the start)."""
         times = [cut.at_s for cut in self.cuts]
         return {
             "cut": len(times),
+            # Reset (by the server, or by its kernel when a full backlog drops the
+            # connection) rather than closed: the table shows both as cuts.
+            "cut_reset": sum(cut.how != "eof" for cut in self.cuts),
             "first_cut_s": round(min(times), 3) if times else None,
             "last_cut_s": round(max(times), 3) if times else None,
             "open_at_end": self.live,

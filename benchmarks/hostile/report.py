@@ -96,7 +96,7 @@ def _stats(cell: dict[str, Any]) -> str:
 _HEADER = (
     "| strategy | fresh client served | p50 / max ms | after | attackers | "
     "peak threads (before) | peak fds (before) | RSS delta MiB | CPU s | log lines | "
-    "stats at the end |"
+    "stats as the attack ended |"
 )
 
 
@@ -172,6 +172,13 @@ def _machine(machine: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _load(meta: dict[str, Any]) -> str:
+    load = meta.get("load_average")
+    if not load:
+        return ""
+    return f", load average {load['before'][0]:.1f} before and {load['after'][0]:.1f} after"
+
+
 def render(results: dict[str, Any]) -> str:
     """The whole page."""
     meta = results["meta"]
@@ -181,7 +188,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Measured {meta['started']} with `{meta['command']}` "
         f"({'quick run' if meta['quick'] else 'full run'}, {meta['elapsed_s'] / 60:.1f} min) "
-        f"on {_machine(results.get('machine') or {})}.",
+        f"on {_machine(results.get('machine') or {})}{_load(meta)}.",
         "",
         "Each cell: a fresh server process, one attack from 127.0.0.1, and meanwhile a fresh "
         f"client from the same address every {meta['probe_interval_s']:g} s (connect, send a "
