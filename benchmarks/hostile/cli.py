@@ -97,10 +97,14 @@ def measure(
     for attack in attacks:
         for strategy in strategies:
             if args.quick and time.monotonic() - t0 > QUICK_TIME_LIMIT_S:
-                cells.append(_skipped(attack, strategy, "quick time limit reached"))
+                cells.append(_skipped(attack, strategy, "skipped: quick time limit reached"))
                 continue
             t_cell = time.monotonic()
-            cell = run_cell(attack, strategy, quick=args.quick, log_dir=log_dir)
+            try:
+                cell = run_cell(attack, strategy, quick=args.quick, log_dir=log_dir)
+            except Exception as exc:  # a harness bug in one cell must not lose the others
+                cell = _skipped(attack, strategy, f"harness error: {exc!r}")
+                cell["params"] = attack.params(args.quick)
             cell["elapsed_s"] = round(time.monotonic() - t_cell, 2)
             cells.append(cell)
             print(f"[{len(cells)}/{total}] {_progress(cell)}", flush=True)
@@ -125,12 +129,13 @@ def measure(
 
 
 def _skipped(attack: Attack, strategy: Strategy, why: str) -> dict[str, Any]:
+    """A cell that was not measured, and why."""
     return {
         "attack": attack.name,
         "strategy": strategy.name,
         "params": attack.params(True),
         "ok": False,
-        "error": f"skipped: {why}",
+        "error": why,
     }
 
 

@@ -185,10 +185,7 @@ def garbage(
         }
     finally:
         ready.set()
-        for sock in list(sent):
-            selector.unregister(sock)
-            sock.close()
-        selector.close()
+        close_all(selector)  # every socket in ``sent`` is registered there
     summary = f"{opened} connections, {cut} cut, {len(sent)} open at the end"
     if connect_failed:
         summary += f", {connect_failed} never connected"
