@@ -28,6 +28,7 @@ from sockserve.engine.pipeline import ConnectionPipeline
 from sockserve.options import family_default
 from sockserve.servers import MixInBase, TCPServer, UnixStreamServer
 from sockserve.strategies.aio import AsyncStrategy
+from sockserve.strategies.aiostream import ConnectionSocket
 from sockserve.strategies.base import Strategy
 
 __all__ = ["AsyncMixIn", "AsyncTCPServer", "AsyncUnixStreamServer"]
@@ -64,31 +65,47 @@ class AsyncMixIn(MixInBase):
     def _make_strategy(self, pipeline: ConnectionPipeline) -> Strategy:
         if getattr(self, "socket_type", socket.SOCK_STREAM) != socket.SOCK_STREAM:
             raise TypeError(f"{type(self).__name__}: async handlers serve stream sockets only")
+        handler_max_line = getattr(self.RequestHandlerClass, "max_line", None)
         self._tasks = AsyncStrategy(
             self._serve_connection,
             pipeline.tracker,
             kind=self.event_loop,
-            name=f"sockserve-{type(self).__name__}-loop",
+            idle_timeout=self.idle_timeout,
+            max_line=handler_max_line if handler_max_line is not None else self.max_line,
         )
         return self._tasks
 
     def _blocks_on_close(self) -> bool:
         return self.block_on_close
 
+    def _run_serving_loop(self, poll_interval: float | None) -> None:
+        """The event loop accepts and serves, on this thread, until ``shutdown()``."""
+        self._tasks.run_serving_loop(self, poll_interval)
+
+    def _listener_timeout(self) -> float | None:
+        timeout = super()._listener_timeout()
+        return None if timeout == 0.0 else timeout  # non-blocking for the loop: no timeout
+
+    def handle_request(self) -> None:
+        """Wait for one connection (as the stdlib does) and run the loop until it is served."""
+        super().handle_request()
+        self._tasks.wait_idle(None)
+
     @property
     def event_loop_kind(self) -> str:
         """The event loop really used: "uvloop" or "asyncio"."""
-        return self._tasks.loop_thread.kind
+        return self._tasks.kind
 
     def process_request(self, request: Request, client_address: Address) -> None:
-        """Hand the connection to the event loop thread."""
+        """Start the connection's task on the event loop."""
         pipeline = self._pipeline
         pipeline.submit(pipeline.connection_for(request, client_address))
 
     async def _serve_connection(self, conn: Connection) -> None:
-        """The life of one connection on the loop: handler, errors, end, release."""
+        """The life of one connection on the loop: its stream, the handler, errors, the end."""
         pipeline = self._pipeline
         try:
+            await self._tasks.open_stream(conn)
             legacy = type(self)._legacy_finish_request
             if legacy is not None:
                 await legacy(self, conn.request, conn.client_address)
@@ -106,17 +123,37 @@ class AsyncMixIn(MixInBase):
         """Run the handler: await its setup, handle and finish (``finish_request``, async).
 
         Override it as you would ``finish_request``, to give the handler extra
-        arguments; it runs on the event loop thread.
+        arguments; it runs on the event loop.
         """
         handler: Any = self.RequestHandlerClass(request, client_address, self)
         try:
             await handler._run()
         except Exception as exc:
-            if getattr(handler, "timed_out", False) and not isinstance(exc, TimeoutError):
-                # The idle watchdog dropped the connection; what the handler saw
-                # (a reset, an incomplete read) is a consequence of that.
+            stream = request.stream if isinstance(request, ConnectionSocket) else None
+            if stream is not None and stream.timed_out and not isinstance(exc, TimeoutError):
+                # idle_timeout ended a wait; what the handler saw next (a reset,
+                # an incomplete read) is a consequence of that.
                 raise TimeoutError("the connection was idle too long") from exc
             raise
+
+    def shutdown_request(self, request: Request) -> None:
+        """Log the connection (while its socket is still open) and close it."""
+        if self.access_log:
+            stream = request.stream if isinstance(request, ConnectionSocket) else None
+            counts = stream.byte_counts if stream is not None else None
+            self._pipeline.log_access(request, counts)
+        self.close_request(request)
+
+    def close_request(self, request: Request) -> None:
+        """Close the connection: its transport, once what was written has been sent."""
+        if isinstance(request, ConnectionSocket) and request.stream is not None:
+            stream = request.stream
+            if stream.timed_out:
+                stream.abort()  # what it holds cannot go out: do not wait for it
+            else:
+                stream.close()
+        else:
+            request.close()  # the stream never opened: the accepted socket is still ours
 
 
 class _AsyncStreamDefaults:

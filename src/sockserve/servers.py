@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, Unpack
+from typing import TYPE_CHECKING, Any, Protocol, Self, Unpack
 
 from sockserve._types import Address, HandlerFactory, Request
 from sockserve.core.unixfiles import SocketFileRecord, record_socket_file, remove_socket_file
@@ -117,7 +117,7 @@ class BaseServer:
         self.__is_shut_down = threading.Event()
         self.__shutdown_request = False
         self.__serving_thread: int | None = None
-        self.__waker: Waker | None = None
+        self.__waker: SupportsWake | None = None
         self.__waker_lock = threading.Lock()
         self._watching_listener = False
         self._turn_callbacks: list[Callable[[], None]] = []
@@ -152,54 +152,48 @@ class BaseServer:
         """
         self.__is_shut_down.clear()
         self.__serving_thread = threading.get_ident()
-        waker: Waker | None = None
         try:
             self._pipeline.lifecycle.move(State.SERVING)
-            # Inside the try: if this fails (no descriptors left), the finally
-            # still sets __is_shut_down, so a shutdown() elsewhere cannot hang.
-            waker = Waker()
-            with self.__waker_lock:
-                self.__waker = waker
-            with _Selector() as selector:
-                selector.register(waker, selectors.EVENT_READ)
-                while not self.__stop_requested():
-                    timeout = self.__watch_listener(selector, poll_interval)
-                    ready = selector.select(timeout)
-                    if self.__stop_requested():
-                        break
-                    for key, _events in ready:
-                        if key.fileobj is waker:
-                            waker.drain()
-                        else:
-                            self._handle_request_noblock()
-                    self.service_actions()
-                    for callback in self._turn_callbacks:
-                        callback()
+            self._run_serving_loop(poll_interval)
         finally:
-            with self.__waker_lock:
-                self.__waker = None
-            if waker is not None:
-                waker.close()
+            self._set_waker(None)
             self._watching_listener = False
             self.__shutdown_request = False
             self.__serving_thread = None
             self._pipeline.lifecycle.loop_stopped()
             self.__is_shut_down.set()
 
+    def _run_serving_loop(self, poll_interval: float | None) -> None:
+        """Wait on the listener and a waker until a stop is requested (the sync strategies).
+
+        The async strategy runs its event loop here instead, which accepts by itself.
+        """
+        # The waker is made inside serve_forever's try: if this fails (no
+        # descriptors left), its finally still sets __is_shut_down, so a
+        # shutdown() elsewhere cannot hang.
+        with Waker() as waker, _Selector() as selector:
+            self._set_waker(waker)
+            selector.register(waker, selectors.EVENT_READ)
+            while not self._stop_requested():
+                timeout = self.__watch_listener(selector, poll_interval)
+                ready = selector.select(timeout)
+                if self._stop_requested():
+                    break
+                for key, _events in ready:
+                    if key.fileobj is waker:
+                        waker.drain()
+                    else:
+                        self._handle_request_noblock()
+                self._run_turn()
+
     def __watch_listener(
         self, selector: selectors.BaseSelector, poll_interval: float | None
     ) -> float | None:
         """(Un)register the listener as back-off and back-pressure allow; return the wait."""
         timeout = poll_interval
-        pipeline = self._pipeline
-        want = pipeline.may_accept()
-        if pipeline.resume_accepting_at:
-            rest = pipeline.resume_accepting_at - time.monotonic()
-            if rest > 0:
-                want = False
-                timeout = rest if timeout is None else min(timeout, rest)
-            else:
-                pipeline.resume_accepting_at = 0.0
+        want, rest = self._pipeline.accepting_now()
+        if rest is not None:
+            timeout = rest if timeout is None else min(timeout, rest)
         if want != self._watching_listener:
             if want:
                 selector.register(self, selectors.EVENT_READ)
@@ -207,6 +201,17 @@ class BaseServer:
                 selector.unregister(self)
             self._watching_listener = want
         return timeout
+
+    def _run_turn(self) -> None:
+        """What runs once per turn of the serving loop: ``service_actions``, then callbacks."""
+        self.service_actions()
+        for callback in self._turn_callbacks:
+            callback()
+
+    def _set_waker(self, waker: SupportsWake | None) -> None:
+        """Install (or remove) what ``wake_loop`` pokes: the running loop's waker."""
+        with self.__waker_lock:
+            self.__waker = waker
 
     def _stop_pending(self) -> bool:
         """Whether the serving loop has been asked to stop, or the server to drain or close.
@@ -219,7 +224,9 @@ class BaseServer:
             State.CLOSED,
         )
 
-    def __stop_requested(self) -> bool:
+    def _stop_requested(self) -> bool:
+        """Whether ``shutdown()`` asked the serving loop to stop (or code in the wild
+        set ``_BaseServer__shutdown_request``, the stdlib's private flag)."""
         # A method, not an inline attribute test: another thread sets the flag
         # while we wait, which a type checker's narrowing cannot know.
         return self.__shutdown_request
@@ -502,6 +509,12 @@ class BaseServer:
         tb: TracebackType | None,
     ) -> None:
         self.server_close()
+
+
+class SupportsWake(Protocol):
+    """What ``wake_loop()`` pokes: the socket-pair waker, or an event loop's."""
+
+    def wake(self) -> None: ...
 
 
 # A concurrency mix-in is combined with a server class at run time; for the

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 
 import pytest
 
 import sockserve
 from helpers.clients import closed_by_peer, connect
-from sockserve.strategies.eventloop import EventLoopThread, loop_factory
+from sockserve.strategies.eventloop import loop_factory
 from sockserve.testing import serving
 
 from ._support import LOOPS, WAIT, LineEcho, Loop, Record, echo_line, peer_name, tcp_server
@@ -185,19 +184,3 @@ def test_event_loop_is_not_an_option_of_pool_servers() -> None:
 def test_pool_options_are_not_options_of_async_servers() -> None:
     with pytest.raises(TypeError, match="max_workers"):
         sockserve.AsyncTCPServer(("127.0.0.1", 0), LineEcho, max_workers=4)
-
-
-def test_the_event_loop_thread_runs_submitted_coroutines() -> None:
-    done = Record()
-
-    async def job(value: int) -> None:
-        done.put(value)
-
-    thread = EventLoopThread("test-loop", kind="asyncio")
-    try:
-        for i in range(3):
-            thread.submit(job, i)
-        assert sorted(done.get() for _ in range(3)) == [0, 1, 2]
-    finally:
-        thread.stop(WAIT)
-    assert not [t for t in threading.enumerate() if t.name == "test-loop"]

@@ -98,20 +98,35 @@ class ConnectionPipeline:
                 return False
         return self._preparer is not None or self.strategy.has_room()
 
-    def accept_one(self) -> None:
-        """Accept one connection (the listener is readable) and send it on its way."""
+    def accepting_now(self) -> tuple[bool, float | None]:
+        """(whether to watch the listener, seconds until an accept back-off ends, if one runs)."""
+        if self.resume_accepting_at:
+            rest = self.resume_accepting_at - time.monotonic()
+            if rest > 0:
+                return False, rest
+            self.resume_accepting_at = 0.0
+        return self.may_accept(), None
+
+    def accept_one(self) -> bool:
+        """Accept one connection (the listener is readable) and send it on its way.
+
+        Returns False when nothing was accepted (nobody was waiting, or the
+        accept failed): a caller accepting in batches stops there.
+        """
         server = self.server
         try:
             request, client_address = server.get_request()
+        except BlockingIOError:
+            return False  # nobody waiting: another worker took it, or a batch is done
         except OSError as exc:
             self._accept_failed(exc)
-            return
+            return False
         self.throttle.succeeded()
         conn = Connection(request, client_address)
         reason = self.tracker.admit(conn)
         if reason is not None:
             self.refuse(conn, reason)
-            return
+            return True
         try:
             # Read per connection: the runner swaps the listener after construction.
             nodelay = server.tcp_nodelay and server._is_tcp()
@@ -122,24 +137,25 @@ class ConnectionPipeline:
                 )
             if self.steps:
                 self._prepare(conn)
-                return
+                return True
             # Unlike the stdlib, an exception from verify_request goes to
             # handle_error: it ends this request, not the serving loop.
             if not server.verify_request(request, client_address):
                 conn.end_as(DENIED)
                 self.end(conn)
-                return
+                return True
             server.process_request(request, client_address)
         except Exception:
             self.failed(conn)
             self.end(conn)
-            return
+            return True
         except BaseException:
             self.end(conn)
             raise
         if not self.strategy.background:
             # process_request served it (and called shutdown_request): release.
             self.tracker.release(conn)
+        return True
 
     def _accept_failed(self, exc: OSError) -> None:
         """Log a failed ``get_request`` by its class and rest the listener if needed."""
@@ -279,11 +295,15 @@ class ConnectionPipeline:
         finally:
             self.tracker.release(conn)
 
-    def log_access(self, request: Request) -> None:
-        """The access-log line of a connection that is ending (its socket still open)."""
+    def log_access(self, request: Request, counts: tuple[int, int] | None = None) -> None:
+        """The access-log line of a connection that is ending (its socket still open).
+
+        ``counts``: (bytes received, bytes sent) when already read (a stream
+        that closed itself); otherwise they are read from the socket now.
+        """
         conn = self.tracker.find(request)
         if conn is not None:  # refused connections were never admitted: refuse() logs them
-            log_access(request, conn.client_address, conn.outcome or OK, conn.age)
+            log_access(request, conn.client_address, conn.outcome or OK, conn.age, counts)
 
     # -- state -------------------------------------------------------------------
 

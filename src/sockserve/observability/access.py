@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+from typing import Any
 
 from sockserve.observability.logs import describe_address
 
@@ -30,8 +31,12 @@ _TCP_INFO_SIZE = 216
 _FIN_RECEIVED_STATES = frozenset({8, 9, 11, 6, 7})
 
 
-def tcp_byte_counts(sock: socket.socket) -> tuple[int, int] | None:
-    """(bytes received, bytes sent) of a TCP socket, from the kernel; None if unknown."""
+def tcp_byte_counts(sock: Any) -> tuple[int, int] | None:
+    """(bytes received, bytes sent) of a TCP socket, from the kernel; None if unknown.
+
+    ``sock`` is a socket, or anything with its ``family`` and ``getsockopt``
+    (an async handler's view of its connection's socket).
+    """
     if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
         return None
     try:
@@ -51,10 +56,15 @@ def tcp_byte_counts(sock: socket.socket) -> tuple[int, int] | None:
 
 
 def log_access(
-    request: object, client_address: object, outcome: str, duration: float | None
+    request: object,
+    client_address: object,
+    outcome: str,
+    duration: float | None,
+    counts: tuple[int, int] | None = None,
 ) -> None:
     """Write the access line for a request that is ending (its socket still open)."""
-    counts = tcp_byte_counts(request) if isinstance(request, socket.socket) else None
+    if counts is None and hasattr(request, "getsockopt"):
+        counts = tcp_byte_counts(request)
     rx, tx = (str(counts[0]), str(counts[1])) if counts else ("-", "-")
     elapsed = f"{duration:.3f}s" if duration is not None else "-"
     access_logger.info(

@@ -1,29 +1,78 @@
-"""Tasks on one event loop thread: ``AsyncMixIn``'s strategy.
+"""An event loop that accepts, admits and serves: ``AsyncMixIn``'s strategy.
 
-Each admitted connection becomes a task running the server's connection
-coroutine on one event loop thread (uvloop when installed), so a connection
-that waits costs a coroutine and a descriptor, not a thread.
+The async strategy runs the whole connection pipeline on one event loop, on
+the thread that calls ``serve_forever``:
+
+* **accepting**: the loop watches the listening socket itself and accepts in
+  batches through the pipeline (``get_request``, the limits,
+  ``verify_request``, ``process_request``), with the accept back-off every
+  sockserve server has: out of descriptors, clients stay in the kernel
+  backlog until descriptors free, none is accepted and then dropped. (This is
+  why sockserve does not let the loop's ``create_server`` accept: libuv's
+  answer to EMFILE, which uvloop inherits, accepts and closes the whole
+  backlog, then stops the server.)
+* **serving**: each connection is a real ``asyncio.Task`` (so
+  ``current_task()``, ``asyncio.timeout()``, ``TaskGroup``, cancellation and
+  per-connection ``contextvars`` work), talking through a lean
+  :class:`~sockserve.strategies.aiostream.Stream`; one descriptor per
+  connection (the transport owns the accepted socket).
+* **idle timeouts**: one sweep per loop, not a timer per connection.
+
+The loop runs only while someone drives it: ``serve_forever`` until
+``shutdown()``; ``drain()`` and ``server_close()`` while they wait for
+connections to end; ``handle_request()`` until its connection is served.
+Between those, connections wait, as an inline server's would.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sockserve.engine.connection import Connection
 from sockserve.engine.tracker import ConnectionTracker
-from sockserve.strategies.base import WorkerCounts, shut_down_sockets, wait_for_tracker
-from sockserve.strategies.eventloop import EventLoopThread
+from sockserve.strategies.aiostream import ConnectionSocket, IdleSweep, Stream
+from sockserve.strategies.base import WorkerCounts
+from sockserve.strategies.eventloop import loop_factory
+
+if TYPE_CHECKING:
+    from sockserve.servers import BaseServer
 
 __all__ = ["AsyncStrategy"]
 
+_log = logging.getLogger("sockserve.server")
+
 ServeCoroutine = Callable[[Connection], Coroutine[Any, Any, None]]
+
+#: Connections accepted per wake-up of the listener, so that one busy
+#: listener cannot starve the connections already being served.
+MAX_ACCEPT = 64
+#: Seconds tasks cancelled when the loop closes get to finish their clean-up.
+CANCEL_GRACE = 1.0
+
+
+class _LoopWaker:
+    """``wake_loop()`` for an event loop: run ``check`` on the loop, from any thread."""
+
+    __slots__ = ("_check", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, check: Callable[[], None]) -> None:
+        self._loop = loop
+        self._check = check
+
+    def wake(self) -> None:
+        with contextlib.suppress(RuntimeError):  # closed meanwhile: nothing to wake
+            self._loop.call_soon_threadsafe(self._check)
 
 
 class AsyncStrategy:
-    """Serves each connection as a task on one event loop thread."""
+    """Owns the event loop, accepts on it and serves each connection as a task."""
 
     background = True
     prepares_in_place = False
@@ -31,37 +80,220 @@ class AsyncStrategy:
     blocking_sockets = False
 
     def __init__(
-        self, serve: ServeCoroutine, tracker: ConnectionTracker, *, kind: str, name: str
+        self,
+        serve: ServeCoroutine,
+        tracker: ConnectionTracker,
+        *,
+        kind: str,
+        idle_timeout: float | None,
+        max_line: int | None,
     ) -> None:
         self._serve = serve
         self._tracker = tracker
-        self.loop_thread = EventLoopThread(name=name, kind=kind)
+        self.kind, self._new_loop = loop_factory(kind)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.sweep = IdleSweep(idle_timeout)
+        self._max_line = max_line
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The strategy's event loop, made on first use."""
+        if self._loop is None:
+            if self._closed:
+                raise RuntimeError("the server is closed: its event loop is gone")
+            loop = self._new_loop()
+            if sys.version_info >= (3, 12):
+                # Run each connection's task at once, up to its first wait,
+                # instead of one loop iteration later.
+                loop.set_task_factory(asyncio.eager_task_factory)
+            self._loop = loop
+            self.sweep.start(loop)
+        return self._loop
+
+    # -- the serving loop -----------------------------------------------------------
+
+    def run_serving_loop(self, server: BaseServer, poll_interval: float | None) -> None:
+        """``serve_forever``: accept and serve on the event loop until a stop is requested."""
+        loop = self.loop
+        pipeline = server._pipeline
+        listener = server._listening_socket()
+        if listener is not None:
+            listener.setblocking(False)  # accepts come in batches, until EAGAIN
+        fd = server.fileno()
+        watching = False
+        resume: asyncio.TimerHandle | None = None
+        turn_handle: asyncio.TimerHandle | None = None
+
+        def check() -> None:
+            """Stop, or (un)watch the listener as back-pressure and back-off allow."""
+            nonlocal watching, resume
+            if server._stop_requested():
+                loop.stop()
+                return
+            want, rest = pipeline.accepting_now()
+            if rest is not None and resume is None:
+                resume = loop.call_later(rest, resumed)
+            if want != watching:
+                if want:
+                    loop.add_reader(fd, accept)
+                else:
+                    loop.remove_reader(fd)
+                watching = want
+            server._watching_listener = want
+
+        def resumed() -> None:
+            nonlocal resume
+            resume = None
+            check()
+
+        def accept() -> None:
+            for _ in range(MAX_ACCEPT):
+                if not pipeline.may_accept() or not pipeline.accept_one():
+                    break
+            server._run_turn()
+            check()
+
+        def turn() -> None:
+            nonlocal turn_handle
+            server._run_turn()
+            check()
+            if poll_interval is not None:
+                turn_handle = loop.call_later(poll_interval, turn)
+
+        server._set_waker(_LoopWaker(loop, check))
+        try:
+            check()
+            if poll_interval is not None:
+                turn_handle = loop.call_later(poll_interval, turn)
+            if not server._stop_requested():
+                loop.run_forever()
+        finally:
+            if watching:
+                loop.remove_reader(fd)
+            for handle in (resume, turn_handle):
+                if handle is not None:
+                    handle.cancel()
+
+    # -- connections ---------------------------------------------------------------------
 
     def submit(self, conn: Connection, *, force: bool = False) -> bool:
-        self.loop_thread.submit(self._serve, conn)
+        """Start the connection's task (on the loop's thread, or while the loop is idle)."""
+        task = self.loop.create_task(self._serve(conn))
+        if not task.done():
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return True
+
+    async def open_stream(self, conn: Connection) -> ConnectionSocket:
+        """Give ``conn``'s accepted socket to a transport; its request becomes a socket view."""
+        sock = conn.request
+        stream = Stream(self.sweep, max_line=self._max_line)
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: stream, sock)
+        view = ConnectionSocket(sock, stream)
+        self._tracker.rekey(conn, view)
+        streams = self.sweep.streams
+        streams.add(stream)
+        stream.on_close = streams.discard
+        return view
 
     def has_room(self) -> bool:
         return True  # bounded by max_connections
 
     def counts(self) -> WorkerCounts:
-        tasks = self.loop_thread.running_tasks
-        return WorkerCounts(tasks, tasks, 0)
+        """Connections being served (one task each)."""
+        active = self._tracker.in_flight
+        return WorkerCounts(active, active, 0)
 
     def close_idle(self) -> list[Connection]:
         return []
 
     def abort(self, conns: list[Connection]) -> list[Connection]:
-        """Shut the sockets down (reads end), then cancel the handlers."""
-        shut_down_sockets(conns)
-        self.loop_thread.cancel_all()
+        """Drain deadline: abort the connections and cancel their handlers (on the loop)."""
+
+        def abort_all() -> None:
+            for conn in conns:
+                request = conn.request
+                if isinstance(request, ConnectionSocket) and request.stream is not None:
+                    request.stream.abort()
+            for task in list(self._tasks):
+                task.cancel()
+
+        self._on_loop(abort_all)
         return []
 
+    def _on_loop(self, callback: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if loop.is_running():
+            loop.call_soon_threadsafe(callback)
+        else:
+            callback()
+
     def wait_idle(self, deadline: float | None, give_up: threading.Event | None = None) -> bool:
-        return wait_for_tracker(self._tracker, deadline, give_up)
+        """Run the loop until no connection is in flight, the deadline, or ``give_up``."""
+        tracker = self._tracker
+
+        def settled() -> bool:
+            return tracker.in_flight == 0 or (give_up is not None and give_up.is_set())
+
+        self._run_until(settled, deadline)
+        return tracker.in_flight == 0
+
+    def _run_until(self, settled: Callable[[], bool], deadline: float | None) -> None:
+        loop = self._loop
+        if settled() or loop is None or loop.is_closed():
+            return
+        if loop.is_running():
+            # serve_forever runs it on another thread: just wait for the state.
+            self._tracker.wait_until(settled, deadline)
+            return
+
+        async def until_settled() -> None:
+            while not settled():
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                await asyncio.sleep(0.01)
+
+        loop.run_until_complete(until_settled())
 
     def close(self, *, wait: bool, timeout: float | None) -> None:
+        """Wait for the connections (``block_on_close``), cancel the rest, close the loop."""
+        loop = self._loop
+        self._closed = True
+        if loop is None or loop.is_closed():
+            return
+        if loop.is_running():
+            loop.call_soon_threadsafe(loop.stop)
+            return  # serve_forever still runs it elsewhere: it closes nothing of ours
         if wait:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            wait_for_tracker(self._tracker, deadline, None)
-        self.loop_thread.stop()
+            self.wait_idle(None if timeout is None else time.monotonic() + timeout)
+        leftovers = [task for task in self._tasks if not task.done()]
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.wait(leftovers, timeout=CANCEL_GRACE))
+        stuck = [task for task in leftovers if not task.done()]
+        self.sweep.stop()
+        if stuck:
+            # Tasks that ignore their cancellation: let them run out on a daemon
+            # thread, so their connections are still ended properly when they do.
+            _log.warning("%d task(s) ignored their cancellation; not waiting for them", len(stuck))
+            threading.Thread(
+                target=self._finish_stuck, args=(loop, stuck), name="sockserve-loop", daemon=True
+            ).start()
+            return
+        self._close_loop(loop)
+
+    def _finish_stuck(
+        self, loop: asyncio.AbstractEventLoop, stuck: list[asyncio.Task[None]]
+    ) -> None:
+        loop.run_until_complete(asyncio.wait(stuck))
+        self._close_loop(loop)
+
+    def _close_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(RuntimeError):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
