@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
+from helpers.net import TIMEOUT, wait_until
+from helpers.processes import REPO, child_env
 from sockserve.exitcodes import ExitCode
 
-from .support import HANDLER, REPO, TIMEOUT, Load, ask, child_env, render_deploy_config, wait_until
+from .support import HANDLER, Load, ask, render_deploy_config
 
 CONFIG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
 BACKEND = "sockserve"

@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 
+from helpers.net import TIMEOUT
+from helpers.processes import REPO, child_env
 from sockserve.exitcodes import ExitCode
 
-from .support import HANDLER, REPO, TIMEOUT, Load, ask, child_env, render_deploy_config
+from .support import HANDLER, Load, ask, render_deploy_config
 
 CONFIG = REPO / "deploy" / "nginx" / "sockserve-stream.conf"
 MISSING = "nginx with its stream module is needed: apt-get install -y nginx libnginx-mod-stream"
