@@ -3,22 +3,24 @@
 No performance number is asserted (CI machines vary too much); what must hold
 is that every server in the quick set ran every quick workload, completed
 round trips, and echoed every byte correctly. The quick set needs only the
-stdlib, asyncio and sockserve, plus a C compiler for the load generator: a
-missing compiler fails here with a message, it is not skipped.
+stdlib, asyncio and sockserve, plus a C compiler for the load generator
+(``$CC`` or ``cc``): without one the test skips, except in CI, where it fails
+(``helpers.programs``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import processes
+from helpers.programs import require_program
+
 QUICK_SERVERS = ("sockserve-threading", "stdlib-threading-somaxconn", "asyncio-protocol")
 QUICK_WORKLOADS = {"pingpong", "churn", "burst", "idle", "udp", "shutdown"}
 #: Workloads whose main count is round trips (or connections) completed.
@@ -27,10 +29,6 @@ COUNTED = {"pingpong", "churn", "burst", "idle", "udp"}
 
 def _quick_run(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict]:
     results = tmp_path / "results.json"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO), str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])]
-    )
     command = [
         sys.executable,
         "-m",
@@ -43,20 +41,14 @@ def _quick_run(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict]:
         "--markdown",
         str(tmp_path / "benchmarks.md"),
     ]
-    done = subprocess.run(
-        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=100, check=False
-    )
+    done = processes.run(command, cwd=processes.REPO, timeout=100)
     data = json.loads(results.read_text()) if results.exists() else {}
     return done, data
 
 
 @pytest.mark.slow
 def test_quick_benchmark_runs_every_server_and_verifies_every_byte(tmp_path: Path) -> None:
-    compiler = os.environ.get("CC", "cc")
-    assert shutil.which(compiler), (
-        f"the benchmark load generator needs a C compiler ({compiler!r} not found): "
-        "apt-get install -y gcc"
-    )
+    require_program(os.environ.get("CC", "cc"), "apt-get install gcc")
     done, data = _quick_run(tmp_path)
     output = f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
     assert done.returncode == 0, output
