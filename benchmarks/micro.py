@@ -1,17 +1,23 @@
 """Micro-measurements of sockserve's per-connection bookkeeping: ``python -m benchmarks.micro``.
 
 Not part of the side-by-side suite: these time one piece of sockserve alone
-(the tracker's admit and release, ``stats()``, the limits on the accept path)
-and print the figures, for when a change touches those paths. They moved here
-from the test suite, where a measurement cannot fail and only costs time.
+(the tracker's admit and release, ``stats()``, the limits on the accept path,
+what idle connections cost the pool next to the stdlib's thread per
+connection) and print the figures, for when a change touches those paths.
+They moved here from the test suite, where a measurement cannot fail and only
+costs time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import resource
 import socket
+import socketserver
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
@@ -101,10 +107,89 @@ def limits_cost(count: int = 2000) -> None:
     )
 
 
+class _CountedEcho(socketserver.StreamRequestHandler):
+    """Echoes lines; counts the handlers that started (class-wide, under a condition)."""
+
+    started = 0
+    changed = threading.Condition()
+
+    def handle(self) -> None:
+        with _CountedEcho.changed:
+            _CountedEcho.started += 1
+            _CountedEcho.changed.notify_all()
+        for line in self.rfile:
+            self.wfile.write(line)
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def _flood(
+    label: str, make: Callable[[], socketserver.TCPServer], handlers: int, conns: int
+) -> None:
+    _CountedEcho.started = 0
+    server = make()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    threads_before, rss_before = threading.active_count(), _rss_kib()
+    try:
+        with contextlib.ExitStack() as clients:
+            for _ in range(conns):
+                clients.enter_context(socket.create_connection(server.server_address, timeout=10))
+            with _CountedEcho.changed:
+                _CountedEcho.changed.wait_for(lambda: _CountedEcho.started >= handlers, 30)
+            running = _CountedEcho.started
+            threads = threading.active_count() - threads_before
+            rss = _rss_kib() - rss_before
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    print(
+        f"{label}: {conns} idle connections -> {running} handlers running, "
+        f"+{threads} threads, VmRSS +{rss / 1024:.1f} MiB"
+    )
+
+
+def idle_flood(conns: int = 2000) -> None:
+    """Threads and memory spent on ``conns`` connections that never send a byte.
+
+    The stdlib's ThreadingTCPServer starts a thread per connection; the pool
+    keeps ``max_workers`` busy and leaves the rest in the kernel backlog.
+    (tests/pool/test_flood.py asserts the pool's bound in a process of its own.)
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * conns + 512
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+    class StdlibThreading(socketserver.ThreadingTCPServer):
+        request_queue_size = socket.SOMAXCONN  # the flood, not the stdlib's backlog of 5
+        daemon_threads = True
+
+    def pool() -> socketserver.TCPServer:
+        return sockserve.ThreadPoolTCPServer(  # type: ignore[return-value]
+            ("127.0.0.1", 0), _CountedEcho, max_workers=32
+        )
+
+    _flood(
+        "stdlib socketserver.ThreadingTCPServer",
+        lambda: StdlibThreading(("127.0.0.1", 0), _CountedEcho),
+        conns,
+        conns,
+    )
+    _flood("sockserve ThreadPoolTCPServer(max_workers=32)", pool, 32, conns)
+
+
 def main() -> None:
     tracker_alone()
     stats_cost()
     limits_cost()
+    idle_flood()
 
 
 if __name__ == "__main__":

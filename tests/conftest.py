@@ -7,11 +7,16 @@ mechanism).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 
 from helpers.net import Net, SelectWatch
+from helpers.processes import Child
+
+Spawn = Callable[..., Child]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,3 +43,29 @@ def net() -> Iterator[Net]:
 def select_watch(monkeypatch: pytest.MonkeyPatch) -> SelectWatch:
     """Wait until a serving loop (started after this fixture) is blocked in select()."""
     return SelectWatch(monkeypatch)
+
+
+@pytest.fixture
+def server_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """``caplog``, recording every level of the ``sockserve.server`` logger."""
+    caplog.set_level(logging.DEBUG, logger="sockserve.server")
+    return caplog
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """``spawn(argv, env=..., pass_fds=..., cwd=..., stdin=...)``: a ``Child`` process.
+
+    Any process: a sockserve server, a helper server, HAProxy, a wrapper.
+    Each is killed with its whole process group at teardown.
+    """
+    started: list[Child] = []
+
+    def spawn(argv: Sequence[str], **options: Any) -> Child:
+        child = Child(argv, **options)
+        started.append(child)
+        return child
+
+    yield spawn
+    for child in reversed(started):
+        child.close()

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from helpers.fakes import FakeClock, Records
+from helpers.fakes import TEST_LOGGER, FakeClock, Records
 from sockserve.core.accept import (
     RESOURCE_ERRNOS,
     TRANSIENT_ERRNOS,
@@ -17,7 +17,6 @@ from sockserve.core.accept import (
     classify_accept_error,
 )
 
-LOGGER_NAME = "sockserve.test.accept"
 LISTENER = "127.0.0.1:7000"
 
 TRANSIENT_NAMES = [
@@ -51,20 +50,8 @@ def _present(names: list[str]) -> list[str]:
     return [name for name in names if hasattr(errno, name)]
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def records(caplog: pytest.LogCaptureFixture) -> Records:
-    """What is logged to the logger under test, at any level."""
-    caplog.set_level(logging.DEBUG, logger=LOGGER_NAME)
-    return Records(caplog)
-
-
 def _throttle(clock: FakeClock, **kwargs: float) -> AcceptThrottle:
-    return AcceptThrottle(logger=logging.getLogger(LOGGER_NAME), clock=clock, **kwargs)
+    return AcceptThrottle(logger=logging.getLogger(TEST_LOGGER), clock=clock, **kwargs)
 
 
 # -- classify_accept_error -----------------------------------------------------------

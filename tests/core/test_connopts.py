@@ -9,7 +9,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from helpers.clients import short_tempdir
+from helpers.clients import connect, short_tempdir
+from helpers.net import Net
 from sockserve.core.connopts import ConnectionOptions
 from sockserve.core.timeouts import IdleTimeoutSocket, kernel_timeval
 
@@ -33,69 +34,51 @@ def tcp_listener(family: int) -> Iterator[socket.socket]:
         yield listener
 
 
-def accept_one(listener: socket.socket, keep: list[socket.socket]) -> socket.socket:
-    client = socket.socket(listener.family, socket.SOCK_STREAM)
-    client.settimeout(5)
-    client.connect(listener.getsockname())
-    keep.append(client)
+def accept_one(listener: socket.socket, net: Net) -> socket.socket:
+    """Connect a client and return the accepted side (both closed at teardown)."""
+    net.closing(connect(listener.getsockname()))
     request, _ = listener.accept()
-    keep.append(request)
-    return request
+    return net.closing(request)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
-def test_tcp_connections_inherit_the_options_from_the_listener(family: int) -> None:
+def test_tcp_connections_inherit_the_options_from_the_listener(family: int, net: Net) -> None:
     options = ConnectionOptions()
-    keep: list[socket.socket] = []
     with tcp_listener(family) as listener:
-        try:
-            first = accept_one(listener, keep)
-            options.apply(listener, first, 30.0, True)
-            # The listener now carries the timeout; the kernel copied it to later connections.
-            assert rcvtimeo(listener) != kernel_timeval(0.0)
-            second = accept_one(listener, keep)
-            assert rcvtimeo(second) == rcvtimeo(listener)
-            options.apply(listener, second, 30.0, True)
-            for request in (first, second):
-                assert type(request) is IdleTimeoutSocket
-                assert rcvtimeo(request) == rcvtimeo(listener)
-                assert request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-            assert options._inherited is True
-        finally:
-            for sock in keep:
-                sock.close()
-
-
-def test_a_changed_idle_timeout_reconfigures_the_listener() -> None:
-    options = ConnectionOptions()
-    keep: list[socket.socket] = []
-    with tcp_listener(socket.AF_INET) as listener:
-        try:
-            options.apply(listener, accept_one(listener, keep), 30.0, False)
-            before = rcvtimeo(listener)
-            request = accept_one(listener, keep)
-            options.apply(listener, request, 90.0, False)
-            assert rcvtimeo(listener) != before
+        first = accept_one(listener, net)
+        options.apply(listener, first, 30.0, True)
+        # The listener now carries the timeout; the kernel copied it to later connections.
+        assert rcvtimeo(listener) != kernel_timeval(0.0)
+        second = accept_one(listener, net)
+        assert rcvtimeo(second) == rcvtimeo(listener)
+        options.apply(listener, second, 30.0, True)
+        for request in (first, second):
+            assert type(request) is IdleTimeoutSocket
             assert rcvtimeo(request) == rcvtimeo(listener)
-            assert not request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-        finally:
-            for sock in keep:
-                sock.close()
-
-
-def test_nodelay_alone_leaves_the_socket_class_and_timeout_alone() -> None:
-    options = ConnectionOptions()
-    keep: list[socket.socket] = []
-    with tcp_listener(socket.AF_INET) as listener:
-        try:
-            request = accept_one(listener, keep)
-            options.apply(listener, request, None, True)
-            assert type(request) is socket.socket
-            assert rcvtimeo(request) == kernel_timeval(0.0)
             assert request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-        finally:
-            for sock in keep:
-                sock.close()
+        assert options._inherited is True
+
+
+def test_a_changed_idle_timeout_reconfigures_the_listener(net: Net) -> None:
+    options = ConnectionOptions()
+    with tcp_listener(socket.AF_INET) as listener:
+        options.apply(listener, accept_one(listener, net), 30.0, False)
+        before = rcvtimeo(listener)
+        request = accept_one(listener, net)
+        options.apply(listener, request, 90.0, False)
+        assert rcvtimeo(listener) != before
+        assert rcvtimeo(request) == rcvtimeo(listener)
+        assert not request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_nodelay_alone_leaves_the_socket_class_and_timeout_alone(net: Net) -> None:
+    options = ConnectionOptions()
+    with tcp_listener(socket.AF_INET) as listener:
+        request = accept_one(listener, net)
+        options.apply(listener, request, None, True)
+        assert type(request) is socket.socket
+        assert rcvtimeo(request) == kernel_timeval(0.0)
+        assert request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 def test_unix_connections_get_the_timeout_one_by_one() -> None:
@@ -115,19 +98,14 @@ def test_unix_connections_get_the_timeout_one_by_one() -> None:
                     assert rcvtimeo(request) != kernel_timeval(0.0)
 
 
-def test_a_listener_it_cannot_configure_means_per_connection_options() -> None:
+def test_a_listener_it_cannot_configure_means_per_connection_options(net: Net) -> None:
     """A server whose ``socket`` is not a socket (a subclass's own listener object)."""
     options = ConnectionOptions()
-    keep: list[socket.socket] = []
     with tcp_listener(socket.AF_INET) as listener:
-        try:
-            request = accept_one(listener, keep)
-            options.apply(object(), request, 30.0, True)
-            assert options._inherited is False
-            assert rcvtimeo(listener) == kernel_timeval(0.0)  # left untouched
-            assert rcvtimeo(request) != kernel_timeval(0.0)
-            assert request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-            assert type(request) is IdleTimeoutSocket
-        finally:
-            for sock in keep:
-                sock.close()
+        request = accept_one(listener, net)
+        options.apply(object(), request, 30.0, True)
+        assert options._inherited is False
+        assert rcvtimeo(listener) == kernel_timeval(0.0)  # left untouched
+        assert rcvtimeo(request) != kernel_timeval(0.0)
+        assert request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert type(request) is IdleTimeoutSocket

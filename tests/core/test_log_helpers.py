@@ -7,26 +7,13 @@ import threading
 
 import pytest
 
-from helpers.fakes import FakeClock, Records
+from helpers.clients import run_clients
+from helpers.fakes import TEST_LOGGER, FakeClock, Records
 from sockserve.observability.logs import RateLimitedLog, describe_address, server_logger
-
-LOGGER_NAME = "sockserve.test.ratelimit"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def records(caplog: pytest.LogCaptureFixture) -> Records:
-    """What is logged to the logger under test, at any level."""
-    caplog.set_level(logging.DEBUG, logger=LOGGER_NAME)
-    return Records(caplog)
 
 
 def _log(clock: FakeClock, interval: float = 10.0, **kwargs: int) -> RateLimitedLog:
-    return RateLimitedLog(logging.getLogger(LOGGER_NAME), interval, clock=clock, **kwargs)
+    return RateLimitedLog(logging.getLogger(TEST_LOGGER), interval, clock=clock, **kwargs)
 
 
 # -- RateLimitedLog ---------------------------------------------------------------------
@@ -91,7 +78,7 @@ def test_zero_interval_lets_every_line_through(clock: FakeClock, records: Record
 
 def test_negative_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="interval"):
-        RateLimitedLog(logging.getLogger(LOGGER_NAME), -1.0)
+        RateLimitedLog(logging.getLogger(TEST_LOGGER), -1.0)
 
 
 def test_concurrent_callers_emit_one_line(clock: FakeClock, records: Records) -> None:
@@ -100,16 +87,11 @@ def test_concurrent_callers_emit_one_line(clock: FakeClock, records: Records) ->
     barrier = threading.Barrier(threads_count, timeout=10)
     emitted: list[bool] = []
 
-    def hammer() -> None:
+    def hammer(_index: int) -> None:
         barrier.wait()
         emitted.extend(log.log(logging.WARNING, "k", "flood") for _ in range(200))
 
-    threads = [threading.Thread(target=hammer) for _ in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert not any(thread.is_alive() for thread in threads)
+    run_clients(threads_count, hammer, timeout=10)
     assert emitted.count(True) == 1
     assert len(emitted) == threads_count * 200
     assert len(records) == 1

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from helpers.clients import connect
 from sockserve.core.timeouts import IdleTimeoutSocket, apply_idle_timeout
 
 WAIT = 5.0
@@ -16,7 +17,7 @@ WAIT = 5.0
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     """A connected TCP pair on loopback: (server side, client side)."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname(), timeout=WAIT)
+        client = connect(listener.getsockname(), timeout=WAIT)
         server, _ = listener.accept()
     with server, client:
         yield server, client

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import selectors
-import threading
 from collections.abc import Iterator
 
 import pytest
 
+from helpers.clients import Background
+from helpers.net import TIMEOUT
 from sockserve.core.wakeup import Waker
-
-TIMEOUT = 10.0
 
 
 @pytest.fixture
@@ -37,22 +36,17 @@ def test_not_readable_before_a_wake(waker: Waker, selector: selectors.BaseSelect
 def test_wake_from_another_thread_makes_select_return(
     waker: Waker, selector: selectors.BaseSelector
 ) -> None:
-    thread = threading.Thread(target=waker.wake)
-    thread.start()
+    waking = Background(waker.wake)
     assert _ready(selector, TIMEOUT) == [waker]
-    thread.join(TIMEOUT)
+    waking.join(TIMEOUT)
 
 
 def test_wake_interrupts_a_select_already_waiting(
     waker: Waker, selector: selectors.BaseSelector
 ) -> None:
-    result: list[list[object]] = []
-    waiting = threading.Thread(target=lambda: result.append(_ready(selector, TIMEOUT)))
-    waiting.start()
+    waiting = Background(_ready, selector, TIMEOUT)
     waker.wake()
-    waiting.join(TIMEOUT)
-    assert not waiting.is_alive()
-    assert result == [[waker]]
+    assert waiting.join(TIMEOUT) == [waker]
 
 
 def test_drain_consumes_every_pending_wake(waker: Waker, selector: selectors.BaseSelector) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 import sockserve as socketserver
 from helpers.clients import Background, closed_by_peer, connect, recv_line
+from helpers.handlers import echo_when_released
 from sockserve import State
 from sockserve.testing import serving
 
@@ -132,15 +133,8 @@ def test_a_drain_of_a_server_that_never_served() -> None:
 
 def test_pending_pool_requests_finish_when_released_after_the_drain_starts() -> None:
     release = threading.Event()
-
-    class Blocking(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            line = self.rfile.readline()
-            release.wait(WAIT * 3)
-            self.wfile.write(line)
-
     server = socketserver.ThreadPoolTCPServer(
-        ("127.0.0.1", 0), Blocking, max_workers=2, max_pending=8
+        ("127.0.0.1", 0), echo_when_released(release), max_workers=2, max_pending=8
     )
     with serving(server), contextlib.ExitStack() as stack:
         clients = [stack.enter_context(connect(server.server_address)) for _ in range(10)]

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+#: The logger the unit tests hand to the code under test (``records`` captures it).
+TEST_LOGGER = "sockserve.test"
+
 
 class FakeClock:
     """A clock that moves only when told to (``advance``)."""
@@ -20,6 +23,11 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def records_of(caplog: pytest.LogCaptureFixture, logger: str) -> list[logging.LogRecord]:
+    """The records the test captured from ``logger`` itself (not its children)."""
+    return [r for r in caplog.records if r.name == logger]
 
 
 class Records(Sequence[logging.LogRecord]):

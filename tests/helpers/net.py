@@ -1,14 +1,16 @@
-"""What tests share at run time: the ``Net`` owner of servers, threads and sockets.
+"""What tests share at run time: the bound on every wait, and the ``Net`` owner of servers.
 
 Importable from any test module as ``helpers.net`` (``tests/`` is on
 ``sys.path`` under pytest's default import mode); the ``net`` fixture in
-``tests/conftest.py`` hands out one per test.
+``tests/conftest.py`` hands out one ``Net`` per test.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import sockserve
@@ -17,6 +19,21 @@ import sockserve
 TIMEOUT = 10.0
 
 _S = TypeVar("_S", bound=sockserve.BaseServer)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT) -> bool:
+    """Poll until ``predicate()`` is true or the deadline passes; whether it became true.
+
+    Only for state that nothing announces (``/proc``, a pool's counters read
+    from outside): anything that can be waited for (an Event, a log line, a
+    socket) is waited for instead.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 class Net:

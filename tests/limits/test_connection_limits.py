@@ -10,23 +10,13 @@ import socket
 import pytest
 
 import sockserve as socketserver
-from helpers.clients import closed_by_peer, connect, recv_line, short_tempdir
+from helpers.clients import closed_by_peer, connect, exchange, short_tempdir
+from helpers.handlers import LineEcho
 from sockserve.testing import serving
 
 WAIT = 10.0
 
 SERVERS = [socketserver.ThreadingTCPServer, socketserver.ThreadPoolTCPServer]
-
-
-class LineEcho(socketserver.StreamRequestHandler):
-    def handle(self) -> None:
-        for line in self.rfile:
-            self.wfile.write(line)
-
-
-def echo(sock: socket.socket, payload: bytes = b"ping\n") -> bytes:
-    sock.sendall(payload)
-    return recv_line(sock)
 
 
 def second_loopback_address() -> str:
@@ -49,8 +39,8 @@ def test_max_connections_refuses_the_next_one_at_once(
     with serving(server), contextlib.ExitStack() as clients:
         first = clients.enter_context(connect(server.server_address))
         second = clients.enter_context(connect(server.server_address))
-        assert echo(first) == b"ping\n"
-        assert echo(second) == b"ping\n"
+        assert exchange(first) == b"ping\n"
+        assert exchange(second) == b"ping\n"
         with connect(server.server_address) as third:
             assert closed_by_peer(third) == "eof"
         assert server.wait_for(lambda st: st.rejected.get("max_connections") == 1, WAIT)
@@ -62,8 +52,8 @@ def test_max_connections_refuses_the_next_one_at_once(
         first.close()
         assert server.wait_for(lambda st: st.active == 1, WAIT)
         with connect(server.server_address) as fourth:
-            assert echo(fourth, b"admitted\n") == b"admitted\n"
-        assert echo(second) == b"ping\n"
+            assert exchange(fourth, b"admitted\n") == b"admitted\n"
+        assert exchange(second) == b"ping\n"
         assert server.stats().rejected == {"max_connections": 1}
 
 
@@ -88,15 +78,15 @@ def test_max_connections_per_ip(server_class: type[socketserver.TCPServer]) -> N
     with serving(server), contextlib.ExitStack() as clients:
         a1 = clients.enter_context(connect(server.server_address, source_ip="127.0.0.1"))
         a2 = clients.enter_context(connect(server.server_address, source_ip="127.0.0.1"))
-        assert echo(a1) == b"ping\n"
-        assert echo(a2) == b"ping\n"
+        assert exchange(a1) == b"ping\n"
+        assert exchange(a2) == b"ping\n"
         with connect(server.server_address, source_ip="127.0.0.1") as a3:
             assert closed_by_peer(a3) == "eof"
         # Another address has its own allowance.
         b1 = clients.enter_context(connect(server.server_address, source_ip=other_ip))
         b2 = clients.enter_context(connect(server.server_address, source_ip=other_ip))
-        assert echo(b1) == b"ping\n"
-        assert echo(b2) == b"ping\n"
+        assert exchange(b1) == b"ping\n"
+        assert exchange(b2) == b"ping\n"
         with connect(server.server_address, source_ip=other_ip) as b3:
             assert closed_by_peer(b3) == "eof"
         assert server.wait_for(lambda st: st.rejected.get("max_connections_per_ip") == 2, WAIT)
@@ -104,7 +94,7 @@ def test_max_connections_per_ip(server_class: type[socketserver.TCPServer]) -> N
         a1.close()
         assert server.wait_for(lambda st: st.active == 3, WAIT)
         with connect(server.server_address, source_ip="127.0.0.1") as a4:
-            assert echo(a4, b"admitted\n") == b"admitted\n"
+            assert exchange(a4, b"admitted\n") == b"admitted\n"
         assert server.stats().rejected == {"max_connections_per_ip": 2}
     assert not server._pipeline.tracker._per_ip  # every entry went away with its connections
 
@@ -120,7 +110,7 @@ def test_per_ip_limit_does_not_apply_to_unix_peers() -> None:
                 for _ in range(3)
             ]
             for sock in socks:
-                assert echo(sock) == b"ping\n"
+                assert exchange(sock) == b"ping\n"
             assert server.stats().rejected == {}
 
 
@@ -133,7 +123,7 @@ def test_refusals_are_logged_at_warning_and_rate_limited(
         serving(server),
         connect(server.server_address) as holder,
     ):
-        assert echo(holder) == b"ping\n"
+        assert exchange(holder) == b"ping\n"
         for _ in range(100):
             with connect(server.server_address) as refused:
                 assert closed_by_peer(refused) == "eof"

@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 
 import sockserve as socketserver
-from helpers.clients import IO_TIMEOUT, closed_by_peer, connect, recv_line
+from helpers.clients import closed_by_peer, connect, recv_line
+from helpers.handlers import LineEcho
+from helpers.net import TIMEOUT
 from sockserve.core.reader import BoundedReader
 from sockserve.testing import serving
 
@@ -257,17 +259,14 @@ def test_pool_servers_bound_lines_at_64_kib_by_default() -> None:
 
 
 def test_the_server_goes_on_after_a_line_too_long() -> None:
-    class Echo(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            for line in self.rfile:
-                self.wfile.write(line)
-
-    server = socketserver.ThreadPoolTCPServer(("127.0.0.1", 0), Echo, max_line=64, max_workers=1)
+    server = socketserver.ThreadPoolTCPServer(
+        ("127.0.0.1", 0), LineEcho, max_line=64, max_workers=1
+    )
     with serving(server):
         for _ in range(3):
             with connect(server.server_address) as bad:
                 bad.sendall(b"x" * 100)
-                assert closed_by_peer(bad, IO_TIMEOUT) in ("eof", "reset")
+                assert closed_by_peer(bad, TIMEOUT) in ("eof", "reset")
         with connect(server.server_address) as good:
             good.sendall(b"fine\n")
             assert recv_line(good) == b"fine\n"

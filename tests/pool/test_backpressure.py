@@ -16,6 +16,7 @@ import pytest
 
 import sockserve as socketserver
 from helpers.clients import closed_by_peer, connect, recv_line
+from helpers.handlers import echo_when_released
 from sockserve.testing import serving
 
 WAIT = 10.0
@@ -45,13 +46,8 @@ def make_server(
     server_class: type[socketserver.ThreadPoolTCPServer] = socketserver.ThreadPoolTCPServer,
     **options: object,
 ) -> socketserver.ThreadPoolTCPServer:
-    class Blocking(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            line = self.rfile.readline()
-            release.wait(WAIT * 3)
-            self.wfile.write(line)
-
-    return server_class(("127.0.0.1", 0), Blocking, max_workers=2, max_pending=1, **options)
+    handler = echo_when_released(release)
+    return server_class(("127.0.0.1", 0), handler, max_workers=2, max_pending=1, **options)
 
 
 def test_block_keeps_extra_clients_in_the_backlog() -> None:

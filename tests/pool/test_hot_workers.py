@@ -16,6 +16,8 @@ import pytest
 
 import sockserve
 from helpers.clients import connect, recv_line
+from helpers.handlers import LineEcho
+from helpers.net import wait_until
 from sockserve.strategies.workers import WorkerPool
 from sockserve.testing import serving
 
@@ -72,15 +74,6 @@ def make_pool(jobs: Jobs) -> Iterator[PoolFactory]:
     jobs.release_all()
     for pool in pools:
         pool.close(timeout=WAIT)
-
-
-def wait_until(predicate: object, timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def test_a_queued_job_waits_for_the_busy_worker_and_runs_on_it(
@@ -164,18 +157,10 @@ def test_the_pool_class_defaults_are_the_documented_ones() -> None:
     assert sockserve.ThreadPoolTCPServer.grow_after == 0.002
 
 
-class HoldingEcho(sockserve.StreamRequestHandler):
-    """A persistent client's handler: echoes lines until the client leaves."""
-
-    def handle(self) -> None:
-        for line in self.rfile:
-            self.wfile.write(line)
-
-
 def test_persistent_clients_beyond_the_eager_workers_are_all_served() -> None:
     """Each of six connections holds its worker; the pool must grow past eager_workers=2."""
     server = sockserve.ThreadPoolTCPServer(
-        ("127.0.0.1", 0), HoldingEcho, max_workers=8, eager_workers=2, grow_after=0.01
+        ("127.0.0.1", 0), LineEcho, max_workers=8, eager_workers=2, grow_after=0.01
     )
     with serving(server):
         clients = [connect(server.server_address, family=socket.AF_INET) for _ in range(6)]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import sockserve
+from helpers.clients import connect
 from sockserve.testing import serving
 
 WAIT = 10.0
@@ -25,7 +26,7 @@ def nodelay_seen_by_handler(server_class: type[sockserve.TCPServer], **options: 
             done.set()
 
     server = server_class(("127.0.0.1", 0), Probe, **options)  # type: ignore[arg-type]
-    with serving(server), socket.create_connection(server.server_address, timeout=WAIT):
+    with serving(server), connect(server.server_address):
         assert done.wait(WAIT)
     return seen[0]
 

@@ -11,37 +11,23 @@ import pytest
 
 import sockserve as socketserver
 from helpers.clients import (
-    IO_TIMEOUT,
     closed_by_peer,
     connect,
     recv_line,
+    round_trip,
     run_clients,
     short_tempdir,
 )
+from helpers.handlers import LineEcho, PacketEcho
+from helpers.net import TIMEOUT
+from helpers.processes import open_descriptors
 from sockserve.testing import serving
 
 WAIT = 10.0
 
 
-class LineEcho(socketserver.StreamRequestHandler):
-    def handle(self) -> None:
-        for line in self.rfile:
-            self.wfile.write(line)
-
-
-class PacketEcho(socketserver.DatagramRequestHandler):
-    def handle(self) -> None:
-        self.wfile.write(self.rfile.read())
-
-
-def echo_once(address: object, family: int, payload: bytes) -> bytes:
-    with connect(address, family=family) as client:
-        client.sendall(payload)
-        return recv_line(client)
-
-
 def tcp_echo(server: socketserver.TCPServer, payload: bytes) -> bytes:
-    return echo_once(server.server_address, socket.AF_INET, payload)
+    return round_trip(server.server_address, payload)
 
 
 # -- every family serves ------------------------------------------------------
@@ -59,14 +45,11 @@ def test_stream_pool_servers_echo(family: str) -> None:
                 os.path.join(tmp, "s"), LineEcho, max_workers=3
             )
         with serving(server):
-            with connect(server.server_address, family=server.address_family) as client:
+            with connect(server.server_address) as client:
                 for i in range(5):
                     client.sendall(b"line %d\r\n" % i)
                     assert recv_line(client) == b"line %d\r\n" % i
-            results = run_clients(
-                6,
-                lambda i: echo_once(server.server_address, server.address_family, b"c%d\n" % i),
-            )
+            results = run_clients(6, lambda i: round_trip(server.server_address, b"c%d\n" % i))
             assert results == [b"c%d\n" % i for i in range(6)]
             assert server.wait_for(lambda st: st.completed == 7 and st.active == 0, WAIT)
             stats = server.stats()
@@ -90,7 +73,7 @@ def test_datagram_pool_servers_echo(family: str) -> None:
             client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             client.bind(os.path.join(tmp, "c"))
         with serving(server), client:
-            client.settimeout(IO_TIMEOUT)
+            client.settimeout(TIMEOUT)
             for i in range(20):
                 client.sendto(b"packet %d" % i, server.server_address)
                 data, _ = client.recvfrom(100)
@@ -215,10 +198,6 @@ def test_workers_survive_system_exit_in_a_handler(caplog: pytest.LogCaptureFixtu
 # -- nothing grows with connections served --------------------------------------
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 @pytest.mark.parametrize("dispatch", ["immediate", "readable"])
 def test_nothing_grows_with_connections_served(dispatch: str) -> None:
     max_workers = 4
@@ -233,7 +212,7 @@ def test_nothing_grows_with_connections_served(dispatch: str) -> None:
     with serving(server):
         run_clients(8, lambda i: tcp_echo(server, b"warm\n"))
         assert server.wait_for(lambda st: st.active == 0 and st.completed == 8, WAIT)
-        fds_before = _open_fds()
+        fds_before = open_descriptors()
 
         def client(i: int) -> None:
             for j in range(125):
@@ -246,7 +225,7 @@ def test_nothing_grows_with_connections_served(dispatch: str) -> None:
         assert stats.pending == 0
         # The serving thread, the workers and (readable) the first-byte thread; nothing else.
         assert threading.active_count() <= threads_at_start + 1 + max_workers + 1
-        assert _open_fds() == fds_before
+        assert open_descriptors() == fds_before
         assert server._pipeline.tracker.in_flight == 0
         assert not server._pipeline.tracker._per_ip
         assert not server._workers.pool._queue

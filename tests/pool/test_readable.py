@@ -10,6 +10,7 @@ import pytest
 
 import sockserve as socketserver
 from helpers.clients import closed_by_peer, connect, recv_line
+from helpers.handlers import LineEcho
 from sockserve.testing import serving
 
 WAIT = 10.0
@@ -67,15 +68,9 @@ def test_silent_clients_do_not_take_workers() -> None:
 
 def test_first_byte_timeout_closes_silent_connections() -> None:
     first_byte_timeout = 0.3
-
-    class Echo(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            for line in self.rfile:
-                self.wfile.write(line)
-
     server = socketserver.ThreadPoolTCPServer(
         ("127.0.0.1", 0),
-        Echo,
+        LineEcho,
         max_workers=2,
         dispatch="readable",
         first_byte_timeout=first_byte_timeout,
@@ -105,15 +100,9 @@ def test_a_long_first_byte_timeout_still_serves(monkeypatch: pytest.MonkeyPatch)
     used to pass the whole wait and die with OverflowError, leaving every client parked."""
     died: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
-
-    class Echo(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            for line in self.rfile:
-                self.wfile.write(line)
-
     server = socketserver.ThreadPoolTCPServer(
         ("127.0.0.1", 0),
-        Echo,
+        LineEcho,
         dispatch="readable",
         first_byte_timeout=30 * 24 * 3600.0,  # 30 days: odd, but a valid finite value
     )

@@ -1,6 +1,6 @@
 """server.stats(): every field moves as the server works; as_dict() for exporters.
 
-The last two tests are measurements, printed (run with -s), not asserted.
+(What stats() costs is measured, not tested: ``python -m benchmarks.micro``.)
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ import signal
 import socket
 from typing import Any
 
+from helpers.clients import Conn
 from sockserve.exitcodes import ExitCode
 
-from .support import HANDLER, Conn
+from .support import HANDLER
 
 BIND = ("--bind", "127.0.0.1:0")
 

@@ -10,17 +10,16 @@ import configparser
 import re
 import shlex
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from helpers.net import TIMEOUT
+from helpers.processes import REPO, run
 from sockserve import cli
 from sockserve.exitcodes import ExitCode
 from sockserve.runner.master import HANDLED_SIGNALS, KILL_MARGIN
 from sockserve.runner.settings import RUNNER_SETTINGS, RunConfig
-
-from .support import REPO, TIMEOUT
 
 DEPLOY = REPO / "deploy"
 SYSTEMD = DEPLOY / "systemd"
@@ -76,14 +75,7 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
             copy = tmp_path / name
             copy.write_text(unit.read_text().replace(SOCKSERVE_BIN, str(stub)))
             copies.append(f"./{name}")
-        result = subprocess.run(
-            [analyze, "verify", "--man=no", *copies],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=TIMEOUT * 3,
-            check=False,
-        )
+        result = run([analyze, "verify", "--man=no", *copies], cwd=tmp_path, timeout=TIMEOUT * 3)
         # It exits 0 on mere warnings (an unknown key, a bad value): those count too.
         assert (result.returncode, result.stderr) == (0, ""), result.stderr + result.stdout
     for unit in UNITS:

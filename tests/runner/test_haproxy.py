@@ -2,13 +2,12 @@
 
 HAProxy runs deploy/haproxy/haproxy.cfg itself, with the test's addresses put in, so
 the documented configuration is the tested one. HAProxy is a Debian package
-(``apt-get install haproxy``); .ci/run installs it, and without it this test
-fails rather than skips.
+(``apt-get install haproxy``); .ci/run installs it. Without it this test skips,
+except in CI, where it fails (``helpers.programs``).
 """
 
 from __future__ import annotations
 
-import shutil
 import signal
 import socket
 from collections import Counter
@@ -17,9 +16,12 @@ from typing import Any
 
 import pytest
 
+from helpers.net import TIMEOUT, wait_until
+from helpers.processes import REPO, child_env
+from helpers.programs import require_program
 from sockserve.exitcodes import ExitCode
 
-from .support import HANDLER, REPO, TIMEOUT, Load, ask, child_env, render_deploy_config, wait_until
+from .support import HANDLER, Load, ask, render_deploy_config
 
 CONFIG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
 BACKEND = "sockserve"
@@ -27,10 +29,7 @@ BACKEND = "sockserve"
 
 @pytest.fixture(scope="module")
 def haproxy_binary() -> str:
-    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
-    if found is None:
-        pytest.fail("haproxy is not installed: apt-get install -y haproxy (.ci/run does)")
-    return found
+    return require_program("haproxy", "apt-get install haproxy")
 
 
 def render_config(replacements: dict[str, str]) -> str:

@@ -14,22 +14,18 @@ from typing import Any
 
 import pytest
 
-from sockserve.exitcodes import ExitCode
-
-from .support import (
-    HANDLER,
+from helpers.clients import Conn, connect
+from helpers.net import TIMEOUT, wait_until
+from helpers.processes import (
     STARTED,
-    TIMEOUT,
-    Conn,
-    Load,
-    ask,
     child_env,
-    connections,
     listening_inodes,
     socket_inodes,
     wait_pid_gone,
-    wait_until,
 )
+from sockserve.exitcodes import ExitCode
+
+from .support import HANDLER, Load, ask, connections
 
 BIND = ("--bind", "127.0.0.1:0")
 RECEIVED_TERM = r"^(?:\[(\d+)\] )?INFO sockserve\.worker: received SIGTERM: stopping$"
@@ -97,7 +93,7 @@ def test_new_connections_are_refused_while_draining(sockserve: Any, workers: str
         # The draining process closes its listener (no log line says when).
         assert wait_until(lambda: listener not in socket_inodes(serving))
         with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", port), TIMEOUT).close()
+            connect(("127.0.0.1", port)).close()
         assert in_flight.ask("echo still served") == "still served"
 
 

@@ -3,46 +3,44 @@
 nginx runs deploy/nginx/sockserve-stream.conf itself, with the test's addresses
 put in. nginx and its stream module are Debian packages
 (``apt-get install nginx libnginx-mod-stream``); without them this test
-fails rather than skips.
+skips, except in CI, where it fails (``helpers.programs``).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import socket
-import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers.processes import REPO, child_env, run
+from helpers.programs import missing, require_program
 from sockserve.exitcodes import ExitCode
 
-from .support import HANDLER, REPO, TIMEOUT, Load, ask, child_env, render_deploy_config
+from .support import HANDLER, Load, ask, render_deploy_config
 
 CONFIG = REPO / "deploy" / "nginx" / "sockserve-stream.conf"
-MISSING = "nginx with its stream module is needed: apt-get install -y nginx libnginx-mod-stream"
+INSTALL = "apt-get install nginx libnginx-mod-stream"
 WORKER_EXITED = r"\[notice\] \d+#\d+: worker process \d+ exited with code 0$"
 
 
 @pytest.fixture(scope="module")
 def nginx() -> tuple[str, str]:
     """The nginx binary, and the load_module line its stream module needs (or "")."""
-    binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-    if binary is None:
-        pytest.fail(MISSING)
-    built = subprocess.run(
-        [binary, "-V"], capture_output=True, text=True, timeout=TIMEOUT, check=True
-    ).stderr
+    binary = require_program("nginx", INSTALL)
+    version = run([binary, "-V"])
+    assert version.returncode == 0, version.stderr
+    built = version.stderr
     if re.search(r"--with-stream(\s|$)", built):
         return binary, ""  # built in
     modules = re.search(r"--modules-path=(\S+)", built)
     module = Path(modules[1] if modules else "/usr/lib/nginx/modules") / "ngx_stream_module.so"
     if "--with-stream=dynamic" not in built or not module.exists():
-        pytest.fail(MISSING)
+        missing(f"nginx's stream module not installed: {INSTALL}")
     return binary, f"load_module {module};"
 
 

@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 
+from helpers.clients import Conn
+from helpers.net import TIMEOUT
+from helpers.processes import child_env
 from sockserve.exitcodes import ExitCode
 
-from .support import HANDLER, TIMEOUT, Conn, Load, ask, child_env, pids_serving
+from .support import HANDLER, Load, ask, pids_serving
 
 # What systemd does between fork and exec: the sockets at fds 3, 4, ...; LISTEN_PID
 # names the process that is to take them, so it is set by that process itself.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from helpers.clients import Conn
+from helpers.processes import STARTED, child_env, run
 from sockserve.exitcodes import ExitCode
 
-from .support import HANDLER, STARTED, Conn, ask, child_env, pids_serving
+from .support import HANDLER, ask, pids_serving
 
 BIND = ("--bind", "127.0.0.1:0")
 ERROR_LINE = r"^sockserve: error: .*$"
@@ -238,9 +239,7 @@ def test_check_config_without_uvloop_rejects_event_loop_uvloop() -> None:
         "import sys; sys.modules['uvloop'] = None; from sockserve.cli import main; "
         "sys.exit(main(['echo', '--event-loop', 'uvloop', '--check-config']))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
+    result = run([sys.executable, "-c", code], timeout=60)
     assert result.returncode == ExitCode.USAGE
     assert "event_loop = 'uvloop' (from --event-loop): uvloop is not installed" in result.stderr
 

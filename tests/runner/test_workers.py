@@ -11,21 +11,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sockserve.exitcodes import ExitCode
-
-from .support import (
-    HANDLER,
+from helpers.clients import Conn
+from helpers.net import TIMEOUT
+from helpers.processes import (
     STARTED,
-    TIMEOUT,
-    Conn,
-    ask,
     child_env,
     children_of,
     listening_inodes,
-    pids_serving,
     socket_inodes,
     sockserve_argv,
 )
+from sockserve.exitcodes import ExitCode
+
+from .support import HANDLER, ask, pids_serving
 
 BIND = ("--bind", "127.0.0.1:0")
 

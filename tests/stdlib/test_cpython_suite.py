@@ -8,17 +8,16 @@ importable: its absence is a failure, not a skip) and under every pyenv
 from __future__ import annotations
 
 import glob
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers.processes import run
+
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "run_cpython_suite.py"
-SRC = HERE.parent.parent / "src"
 TIMEOUT = 100.0
 
 OTHER_INTERPRETERS = sorted(
@@ -39,37 +38,16 @@ _COUNT_TESTS = (
 )
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
-    return env
-
-
 def _expected_count(python: str) -> int:
     """How many tests the stdlib module has under ``python``, minus the excluded one."""
-    result = subprocess.run(
-        [python, "-c", _COUNT_TESTS],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=HERE,
-    )
+    result = run([python, "-c", _COUNT_TESTS], timeout=TIMEOUT, cwd=HERE)
     assert result.returncode == 0, f"{python}: test.test_socketserver:\n{result.stderr}"
     return int(result.stdout) - EXCLUDED
 
 
 def _run_suite(python: str) -> None:
     expected = _expected_count(python)
-    result = subprocess.run(
-        [python, str(RUNNER)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=_env(),
-        cwd=HERE,
-    )
+    result = run([python, str(RUNNER)], timeout=TIMEOUT, cwd=HERE)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     ran = re.search(r"^Ran (\d+) tests? in ", output, re.MULTILINE)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,12 +13,13 @@ from pathlib import Path
 import pytest
 
 import sockserve
+from helpers.clients import connect, receive_until_eof, send_then_shut_write
+from helpers.net import TIMEOUT
 from sockserve.services import SERVICES
 from sockserve.services.chargen import CHARACTERS, CYCLE, LINE_LENGTH
 from sockserve.services.daytime import DAYTIME_FORMAT, daytime_line
 from sockserve.testing import serving
 
-TIMEOUT = 10.0  # every blocking socket call in these tests is bounded by this
 LOOPBACK = ("127.0.0.1", 0)
 MiB = 1024 * 1024
 
@@ -33,7 +33,7 @@ def tcp_service(name: str, asynchronous: bool = False) -> Iterator[socket.socket
         if asynchronous
         else sockserve.ThreadingTCPServer(LOOPBACK, service.stream)
     )
-    with serving(server), socket.create_connection(server.server_address, TIMEOUT) as client:
+    with serving(server), connect(server.server_address) as client:
         yield client
 
 
@@ -46,13 +46,6 @@ def udp_service(name: str) -> Iterator[tuple[socket.socket, tuple[str, int]]]:
         yield client, server.server_address
 
 
-def receive_until_eof(sock: socket.socket) -> bytes:
-    chunks = []
-    while chunk := sock.recv(256 * 1024):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def receive_exactly(sock: socket.socket, size: int) -> bytes:
     data = bytearray()
     while len(data) < size:
@@ -60,18 +53,6 @@ def receive_exactly(sock: socket.socket, size: int) -> bytes:
         assert chunk, f"connection closed after {len(data)} of {size} bytes"
         data += chunk
     return bytes(data)
-
-
-def send_then_close_writing(sock: socket.socket, data: bytes) -> threading.Thread:
-    """Send ``data`` then EOF from a thread, so the test can read replies meanwhile."""
-
-    def send() -> None:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    return sender
 
 
 # -- the registry --------------------------------------------------------------
@@ -98,10 +79,9 @@ def test_registry_is_read_only() -> None:
 def test_tcp_echo_returns_a_mebibyte_intact(asynchronous: bool) -> None:
     payload = os.urandom(MiB)
     with tcp_service("echo", asynchronous) as client:
-        sender = send_then_close_writing(client, payload)
+        sender = send_then_shut_write(client, payload)
         echoed = receive_until_eof(client)  # the server closes after our EOF
         sender.join(TIMEOUT)
-    assert not sender.is_alive()
     assert len(echoed) == len(payload)
     assert echoed == payload
 
@@ -109,9 +89,7 @@ def test_tcp_echo_returns_a_mebibyte_intact(asynchronous: bool) -> None:
 def test_unix_stream_echo(tmp_path: Path) -> None:
     path = str(tmp_path / "echo.sock")
     server = sockserve.ThreadingUnixStreamServer(path, SERVICES["echo"].stream)
-    with serving(server), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(TIMEOUT)
-        client.connect(path)
+    with serving(server), connect(path) as client:
         client.sendall(b"over a Unix socket\n")
         client.shutdown(socket.SHUT_WR)
         assert receive_until_eof(client) == b"over a Unix socket\n"
@@ -132,11 +110,10 @@ def test_udp_echo_returns_the_same_datagram(payload: bytes) -> None:
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["threads", "async"])
 def test_tcp_discard_reads_everything_and_sends_nothing(asynchronous: bool) -> None:
     with tcp_service("discard", asynchronous) as client:
-        sender = send_then_close_writing(client, os.urandom(MiB))
+        sender = send_then_shut_write(client, os.urandom(MiB))
         # EOF without a byte: the server read to the end, then closed.
         assert client.recv(1024) == b""
         sender.join(TIMEOUT)
-    assert not sender.is_alive()
 
 
 def test_udp_discard_sends_no_datagram_at_all() -> None:

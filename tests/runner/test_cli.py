@@ -1,7 +1,8 @@
 """The ``sockserve`` command: run as ``python -m sockserve`` in a subprocess, plus its parts.
 
 A server is ready when it logs its "listening on" line, so the tests read that
-line from its stderr (with a deadline) instead of sleeping.
+line from its stderr (with a deadline) instead of sleeping. The child is the
+``sockserve`` fixture's (``helpers.processes.Child``).
 """
 
 from __future__ import annotations
@@ -9,21 +10,27 @@ from __future__ import annotations
 import errno
 import os
 import re
-import selectors
 import signal
 import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import sockserve
-from sockserve import cli
+from helpers.clients import connect, round_trip
+from helpers.net import TIMEOUT
+from helpers.processes import run, sockserve_argv
+from sockserve import (
+    AsyncTCPServer,
+    BaseRequestHandler,
+    TCPServer,
+    ThreadPoolUDPServer,
+    __version__,
+    cli,
+)
 from sockserve.core.addresses import parse_bind_spec
 from sockserve.exitcodes import ExitCode
 from sockserve.runner import listeners as listeners_module
@@ -34,114 +41,18 @@ from sockserve.runner.worker import WorkerLoop, build_servers
 from sockserve.services import SERVICES
 from sockserve.testing import serving
 
-TIMEOUT = 10.0  # bound on every wait: a socket call, a log line, an exit
-SRC = Path(__file__).resolve().parent.parent / "src"
-LISTENING = re.compile(r"INFO sockserve\.cli: (\w+) listening on (\S+)\n")
 
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
-    return env
-
-
-def command(*args: str) -> list[str]:
-    # -X dev: the child reports unclosed resources and other warnings on stderr.
-    return [sys.executable, "-X", "dev", "-m", "sockserve", *args]
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run a command that is expected to exit by itself."""
-    return subprocess.run(
-        command(*args),
-        check=False,
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=TIMEOUT,
-    )
-
-
-class ServerProcess:
-    """A ``python -m sockserve`` child whose stderr is read as it comes."""
-
-    def __init__(self, *args: str, pass_fds: tuple[int, ...] = ()) -> None:
-        self.proc = subprocess.Popen(
-            command(*args),
-            pass_fds=pass_fds,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=child_env(),
-        )
-        assert self.proc.stderr is not None
-        self._stderr = self.proc.stderr
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._stderr, selectors.EVENT_READ)
-        self.output = ""  # stderr read so far
-        self._eof = False
-
-    def _read_some(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not self._selector.select(remaining):
-            raise AssertionError(f"timed out; stderr so far:\n{self.output}")
-        chunk = os.read(self._stderr.fileno(), 65536)
-        if not chunk:
-            self._eof = True
-        self.output += chunk.decode()
-
-    def listeners(self, count: int = 1) -> list[str]:
-        """Wait for ``count`` "listening on" lines; return the bound specs in order."""
-        deadline = time.monotonic() + TIMEOUT
-        while len(found := LISTENING.findall(self.output)) < count:
-            if self._eof:
-                raise AssertionError(f"exited before listening; stderr:\n{self.output}")
-            self._read_some(deadline)
-        return [spec for _service, spec in found]
-
-    def port(self) -> int:
-        return int(self.listeners()[0].rpartition(":")[2])
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        """Send ``signum``, wait for the exit status and read the rest of stderr."""
-        self.proc.send_signal(signum)
-        status = self.proc.wait(TIMEOUT)
-        deadline = time.monotonic() + TIMEOUT
-        while not self._eof:
-            self._read_some(deadline)
-        return status
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(TIMEOUT)
-        self._selector.close()
-        self._stderr.close()
-
-
-@pytest.fixture
-def start() -> Iterator[Any]:
-    """Start servers; whatever happens, none outlives the test."""
-    started: list[ServerProcess] = []
-
-    def start(*args: str, pass_fds: tuple[int, ...] = ()) -> ServerProcess:
-        server = ServerProcess(*args, pass_fds=pass_fds)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.close()
+def run_sockserve(*args: str) -> subprocess.CompletedProcess[str]:
+    """``sockserve ARGS``, expected to exit by itself."""
+    return run(sockserve_argv(*args))
 
 
 def tcp_client(port: int, host: str = "127.0.0.1") -> socket.socket:
-    return socket.create_connection((host, port), TIMEOUT)
+    return connect((host, port))
 
 
 def echo_over_tcp(port: int, payload: bytes = b"hello, echo\n", host: str = "127.0.0.1") -> None:
-    with tcp_client(port, host) as client:
-        client.sendall(payload)
-        assert client.recv(1024) == payload
+    assert round_trip((host, port), payload) == payload
 
 
 def assert_clean_stop(output: str, signal_name: str) -> None:
@@ -169,9 +80,9 @@ def busy_port() -> Iterator[int]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_echo_serves_then_stops_cleanly_on_signal(start: Any, signum: signal.Signals) -> None:
-    server = start("echo", "--bind", "127.0.0.1:0")
-    [spec] = server.listeners()
+def test_echo_serves_then_stops_cleanly_on_signal(sockserve: Any, signum: signal.Signals) -> None:
+    server = sockserve("echo", "--bind", "127.0.0.1:0")
+    [spec] = server.listening()
     assert re.fullmatch(r"tcp://127\.0\.0\.1:\d+", spec)
     port = server.port()
     assert port != 0  # the port really bound, not the one asked for
@@ -184,9 +95,9 @@ def test_echo_serves_then_stops_cleanly_on_signal(start: Any, signum: signal.Sig
     assert_clean_stop(server.output, signum.name)
 
 
-def test_tcp_and_udp_at_once(start: Any) -> None:
-    server = start("echo", "--bind", "127.0.0.1:0", "--bind", "udp://127.0.0.1:0")
-    tcp_spec, udp_spec = server.listeners(2)
+def test_tcp_and_udp_at_once(sockserve: Any) -> None:
+    server = sockserve("echo", "--bind", "127.0.0.1:0", "--bind", "udp://127.0.0.1:0")
+    tcp_spec, udp_spec = server.listening(2)
     assert tcp_spec.startswith("tcp://") and udp_spec.startswith("udp://")
     echo_over_tcp(listening_spec(tcp_spec)[1])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
@@ -197,24 +108,20 @@ def test_tcp_and_udp_at_once(start: Any) -> None:
     assert_clean_stop(server.output, "SIGTERM")
 
 
-def test_unix_socket_is_served_and_removed_on_stop(start: Any, tmp_path: Path) -> None:
+def test_unix_socket_is_served_and_removed_on_stop(sockserve: Any, tmp_path: Path) -> None:
     path = tmp_path / "echo.sock"
-    server = start("echo", "--bind", f"unix:{path}")
-    assert server.listeners() == [f"unix:{path}"]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(TIMEOUT)
-        client.connect(str(path))
-        client.sendall(b"local\n")
-        assert client.recv(1024) == b"local\n"
+    server = sockserve("echo", "--bind", f"unix:{path}")
+    assert server.listening() == [f"unix:{path}"]
+    assert round_trip(str(path), b"local\n") == b"local\n"
     assert server.stop() == ExitCode.OK
     assert not path.exists()
     assert_clean_stop(server.output, "SIGTERM")
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
-def test_every_service_is_a_subcommand(start: Any, service: str) -> None:
-    server = start(service)  # the default bind: 127.0.0.1, a free port
-    [spec] = server.listeners()
+def test_every_service_is_a_subcommand(sockserve: Any, service: str) -> None:
+    server = sockserve(service)  # the default bind: 127.0.0.1, a free port
+    [spec] = server.listening()
     assert spec.startswith("tcp://127.0.0.1:")
     assert f"INFO sockserve.cli: {service} listening on {spec}\n" in server.output
     with tcp_client(server.port()) as client:
@@ -230,7 +137,7 @@ def test_every_service_is_a_subcommand(start: Any, service: str) -> None:
 
 
 def test_port_in_use_is_one_line_and_exit_bind(busy_port: int) -> None:
-    result = run("echo", "--bind", f"127.0.0.1:{busy_port}")
+    result = run_sockserve("echo", "--bind", f"127.0.0.1:{busy_port}")
     assert result.returncode == ExitCode.BIND
     assert result.stderr == (
         f"sockserve: error: cannot bind tcp://127.0.0.1:{busy_port}: "
@@ -240,7 +147,7 @@ def test_port_in_use_is_one_line_and_exit_bind(busy_port: int) -> None:
 
 def test_binding_is_all_or_nothing(busy_port: int, tmp_path: Path) -> None:
     path = tmp_path / "first.sock"
-    result = run("echo", "--bind", f"unix:{path}", "--bind", f"127.0.0.1:{busy_port}")
+    result = run_sockserve("echo", "--bind", f"unix:{path}", "--bind", f"127.0.0.1:{busy_port}")
     assert result.returncode == ExitCode.BIND
     assert result.stderr.splitlines() == [
         f"sockserve: error: cannot bind tcp://127.0.0.1:{busy_port}: "
@@ -258,7 +165,7 @@ def test_binding_is_all_or_nothing(busy_port: int, tmp_path: Path) -> None:
     ],
 )
 def test_bad_spec_is_a_usage_error(spec: str, problem: str) -> None:
-    result = run("echo", "--bind", "127.0.0.1:0", "--bind", spec)
+    result = run_sockserve("echo", "--bind", "127.0.0.1:0", "--bind", spec)
     assert result.returncode == ExitCode.USAGE
     [line] = result.stderr.splitlines()
     assert line.startswith(f"sockserve: error: invalid bind address {spec!r}: ")
@@ -266,9 +173,9 @@ def test_bad_spec_is_a_usage_error(spec: str, problem: str) -> None:
 
 
 def test_version() -> None:
-    result = run("--version")
+    result = run_sockserve("--version")
     assert result.returncode == 0
-    assert result.stdout == f"sockserve {sockserve.__version__}\n"
+    assert result.stdout == f"sockserve {__version__}\n"
 
 
 # -- the parts, in-process ------------------------------------------------------------
@@ -292,13 +199,13 @@ def test_config_keeps_every_bind_in_order() -> None:
     assert config.log_level == "debug"
 
 
-def test_fd_specs_serve_an_inherited_socket(start: Any) -> None:
+def test_fd_specs_serve_an_inherited_socket(sockserve: Any) -> None:
     with socket.create_server(("127.0.0.1", 0)) as inherited:
         port = inherited.getsockname()[1]
         fd = inherited.fileno()
         os.set_inheritable(fd, True)
-        server = start("echo", "--bind", f"fd://{fd}", pass_fds=(fd,))
-        [spec] = server.listeners()
+        server = sockserve("echo", "--bind", f"fd://{fd}", pass_fds=(fd,))
+        [spec] = server.listening()
         assert spec == f"tcp://127.0.0.1:{port}"
     echo_over_tcp(port)
     assert server.stop() == ExitCode.OK
@@ -366,7 +273,7 @@ def test_signal_inbox_wakes_from_another_thread() -> None:
         assert inbox.take() == []
 
 
-class _CrashingServer(sockserve.TCPServer):
+class _CrashingServer(TCPServer):
     def serve_forever(self, poll_interval: float | None = 0.5) -> None:
         raise RuntimeError("boom")
 
@@ -374,8 +281,8 @@ class _CrashingServer(sockserve.TCPServer):
 def test_a_server_that_dies_stops_the_rest_with_exit_failure(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    healthy = sockserve.TCPServer(("127.0.0.1", 0), sockserve.BaseRequestHandler)
-    broken = _CrashingServer(("127.0.0.1", 0), sockserve.BaseRequestHandler)
+    healthy = TCPServer(("127.0.0.1", 0), BaseRequestHandler)
+    broken = _CrashingServer(("127.0.0.1", 0), BaseRequestHandler)
     with SignalInbox([signal.SIGTERM]) as inbox:
         reason = WorkerLoop([healthy, broken], inbox, grace=1.0).run()
     assert reason == "failure"
@@ -390,9 +297,9 @@ def test_a_service_with_the_async_worker_class_serves_its_coroutine_handler() ->
     )
     try:
         stream, datagram = build_servers(parse("echo", "--worker-class", "async"), listeners)
-        assert isinstance(stream, sockserve.AsyncTCPServer)
+        assert isinstance(stream, AsyncTCPServer)
         assert stream.RequestHandlerClass is SERVICES["echo"].async_stream
-        assert isinstance(datagram, sockserve.ThreadPoolUDPServer)
+        assert isinstance(datagram, ThreadPoolUDPServer)
         assert datagram.RequestHandlerClass is SERVICES["echo"].datagram
         with serving(stream):
             echo_over_tcp(stream.server_address[1])

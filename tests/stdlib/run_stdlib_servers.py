@@ -1,9 +1,9 @@
-"""``http.server`` and ``xmlrpc.server`` rebuilt on sockserve (child of test_fixes).
+"""``http.server`` and ``xmlrpc.server`` rebuilt on sockserve (child of test_stdlib_servers).
 
 ``sys.modules["socketserver"]`` is replaced by sockserve before either module is
 imported, so their ``HTTPServer``, ``ThreadingHTTPServer`` and
 ``SimpleXMLRPCServer`` subclass sockserve's classes: the code written for the
-stdlib runs unchanged on top of sockserve. Usage: ``python stdlib_subclasses.py
+stdlib runs unchanged on top of sockserve. Usage: ``python run_stdlib_servers.py
 DIRECTORY`` where DIRECTORY holds ``hello.txt``. Prints ``OK`` and exits 0 when
 both servers answered correctly; any failure raises.
 """

@@ -1,0 +1,1 @@
+"""error tests: a package, so module names never clash with other test folders."""

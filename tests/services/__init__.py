@@ -1,0 +1,1 @@
+"""services tests: a package, so module names never clash with other test folders."""

@@ -1,0 +1,1 @@
+"""serving tests: a package, so module names never clash with other test folders."""

@@ -1,0 +1,1 @@
+"""Unix socket tests: a package, so module names never clash with other test folders."""
