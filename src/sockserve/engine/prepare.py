@@ -172,6 +172,9 @@ class Preparer:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._waker = Waker()
+        # Made here, not when the thread starts, so the descriptors a server
+        # holds do not change the first time a connection has to wait.
+        self._selector = selectors.DefaultSelector()
         self._leftovers: list[Connection] = []
         self._order = itertools.count()
         self._held = 0
@@ -223,6 +226,7 @@ class Preparer:
             self._waker.wake()
             thread.join()
         self._waker.close()
+        self._selector.close()
         leftovers, self._leftovers = self._leftovers, []
         with self._lock:
             leftovers.extend(entry.conn for entry in self._inbox)
@@ -237,7 +241,7 @@ class Preparer:
     def _loop(self) -> None:
         held: dict[int, _Entry] = {}
         deadlines: list[tuple[float, int, _Entry]] = []
-        selector = selectors.DefaultSelector()
+        selector = self._selector
         selector.register(self._waker, selectors.EVENT_READ)
         try:
             while not self._stopping:
@@ -264,7 +268,6 @@ class Preparer:
             for entry in held.values():
                 selector.unregister(entry.fd)
                 self._leftovers.append(entry.conn)
-            selector.close()
 
     def _take_inbox(
         self,
