@@ -9,8 +9,14 @@ sockets exist.
 
 from __future__ import annotations
 
-from sockserve.aio import AsyncMixIn, AsyncTCPServer, AsyncUnixStreamServer
-from sockserve.asynchandlers import AsyncStreamRequestHandler
+from sockserve.aio import (
+    AsyncMixIn,
+    AsyncTCPServer,
+    AsyncUDPServer,
+    AsyncUnixDatagramServer,
+    AsyncUnixStreamServer,
+)
+from sockserve.asynchandlers import AsyncDatagramRequestHandler, AsyncStreamRequestHandler
 from sockserve.engine.drain import DrainReport
 from sockserve.engine.lifecycle import State
 from sockserve.errors import LineTooLong, PeerError
@@ -75,7 +81,10 @@ __all__ = [
     "AsyncMixIn",
     "AsyncTCPServer",
     "AsyncUnixStreamServer",
+    "AsyncUDPServer",
+    "AsyncUnixDatagramServer",
     "AsyncStreamRequestHandler",
+    "AsyncDatagramRequestHandler",
     "DrainReport",
     "LineTooLong",
     "PeerError",

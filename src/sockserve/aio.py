@@ -26,12 +26,24 @@ from sockserve._types import Address, Request
 from sockserve.engine.connection import ABORTED, Connection
 from sockserve.engine.pipeline import ConnectionPipeline
 from sockserve.options import family_default
-from sockserve.servers import MixInBase, TCPServer, UnixStreamServer
+from sockserve.servers import (
+    MixInBase,
+    TCPServer,
+    UDPServer,
+    UnixDatagramServer,
+    UnixStreamServer,
+)
 from sockserve.strategies.aio import AsyncStrategy
 from sockserve.strategies.aiostream import ConnectionSocket
 from sockserve.strategies.base import Strategy
 
-__all__ = ["AsyncMixIn", "AsyncTCPServer", "AsyncUnixStreamServer"]
+__all__ = [
+    "AsyncMixIn",
+    "AsyncTCPServer",
+    "AsyncUDPServer",
+    "AsyncUnixDatagramServer",
+    "AsyncUnixStreamServer",
+]
 
 
 class AsyncMixIn(MixInBase):
@@ -44,6 +56,7 @@ class AsyncMixIn(MixInBase):
 
     _serves_async_handlers = True
     _tasks: AsyncStrategy
+    _datagram = False
     #: The coroutine ``finish_request`` of a subclass still written for the
     #: hook's old form: called (as a function of the server) instead of
     #: ``finish_request_async``.
@@ -63,15 +76,23 @@ class AsyncMixIn(MixInBase):
             cls._legacy_finish_request = override
 
     def _make_strategy(self, pipeline: ConnectionPipeline) -> Strategy:
-        if getattr(self, "socket_type", socket.SOCK_STREAM) != socket.SOCK_STREAM:
-            raise TypeError(f"{type(self).__name__}: async handlers serve stream sockets only")
-        handler_max_line = getattr(self.RequestHandlerClass, "max_line", None)
+        self._datagram = getattr(self, "socket_type", socket.SOCK_STREAM) == socket.SOCK_DGRAM
+        handler = self.RequestHandlerClass
+        wants = getattr(handler, "_async_transport", "stream")
+        serves = "datagram" if self._datagram else "stream"
+        if wants != serves:
+            raise TypeError(
+                f"{type(self).__name__} serves {serves} sockets; "
+                f"{getattr(handler, '__name__', handler)} is an async {wants} handler"
+            )
+        handler_max_line = getattr(handler, "max_line", None)
         self._tasks = AsyncStrategy(
             self._serve_connection,
             pipeline.tracker,
             kind=self.event_loop,
             idle_timeout=self.idle_timeout,
             max_line=handler_max_line if handler_max_line is not None else self.max_line,
+            datagram=self._datagram,
         )
         return self._tasks
 
@@ -105,7 +126,8 @@ class AsyncMixIn(MixInBase):
         """The life of one connection on the loop: its stream, the handler, errors, the end."""
         pipeline = self._pipeline
         try:
-            await self._tasks.open_stream(conn)
+            if not self._datagram:
+                await self._tasks.open_stream(conn)
             legacy = type(self)._legacy_finish_request
             if legacy is not None:
                 await legacy(self, conn.request, conn.client_address)
@@ -138,6 +160,9 @@ class AsyncMixIn(MixInBase):
 
     def shutdown_request(self, request: Request) -> None:
         """Log the connection (while its socket is still open) and close it."""
+        if self._datagram:
+            super().shutdown_request(request)  # a datagram: nothing of its own to close
+            return
         if self.access_log:
             stream = request.stream if isinstance(request, ConnectionSocket) else None
             counts = stream.byte_counts if stream is not None else None
@@ -146,6 +171,8 @@ class AsyncMixIn(MixInBase):
 
     def close_request(self, request: Request) -> None:
         """Close the connection: its transport, once what was written has been sent."""
+        if self._datagram:
+            return  # the socket is shared by every datagram
         if isinstance(request, ConnectionSocket) and request.stream is not None:
             stream = request.stream
             if stream.timed_out:
@@ -167,6 +194,14 @@ class _AsyncStreamDefaults:
 
 class AsyncTCPServer(_AsyncStreamDefaults, AsyncMixIn, TCPServer):
     """A TCP server for :class:`~sockserve.AsyncStreamRequestHandler` handlers."""
+
+
+class AsyncUDPServer(AsyncMixIn, UDPServer):
+    """A UDP server for :class:`~sockserve.AsyncDatagramRequestHandler` handlers."""
+
+
+class AsyncUnixDatagramServer(AsyncMixIn, UnixDatagramServer):
+    """A Unix datagram server for :class:`~sockserve.AsyncDatagramRequestHandler` handlers."""
 
 
 class AsyncUnixStreamServer(_AsyncStreamDefaults, AsyncMixIn, UnixStreamServer):

@@ -33,6 +33,8 @@ written has been sent.
 
 from __future__ import annotations
 
+import io
+import socket as socketlib
 from typing import TYPE_CHECKING
 
 from sockserve._types import Address
@@ -41,7 +43,7 @@ from sockserve.strategies.aiostream import ConnectionSocket, Stream
 if TYPE_CHECKING:
     from sockserve.servers import BaseServer
 
-__all__ = ["AsyncStreamRequestHandler"]
+__all__ = ["AsyncDatagramRequestHandler", "AsyncStreamRequestHandler"]
 
 
 class AsyncStreamRequestHandler:
@@ -52,6 +54,7 @@ class AsyncStreamRequestHandler:
 
     #: Marks the class for servers, which refuse handlers they cannot run.
     _is_async_handler = True
+    _async_transport = "stream"
 
     reader: Stream
     writer: Stream
@@ -95,6 +98,76 @@ class AsyncStreamRequestHandler:
 
     async def _run(self) -> None:
         """setup, handle, finish: what the stdlib's handler constructor does, awaited."""
+        await self.setup()
+        try:
+            await self.handle()
+        finally:
+            await self.finish()
+
+
+class AsyncDatagramRequestHandler:
+    """Answers one datagram with coroutines: ``DatagramRequestHandler``'s shape, async.
+
+    ``self.packet`` is the datagram, ``self.client_address`` its sender,
+    ``self.socket`` the server's socket. Answer with ``self.reply(data)`` (one
+    datagram, sent at once), or write to ``self.wfile`` as with the stdlib
+    handler: what it holds is sent when ``finish()`` runs. Served by
+    :class:`sockserve.AsyncUDPServer` and ``AsyncUnixDatagramServer`` on their
+    event loop. A handler that does not wait for anything (most: a reply is a
+    ``sendto``) runs straight through when its datagram arrives, with no task
+    made for it; one that waits becomes a task at its first wait.
+    """
+
+    _is_async_handler = True
+    _async_transport = "datagram"
+
+    packet: bytes
+    socket: socketlib.socket
+
+    def __init__(
+        self, request: tuple[bytes, socketlib.socket], client_address: Address, server: BaseServer
+    ):
+        self.request = request
+        self.client_address = client_address
+        self.server = server
+        self._wfile: io.BytesIO | None = None
+
+    @property
+    def rfile(self) -> io.BytesIO:
+        """The datagram as a file (made when first asked for)."""
+        return io.BytesIO(self.packet)
+
+    @property
+    def wfile(self) -> io.BytesIO:
+        """Write the reply here; ``finish()`` sends it as one datagram."""
+        if self._wfile is None:
+            self._wfile = io.BytesIO()
+        return self._wfile
+
+    def reply(self, data: bytes) -> bool:
+        """Send ``data`` to the client as one datagram; False if the socket's buffer was full.
+
+        A full send buffer drops the reply, as a congested network would a
+        datagram: UDP clients retry.
+        """
+        try:
+            self.socket.sendto(data, self.client_address)
+        except BlockingIOError:
+            return False
+        return True
+
+    async def setup(self) -> None:
+        self.packet, self.socket = self.request
+
+    async def handle(self) -> None:
+        """Answer the datagram."""
+
+    async def finish(self) -> None:
+        """Send what was written to ``wfile`` (if it was used: even nothing, as the stdlib does)."""
+        if self._wfile is not None:
+            self.reply(self._wfile.getvalue())
+
+    async def _run(self) -> None:
         await self.setup()
         try:
             await self.handle()

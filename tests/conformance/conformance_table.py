@@ -78,6 +78,8 @@ class ServerKind:
     @property
     def handler_base(self) -> type[Any]:
         if self.asynchronous:
+            if not self.stream:
+                return sockserve.AsyncDatagramRequestHandler
             return sockserve.AsyncStreamRequestHandler
         if self.stream:
             return sockserve.StreamRequestHandler
@@ -128,6 +130,8 @@ SERVER_KINDS: list[ServerKind] = [
     ),
     ServerKind("AsyncTCPServer", sockserve.AsyncTCPServer, STREAM, INET, ASYNC),
     ServerKind("AsyncUnixStreamServer", sockserve.AsyncUnixStreamServer, STREAM, UNIX, ASYNC),
+    ServerKind("AsyncUDPServer", sockserve.AsyncUDPServer, DATAGRAM, INET, ASYNC),
+    ServerKind("AsyncUnixDatagramServer", sockserve.AsyncUnixDatagramServer, DATAGRAM, UNIX, ASYNC),
 ]
 
 
@@ -318,6 +322,13 @@ class Harness:
         ``respond`` is plain blocking code; for async kinds it runs in a thread
         (``asyncio.to_thread``), so it may wait without stopping the event loop.
         """
+        if self.kind.asynchronous and not self.kind.stream:
+
+            class AsyncPacketHandler(sockserve.AsyncDatagramRequestHandler):
+                async def handle(self) -> None:
+                    self.wfile.write(await asyncio.to_thread(respond, self.rfile.readline()))
+
+            return AsyncPacketHandler
         if self.kind.asynchronous:
 
             class AsyncLineHandler(sockserve.AsyncStreamRequestHandler):
@@ -337,6 +348,22 @@ class Harness:
     def recording_handler(self) -> type[Any]:
         """An echo handler that records setup/handle/finish."""
         record = self.recorder
+        if self.kind.asynchronous and not self.kind.stream:
+
+            class AsyncRecordingPacketEcho(sockserve.AsyncDatagramRequestHandler):
+                async def setup(self) -> None:
+                    record("setup")
+                    await super().setup()
+
+                async def handle(self) -> None:
+                    record("handle")
+                    self.wfile.write(self.packet)
+
+                async def finish(self) -> None:
+                    record("finish")
+                    await super().finish()
+
+            return AsyncRecordingPacketEcho
         if self.kind.asynchronous:
 
             class AsyncRecordingEcho(sockserve.AsyncStreamRequestHandler):

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import os
 import sys
 import threading
 import time
@@ -44,7 +46,7 @@ from sockserve.strategies.eventloop import loop_factory
 if TYPE_CHECKING:
     from sockserve.servers import BaseServer
 
-__all__ = ["AsyncStrategy"]
+__all__ = ["AsyncStrategy", "start_eagerly"]
 
 _log = logging.getLogger("sockserve.server")
 
@@ -55,6 +57,52 @@ ServeCoroutine = Callable[[Connection], Coroutine[Any, Any, None]]
 MAX_ACCEPT = 64
 #: Seconds tasks cancelled when the loop closes get to finish their clean-up.
 CANCEL_GRACE = 1.0
+
+
+def start_eagerly(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+) -> asyncio.Task[None] | None:
+    """Run ``coro`` now, up to its first real wait; only then make it a task.
+
+    Returns None when it finished without waiting (no task was needed). It
+    runs in a copy of the current context, as a task would; until its first
+    wait ``asyncio.current_task()`` is None (Python 3.12's eager tasks, used
+    there instead, do not have that limit).
+    """
+    context = contextvars.copy_context()
+    try:
+        waiting_on = context.run(coro.send, None)
+    except StopIteration:
+        return None
+    return loop.create_task(_resume(coro, waiting_on, context), context=context)
+
+
+async def _resume(
+    coro: Coroutine[Any, Any, None], waiting_on: Any, context: contextvars.Context
+) -> None:
+    """Go on with a coroutine ``start_eagerly`` began: wait for what it waits on, resume it."""
+    while True:
+        try:
+            if waiting_on is None:
+                await asyncio.sleep(0)  # a bare yield: it only gave the loop a turn
+            else:
+                # The coroutine's await marked the future "blocking" for the task
+                # that would take it; there was none, so take it back before
+                # awaiting the same future here (a task does this reset itself).
+                waiting_on._asyncio_future_blocking = False
+                await waiting_on
+        except BaseException as exc:
+            # The wait failed, or this task was cancelled: the coroutine learns it
+            # where it waits, as it would under a task of its own.
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
 
 
 class _LoopWaker:
@@ -87,8 +135,11 @@ class AsyncStrategy:
         kind: str,
         idle_timeout: float | None,
         max_line: int | None,
+        datagram: bool = False,
     ) -> None:
         self._serve = serve
+        #: Datagram handlers run eagerly (see ``submit``); stream ones as tasks.
+        self._datagram = datagram
         self._tracker = tracker
         self.kind, self._new_loop = loop_factory(kind)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -118,10 +169,9 @@ class AsyncStrategy:
         """``serve_forever``: accept and serve on the event loop until a stop is requested."""
         loop = self.loop
         pipeline = server._pipeline
-        listener = server._listening_socket()
-        if listener is not None:
-            listener.setblocking(False)  # accepts come in batches, until EAGAIN
         fd = server.fileno()
+        # Accepts (and datagrams) are taken in batches, until EAGAIN.
+        os.set_blocking(fd, False)
         watching = False
         resume: asyncio.TimerHandle | None = None
         turn_handle: asyncio.TimerHandle | None = None
@@ -179,8 +229,21 @@ class AsyncStrategy:
     # -- connections ---------------------------------------------------------------------
 
     def submit(self, conn: Connection, *, force: bool = False) -> bool:
-        """Start the connection's task (on the loop's thread, or while the loop is idle)."""
-        task = self.loop.create_task(self._serve(conn))
+        """Start the connection's task (on the loop's thread, or while the loop is idle).
+
+        A datagram's handler is usually done before it waits for anything (a
+        reply is a ``sendto``), so it runs eagerly: a task is made only if it
+        does wait. On Python 3.12+ the loop's eager task factory does exactly
+        that for every task; before, :func:`start_eagerly` does it for
+        datagrams (a stream connection always waits, for its first bytes).
+        """
+        loop = self.loop
+        if self._datagram and sys.version_info < (3, 12) and loop.is_running():
+            task = start_eagerly(loop, self._serve(conn))
+            if task is None:
+                return True
+        else:
+            task = loop.create_task(self._serve(conn))
         if not task.done():
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
