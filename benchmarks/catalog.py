@@ -109,7 +109,8 @@ SERVERS: tuple[ServerSpec, ...] = (
         family="sockserve",
         tcp="sockserve.AsyncTCPServer + AsyncStreamRequestHandler (reader.read / writer.write"
         " + drain; uvloop when installed)",
-        protocols=("tcp", "shutdown"),
+        udp="sockserve.AsyncUDPServer + AsyncDatagramRequestHandler (reply; uvloop when installed)",
+        protocols=("tcp", "udp", "shutdown"),
     ),
     ServerSpec(
         name="sockserve-run-1",

@@ -149,6 +149,7 @@ _SOCKETSERVER_CLASSES: dict[tuple[str, str], str] = {
     ("sockserve-pool", "http"): "ThreadPoolTCPServer",
     ("sockserve-forking", "tcp"): "ForkingTCPServer",
     ("sockserve-async", "tcp"): "AsyncTCPServer",
+    ("sockserve-async", "udp"): "AsyncUDPServer",
     ("sockserve-sync", "udp"): "UDPServer",
     ("stdlib-threading-backlog5", "tcp"): "ThreadingTCPServer",
     ("stdlib-threading-somaxconn", "tcp"): "ThreadingTCPServer",
@@ -219,9 +220,10 @@ def _handler_class(kind: str, proto: str) -> type[Any]:
         except IMPORT_FAILURES as exc:
             raise Unavailable(f"sockserve does not import: {exc!r}") from exc
         if kind == "sockserve-async":
-            async_handler: type[Any] | None = getattr(handlers, "AsyncEchoHandler", None)
+            name = "AsyncDatagramEchoHandler" if proto == "udp" else "AsyncEchoHandler"
+            async_handler: type[Any] | None = getattr(handlers, name, None)
             if async_handler is None:
-                raise Unavailable("this sockserve has no AsyncStreamRequestHandler")
+                raise Unavailable(f"this sockserve has no handler base for {name}")
             return async_handler
         handler: type[Any] = (
             handlers.DatagramEchoHandler if proto == "udp" else handlers.EchoHandler

@@ -36,4 +36,19 @@ if hasattr(sockserve, "AsyncStreamRequestHandler"):
                 await writer.drain()
 
 
-__all__ = ["AsyncEchoHandler", "DatagramEchoHandler", "EchoHandler", "HTTPHandler"]
+if hasattr(sockserve, "AsyncDatagramRequestHandler"):
+
+    class AsyncDatagramEchoHandler(sockserve.AsyncDatagramRequestHandler):
+        """The datagram echo for the async strategy: each datagram answered with itself."""
+
+        async def handle(self) -> None:
+            self.reply(self.packet)
+
+
+__all__ = [
+    "AsyncDatagramEchoHandler",
+    "AsyncEchoHandler",
+    "DatagramEchoHandler",
+    "EchoHandler",
+    "HTTPHandler",
+]

@@ -117,6 +117,13 @@ class AsyncMixIn(MixInBase):
         """The event loop really used: "uvloop" or "asyncio"."""
         return self._tasks.kind
 
+    def get_request(self) -> tuple[Any, Address]:
+        """Accept a connection; the request is the view handlers get (see ConnectionSocket)."""
+        if self._datagram:
+            return super().get_request()
+        sock, client_address = super().get_request()
+        return ConnectionSocket(sock), client_address
+
     def process_request(self, request: Request, client_address: Address) -> None:
         """Start the connection's task on the event loop."""
         pipeline = self._pipeline
@@ -127,7 +134,7 @@ class AsyncMixIn(MixInBase):
         pipeline = self._pipeline
         try:
             if not self._datagram:
-                await self._tasks.open_stream(conn)
+                await self._tasks.open_stream(conn, record_bytes=self.access_log)
             legacy = type(self)._legacy_finish_request
             if legacy is not None:
                 await legacy(self, conn.request, conn.client_address)
@@ -179,8 +186,10 @@ class AsyncMixIn(MixInBase):
                 stream.abort()  # what it holds cannot go out: do not wait for it
             else:
                 stream.close()
+        elif isinstance(request, ConnectionSocket):
+            request._sock.close()  # the stream never opened: the accepted socket is still ours
         else:
-            request.close()  # the stream never opened: the accepted socket is still ours
+            request.close()
 
 
 class _AsyncStreamDefaults:

@@ -85,7 +85,7 @@ class ConnectionOptions:
 
     def _has_options(self, request: Any, nodelay: bool) -> bool:
         """Whether ``request`` arrived with the options the listener was given."""
-        if not isinstance(request, socket.socket):
+        if not hasattr(request, "getsockopt"):  # a socket, or an async handler's view of one
             return False
         try:
             expected = self._expected_timeval

@@ -48,6 +48,9 @@ class ConnectionTracker:
         self._clock = clock
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
+        #: Threads in wait_until / wait_for_change: without any, a change
+        #: notifies nobody (Condition.notify_all costs ~2 us even then).
+        self._waiters = 0
         self._in_flight: dict[int, Connection] = {}
         self._per_ip: dict[str, int] = {}
         self.accepted = 0
@@ -67,13 +70,13 @@ class ConnectionTracker:
                 reason = self._take_ip_slot(ip, per_ip_limit)
             if reason is not None:
                 self.rejected[reason] += 1
-                self._changed.notify_all()
+                self._notify()
                 return reason
             conn.ip = ip
             conn.admitted_at = self._clock()
             self._in_flight[id(conn.request)] = conn
             self.accepted += 1
-            self._changed.notify_all()
+            self._notify()
         return None
 
     def _take_ip_slot(self, ip: str, limit: int) -> str | None:
@@ -125,7 +128,7 @@ class ConnectionTracker:
             counter = COUNTER_OF.get(conn.outcome) if conn.outcome is not None else None
             if counter is not None:
                 self.events[counter] += 1
-            self._changed.notify_all()
+            self._notify()
         return True
 
     def unadmit(self, conn: Connection, reason: str) -> None:
@@ -138,7 +141,7 @@ class ConnectionTracker:
             # It never ran: count it as refused, like a refusal at the door, not as accepted.
             self.accepted -= 1
             self.rejected[reason] += 1
-            self._changed.notify_all()
+            self._notify()
 
     def find(self, request: Request) -> Connection | None:
         """The connection in flight whose request is ``request``, if any."""
@@ -155,7 +158,7 @@ class ConnectionTracker:
         """Count an event: "timed_out", "handler_errors", "peer_errors", ..."""
         with self._lock:
             self.events[event] += 1
-            self._changed.notify_all()
+            self._notify()
 
     @property
     def in_flight(self) -> int:
@@ -173,21 +176,29 @@ class ConnectionTracker:
         and must not call back into the tracker's locking methods.
         """
         with self._changed:
-            while not predicate():
-                if deadline is None:
-                    self._changed.wait()
-                    continue
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    return False
-                # Capped: Condition.wait overflows on huge timeouts (inf means "no deadline").
-                self._changed.wait(min(remaining, 3600.0))
-            return True
+            self._waiters += 1
+            try:
+                while not predicate():
+                    if deadline is None:
+                        self._changed.wait()
+                        continue
+                    remaining = deadline - self._clock()
+                    if remaining <= 0:
+                        return False
+                    # Capped: Condition.wait overflows on huge timeouts (inf: no deadline).
+                    self._changed.wait(min(remaining, 3600.0))
+                return True
+            finally:
+                self._waiters -= 1
 
     def wait_for_change(self, timeout: float) -> None:
         """Block until the next admit, release or count, or ``timeout`` seconds."""
         with self._changed:
-            self._changed.wait(timeout)
+            self._waiters += 1
+            try:
+                self._changed.wait(timeout)
+            finally:
+                self._waiters -= 1
 
     def snapshot(self) -> tuple[int, int, int, dict[str, int], dict[str, int]]:
         """(accepted, in flight, completed, rejected by reason, events), read consistently."""
@@ -200,7 +211,12 @@ class ConnectionTracker:
                 dict(self.events),
             )
 
+    def _notify(self) -> None:
+        """Wake the threads waiting for a change, if any (lock held)."""
+        if self._waiters:
+            self._changed.notify_all()
+
     def poke(self) -> None:
         """Wake every ``wait_until`` so it re-checks (used to cut a drain short)."""
         with self._lock:
-            self._changed.notify_all()
+            self._notify()

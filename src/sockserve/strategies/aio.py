@@ -249,13 +249,20 @@ class AsyncStrategy:
             task.add_done_callback(self._tasks.discard)
         return True
 
-    async def open_stream(self, conn: Connection) -> ConnectionSocket:
-        """Give ``conn``'s accepted socket to a transport; its request becomes a socket view."""
-        sock = conn.request
-        stream = Stream(self.sweep, max_line=self._max_line)
-        await asyncio.get_running_loop().connect_accepted_socket(lambda: stream, sock)
-        view = ConnectionSocket(sock, stream)
-        self._tracker.rekey(conn, view)
+    async def open_stream(self, conn: Connection, *, record_bytes: bool) -> ConnectionSocket:
+        """Give ``conn``'s accepted socket to a transport, behind a :class:`Stream`.
+
+        The request is normally the :class:`ConnectionSocket` view already
+        (``AsyncMixIn.get_request`` makes it); a subclass whose ``get_request``
+        returns a plain socket has it wrapped here.
+        """
+        view = conn.request
+        if not isinstance(view, ConnectionSocket):
+            view = ConnectionSocket(view)
+            self._tracker.rekey(conn, view)
+        stream = Stream(self.sweep, max_line=self._max_line, record_bytes=record_bytes)
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: stream, view._sock)
+        view.stream = stream
         streams = self.sweep.streams
         streams.add(stream)
         stream.on_close = streams.discard

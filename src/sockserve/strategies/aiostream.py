@@ -45,6 +45,8 @@ __all__ = ["ConnectionSocket", "IdleSweep", "Stream"]
 
 #: Unread bytes beyond which reading from the socket pauses (asyncio's default limit).
 DEFAULT_LIMIT = 2**16
+#: ``_waiting_since_tick`` of a stream that does not wait: never old enough to time out.
+NOT_WAITING = 1 << 62
 
 
 class IdleSweep:
@@ -145,6 +147,7 @@ class Stream(asyncio.Protocol):
         "_eof",
         "_exception",
         "_limit",
+        "_loop",
         "_lost",
         "_max_line",
         "_paused_reading",
@@ -155,12 +158,23 @@ class Stream(asyncio.Protocol):
         "_write_backlog",
         "byte_counts",
         "on_close",
+        "record_bytes",
         "timed_out",
         "transport",
     )
 
-    def __init__(self, sweep: IdleSweep, *, max_line: int | None, limit: int = DEFAULT_LIMIT):
+    def __init__(
+        self,
+        sweep: IdleSweep,
+        *,
+        max_line: int | None,
+        limit: int = DEFAULT_LIMIT,
+        record_bytes: bool = False,
+    ):
         self._sweep = sweep
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Read the kernel's byte counts before closing (for the access log).
+        self.record_bytes = record_bytes
         #: Unread bytes, when more than one chunk is waiting (else ``_chunk``).
         self._buffer: bytearray | None = None
         #: The one chunk received and not read yet (no copy made).
@@ -175,7 +189,7 @@ class Stream(asyncio.Protocol):
         #: The Future a read or a drain waits on, if any.
         self._waiter: asyncio.Future[None] | None = None
         #: Sweep tick at which the current wait began or last saw progress.
-        self._waiting_since_tick = 1 << 62
+        self._waiting_since_tick = NOT_WAITING
         self._write_backlog = -1
         self._closed_waiter: asyncio.Future[None] | None = None
         self.transport: asyncio.Transport | None = None
@@ -191,19 +205,25 @@ class Stream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's do not subclass asyncio.Transport).
         self.transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         if self._chunk is None and self._buffer is None:
             self._chunk = data
-        else:
-            if self._buffer is None:
-                self._buffer = bytearray(self._chunk or b"")
-                self._chunk = None
-            self._buffer += data
-            if len(self._buffer) > 2 * self._limit and not self._paused_reading:
-                self._paused_reading = True
-                assert self.transport is not None
-                self.transport.pause_reading()
+            waiter = self._waiter  # _wake(), inlined: this runs for every chunk
+            if waiter is not None:
+                self._waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+            return
+        if self._buffer is None:
+            self._buffer = bytearray(self._chunk or b"")
+            self._chunk = None
+        self._buffer += data
+        if len(self._buffer) > 2 * self._limit and not self._paused_reading:
+            self._paused_reading = True
+            assert self.transport is not None
+            self.transport.pause_reading()
         self._wake()
 
     def eof_received(self) -> bool:
@@ -248,15 +268,15 @@ class Stream(asyncio.Protocol):
         """Wait for the next event (data, end of stream, room to write), under idle_timeout."""
         if self._waiter is not None:
             raise RuntimeError("another coroutine is already waiting on this stream")
-        assert self.transport is not None
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        assert self._loop is not None
+        waiter: asyncio.Future[None] = self._loop.create_future()
         self._waiter = waiter
         self._waiting_since_tick = self._sweep.tick
         try:
             await waiter
         finally:
             self._waiter = None
-            self._waiting_since_tick = 1 << 62
+            self._waiting_since_tick = NOT_WAITING
 
     def _check_idle(self, tick: int) -> None:
         """Sweep: the current wait saw no progress for ``idle_timeout``: time it out."""
@@ -318,17 +338,39 @@ class Stream(asyncio.Protocol):
 
     async def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (``n < 0``: until the end of the stream); b"" at the end."""
+        if n > 0:
+            # The hot path of an echo: a chunk waits, or the one wait is inlined
+            # (no helper coroutine per read).
+            while True:
+                chunk = self._chunk
+                if chunk is not None:
+                    if n >= len(chunk):
+                        self._chunk = None
+                        return chunk
+                    self._chunk = chunk[n:]
+                    return chunk[:n]
+                if self._buffer is not None:
+                    return self._take(n)
+                if self._eof:
+                    return b""
+                if self._exception is not None:
+                    raise self._exception
+                if self._waiter is not None:
+                    raise RuntimeError("another coroutine is already waiting on this stream")
+                assert self._loop is not None
+                waiter: asyncio.Future[None] = self._loop.create_future()
+                self._waiter = waiter
+                self._waiting_since_tick = self._sweep.tick
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+                    self._waiting_since_tick = NOT_WAITING
         if n == 0:
             return b""
-        if n < 0:
-            while not self._eof:
-                await self._fill()
-            return self._take(-1)
-        while self._chunk is None and self._buffer is None:
-            if self._eof:
-                return b""
+        while not self._eof:
             await self._fill()
-        return self._take(n)
+        return self._take(-1)
 
     async def readexactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes; ``IncompleteReadError`` if the stream ends first."""
@@ -428,12 +470,21 @@ class Stream(asyncio.Protocol):
         ``TimeoutError`` (aborting the connection) if nothing could be sent
         for ``idle_timeout``.
         """
+        transport = self.transport
+        if (
+            not self._paused_writing
+            and not self._lost
+            and self._exception is None
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            return  # below the high-water mark: nothing to wait for
         if self._exception is not None:
             raise self._exception
         if self._lost:
             raise ConnectionResetError("Connection lost")
-        assert self.transport is not None
-        if self.transport.is_closing():
+        assert transport is not None
+        if transport.is_closing():
             # The transport failed (or is being closed): let its connection_lost
             # run, so a handler writing in a loop learns the client is gone
             # instead of spinning without ever giving the loop a turn.
@@ -441,7 +492,7 @@ class Stream(asyncio.Protocol):
             if self._lost:
                 raise self._exception or ConnectionResetError("Connection lost")
         while self._paused_writing:
-            self._write_backlog = self.transport.get_write_buffer_size()
+            self._write_backlog = transport.get_write_buffer_size()
             try:
                 await self._wait()
             finally:
@@ -464,7 +515,7 @@ class Stream(asyncio.Protocol):
             transport.abort()
 
     def _note_byte_counts(self) -> None:
-        if self.byte_counts is None and self.transport is not None:
+        if self.record_bytes and self.byte_counts is None and self.transport is not None:
             sock = self.transport.get_extra_info("socket")
             if sock is not None:
                 self.byte_counts = tcp_byte_counts(sock)
