@@ -100,6 +100,9 @@ class BaseServer:
     #: is still being handled elsewhere (a thread, a pool, a child process);
     #: they report the request's end themselves.
     _dispatches_in_background = False
+    #: Why ``serve_forever`` cannot follow ``server_close()`` (strategies whose
+    #: close stops their workers say so); None: it can, as in the stdlib.
+    _closed_for_good: str | None = None
 
     def __init__(
         self,
@@ -126,7 +129,7 @@ class BaseServer:
         self.__resume_accepting_at = 0.0
         self._accept_throttle = AcceptThrottle()
         self._watching_listener = False
-        self._lifecycle = Lifecycle()
+        self._lifecycle = Lifecycle(final_close=self._closed_for_good)
         #: Set when a drain begins; long-running handlers may check it and wrap up.
         self.draining = self._lifecycle.draining
         self._tracker = ConnectionTracker(

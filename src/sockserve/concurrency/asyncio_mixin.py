@@ -35,6 +35,9 @@ class AsyncMixIn:
     block_on_close: bool = True
 
     _dispatches_in_background = True
+    _closed_for_good: str | None = (
+        "server_close() stopped its event loop thread: create a new server to serve again"
+    )
     _serves_async_handlers = True
     _loop_thread: EventLoopThread
 

@@ -76,6 +76,9 @@ class ThreadPoolMixIn:
     block_on_close: bool = True
 
     _dispatches_in_background = True
+    _closed_for_good: str | None = (
+        "server_close() stopped its worker threads: create a new server to serve again"
+    )
     _pool: WorkerPool[tuple[Request, Address]]
     _waiter: FirstByteWaiter | None
     _waiting_for_room = False
