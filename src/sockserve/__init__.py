@@ -9,6 +9,14 @@ sockets exist.
 
 from __future__ import annotations
 
+# The ``X as X`` imports are names of the stdlib module outside its __all__ that
+# code in the wild uses, so that it runs with sockserve in place of
+# ``socketserver``: tests patch ``_ServerSelector`` (the serving loop reads it:
+# see ``servers._new_selector``), programs read ``socketserver.socket.SOL_SOCKET``
+# or count ``server._threads``. The README lists them.
+import selectors as selectors
+import socket as socket
+
 from sockserve.asynchandlers import AsyncStreamRequestHandler
 from sockserve.concurrency.asyncio_mixin import AsyncMixIn, AsyncTCPServer, AsyncUnixStreamServer
 from sockserve.concurrency.threadpool import (
@@ -21,6 +29,7 @@ from sockserve.concurrency.threadpool import (
 from sockserve.core.lifecycle import DrainReport, State
 from sockserve.errors import LineTooLong, PeerError
 from sockserve.handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
+from sockserve.handlers import _SocketWriter as _SocketWriter
 from sockserve.mixins import (
     ForkingMixIn,
     ForkingTCPServer,
@@ -33,6 +42,8 @@ from sockserve.mixins import (
     ThreadingUnixDatagramServer,
     ThreadingUnixStreamServer,
 )
+from sockserve.mixins import _NoThreads as _NoThreads
+from sockserve.mixins import _Threads as _Threads
 from sockserve.observability.stats import ServerStats
 from sockserve.servers import (
     BaseServer,
@@ -41,6 +52,7 @@ from sockserve.servers import (
     UnixDatagramServer,
     UnixStreamServer,
 )
+from sockserve.servers import _ServerSelector as _ServerSelector
 
 __version__ = "0.1.0"
 

@@ -38,18 +38,28 @@ class _Threads(list[threading.Thread]):
     """The non-daemon request threads ``server_close`` must join.
 
     Finished threads are dropped whenever a new one is added, so a long-running
-    server does not keep a reference to every thread it ever started.
+    server does not keep a reference to every thread it ever started. The
+    methods are the stdlib's private ones (``reap``, ``pop_all``, ``join``):
+    code in the wild counts and joins ``server._threads`` through them.
     """
 
     def append(self, thread: threading.Thread) -> None:
-        self[:] = [t for t in self if t.is_alive()]
+        self.reap()
         if not thread.daemon:
             super().append(thread)
 
+    def reap(self) -> None:
+        """Forget the threads that have finished."""
+        self[:] = [t for t in self if t.is_alive()]
+
+    def pop_all(self) -> list[threading.Thread]:
+        """Empty the record; return what it held."""
+        taken, self[:] = self[:], []
+        return taken
+
     def join(self) -> None:
         """Wait for every thread recorded so far."""
-        pending, self[:] = self[:], []
-        for thread in pending:
+        for thread in self.pop_all():
             thread.join()
 
 

@@ -59,6 +59,23 @@ __all__ = [
 _Selector: type[selectors.BaseSelector] = getattr(
     selectors, "PollSelector", selectors.SelectSelector
 )
+#: The stdlib's name for it, re-exported as ``sockserve._ServerSelector``.
+_ServerSelector = _Selector
+
+
+def _new_selector() -> selectors.BaseSelector:
+    """A selector for the serving loop, ``handle_request`` or a drain.
+
+    Tests patch its class under either name and expect the loop to use it:
+    ``sockserve.servers._Selector`` (ours) or ``socketserver._ServerSelector``
+    (the stdlib's, which is ``sockserve._ServerSelector`` once sockserve
+    stands in for ``socketserver``). A patched stdlib name wins.
+    """
+    chosen = getattr(sys.modules.get("sockserve"), "_ServerSelector", _ServerSelector)
+    if chosen is _ServerSelector:
+        chosen = _Selector
+    return chosen()
+
 
 #: Exceptions that mean the peer went away: an event to note, not a bug to trace.
 CLIENT_GONE_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
@@ -166,7 +183,7 @@ class BaseServer:
             waker = Waker()
             with self.__waker_lock:
                 self.__waker = waker
-            with _Selector() as selector:
+            with _new_selector() as selector:
                 selector.register(waker, selectors.EVENT_READ)
                 while not self.__stop_requested():
                     timeout = self.__watch_listener(selector, poll_interval)
@@ -272,7 +289,7 @@ class BaseServer:
         elif self.timeout is not None:
             timeout = min(timeout, self.timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        with _Selector() as selector:
+        with _new_selector() as selector:
             selector.register(self, selectors.EVENT_READ)
             while True:
                 if selector.select(timeout):
@@ -661,7 +678,7 @@ class TCPServer(BaseServer):
     def _accept_backlog(self) -> None:
         try:
             self.socket.setblocking(False)  # a race lost to another worker is EAGAIN
-            with _Selector() as selector:
+            with _new_selector() as selector:
                 selector.register(self, selectors.EVENT_READ)
                 for _ in range(max(self.request_queue_size, 1)):
                     if not selector.select(0):
