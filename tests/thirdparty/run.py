@@ -86,7 +86,12 @@ def _pytest(
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(process.pid)
-            output, _ = process.communicate()
+            try:
+                output, _ = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:  # a process outside the group holds the pipe
+                process.kill()
+                process.wait()
+                output = ""
         finally:
             _kill_group(process.pid)
         result = ModeResult.load(report, process.returncode, time.monotonic() - started, output)
