@@ -26,9 +26,11 @@ pytestmark = pytest.mark.thirdparty
 
 
 def _runner(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    # From tests/ as "thirdparty", a regular package found first on sys.path:
+    # "tests.thirdparty" would lose to any installed top-level "tests" package.
     return subprocess.run(
-        [sys.executable, "-m", "tests.thirdparty", *args],
-        cwd=REPO,
+        [sys.executable, "-m", "thirdparty", *args],
+        cwd=REPO / "tests",
         capture_output=True,
         text=True,
         timeout=timeout,
