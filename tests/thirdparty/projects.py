@@ -4,7 +4,7 @@ A project earns its place by building a server on ``socketserver`` in code
 people run, and by shipping in its sdist tests that start that server and pass
 on the stdlib here. Each adds a way of using the API the others do not:
 
-* werkzeug: ``http.server`` + ``ThreadingMixIn``/``ForkingMixIn``;
+* werkzeug: ``http.server`` + ``ThreadingMixIn``, in dev-server processes;
   ``bind_and_activate=False``, ``server_close()`` then a socket from
   ``socket.fromfd`` (the reloader), the TLS ``wrap_socket`` recipe, Unix sockets.
 * pytest-httpserver: werkzeug's ``make_server`` started and stopped hundreds of
@@ -81,7 +81,7 @@ PROJECTS: tuple[Project, ...] = (
             "watchdog==6.0.0",
         ),
         tests=("tests/test_serving.py",),
-        uses="http.server + ThreadingMixIn/ForkingMixIn, the reloader's fromfd socket, TLS",
+        uses="http.server + ThreadingMixIn in dev-server processes, the reloader's fromfd, TLS",
     ),
     Project(
         name="pytest-httpserver",
