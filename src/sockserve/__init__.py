@@ -9,6 +9,14 @@ sockets exist.
 
 from __future__ import annotations
 
+# The ``X as X`` imports are names of the stdlib module outside its __all__ that
+# code in the wild uses, so that it runs with sockserve in place of
+# ``socketserver``: tests patch ``_ServerSelector`` (the serving loop reads it:
+# see ``servers._new_selector``), programs read ``socketserver.socket.SOL_SOCKET``
+# or count ``server._threads``. The README lists them.
+import selectors as selectors
+import socket as socket
+
 from sockserve.aio import (
     AsyncMixIn,
     AsyncTCPServer,
@@ -21,6 +29,7 @@ from sockserve.engine.drain import DrainReport
 from sockserve.engine.lifecycle import State
 from sockserve.errors import LineTooLong, PeerError
 from sockserve.handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
+from sockserve.handlers import _SocketWriter as _SocketWriter
 from sockserve.mixins import (
     ForkingMixIn,
     ForkingTCPServer,
@@ -48,6 +57,9 @@ from sockserve.servers import (
     UnixDatagramServer,
     UnixStreamServer,
 )
+from sockserve.servers import _ServerSelector as _ServerSelector
+from sockserve.strategies.threads import _NoThreads as _NoThreads
+from sockserve.strategies.threads import _Threads as _Threads
 
 __version__ = "0.1.0"
 

@@ -55,6 +55,9 @@ class AsyncMixIn(MixInBase):
     block_on_close: bool = True
 
     _serves_async_handlers = True
+    _closed_for_good: str | None = (
+        "server_close() stopped its event loop: create a new server to serve again"
+    )
     _tasks: AsyncStrategy
     _datagram = False
     #: The coroutine ``finish_request`` of a subclass still written for the

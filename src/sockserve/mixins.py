@@ -23,7 +23,9 @@ from sockserve.servers import (
 )
 from sockserve.strategies.base import Strategy
 from sockserve.strategies.fork import ForkPerConnection
-from sockserve.strategies.threads import NoThreads, ThreadPerConnection
+
+# The stdlib's private names, which code in the wild uses (server._threads).
+from sockserve.strategies.threads import ThreadPerConnection, _NoThreads
 
 __all__ = [
     "ForkingMixIn",
@@ -50,7 +52,7 @@ class ThreadingMixIn(MixInBase):
     daemon_threads: bool = False
     block_on_close: bool = True
     #: The non-daemon threads ``server_close`` joins (the stdlib's private name).
-    _threads: Any = NoThreads()
+    _threads: Any = _NoThreads()
 
     def _make_strategy(self, pipeline: ConnectionPipeline) -> Strategy:
         return ThreadPerConnection(self, pipeline.tracker)

@@ -79,6 +79,9 @@ class ThreadPoolMixIn(MixInBase):
     block_on_close: bool = True
 
     _workers: PoolStrategy
+    _closed_for_good: str | None = (
+        "server_close() stopped its worker threads: create a new server to serve again"
+    )
 
     def _make_strategy(self, pipeline: ConnectionPipeline) -> Strategy:
         self._workers = PoolStrategy(

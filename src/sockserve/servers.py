@@ -62,6 +62,22 @@ __all__ = [
 _Selector: type[selectors.BaseSelector] = getattr(
     selectors, "PollSelector", selectors.SelectSelector
 )
+#: The stdlib's name for it, re-exported as ``sockserve._ServerSelector``.
+_ServerSelector = _Selector
+
+
+def _new_selector() -> selectors.BaseSelector:
+    """A selector for the serving loop, ``handle_request`` or a drain.
+
+    Tests patch its class under either name and expect the loop to use it:
+    ``sockserve.servers._Selector`` (ours) or ``socketserver._ServerSelector``
+    (the stdlib's, which is ``sockserve._ServerSelector`` once sockserve
+    stands in for ``socketserver``). A patched stdlib name wins.
+    """
+    chosen = getattr(sys.modules.get("sockserve"), "_ServerSelector", _ServerSelector)
+    if chosen is _ServerSelector:
+        chosen = _Selector
+    return chosen()
 
 
 class BaseServer:
@@ -102,6 +118,9 @@ class BaseServer:
 
     #: Whether the strategy runs AsyncStreamRequestHandler coroutines.
     _serves_async_handlers = False
+    #: Why ``serve_forever`` cannot follow ``server_close()`` (strategies whose
+    #: close stops their workers say so); None: it can, as in the stdlib.
+    _closed_for_good: str | None = None
 
     def __init__(
         self,
@@ -171,7 +190,7 @@ class BaseServer:
         # The waker is made inside serve_forever's try: if this fails (no
         # descriptors left), its finally still sets __is_shut_down, so a
         # shutdown() elsewhere cannot hang.
-        with Waker() as waker, _Selector() as selector:
+        with Waker() as waker, _new_selector() as selector:
             self._set_waker(waker)
             selector.register(waker, selectors.EVENT_READ)
             while not self._stop_requested():
@@ -288,7 +307,7 @@ class BaseServer:
         elif self.timeout is not None:
             timeout = min(timeout, self.timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        with _Selector() as selector:
+        with _new_selector() as selector:
             selector.register(self, selectors.EVENT_READ)
             while True:
                 if selector.select(timeout):
@@ -608,7 +627,7 @@ class TCPServer(BaseServer):
     def _accept_backlog(self) -> None:
         try:
             self.socket.setblocking(False)  # a race lost to another worker is EAGAIN
-            with _Selector() as selector:
+            with _new_selector() as selector:
                 selector.register(self, selectors.EVENT_READ)
                 for _ in range(max(self.request_queue_size, 1)):
                     if not selector.select(0):

@@ -58,7 +58,7 @@ class ConnectionPipeline:
             max_connections=server.max_connections,
             max_connections_per_ip=server.max_connections_per_ip,
         )
-        self.lifecycle = Lifecycle()
+        self.lifecycle = Lifecycle(final_close=server._closed_for_good)
         self.throttle = AcceptThrottle()
         #: ``time.monotonic()`` before which the listener rests (accept back-off).
         self.resume_accepting_at = 0.0

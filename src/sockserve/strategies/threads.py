@@ -18,27 +18,51 @@ from sockserve.engine.connection import Connection
 from sockserve.engine.tracker import ConnectionTracker
 from sockserve.strategies.base import WorkerCounts, shut_down_sockets, wait_for_tracker
 
-__all__ = ["NoThreads", "ThreadList", "ThreadPerConnection"]
+__all__ = ["ThreadPerConnection", "_NoThreads", "_Threads"]
 
 
-class ThreadList(list[threading.Thread]):
-    """The non-daemon request threads ``server_close`` must join (the stdlib's ``_threads``)."""
+class _Threads(list[threading.Thread]):
+    """The non-daemon request threads ``server_close`` must join (the stdlib's ``_threads``).
+
+    The methods are the stdlib's private ones (``append``, ``reap``,
+    ``pop_all``, ``join``): code in the wild counts and joins
+    ``server._threads`` through them. One difference: the stdlib reaps the
+    whole list on every ``append``, which makes accepting quadratic in the
+    number of live threads (at 10,000 held connections, 4,000-5,400 were
+    accepted in 30 s; with daemon threads, all in 9 s). Here a reap happens
+    only once the list has doubled since the last one: the same finished
+    threads are dropped, a little later, for a constant cost per thread.
+    """
+
+    _reaped_at = 0
 
     def append(self, thread: threading.Thread) -> None:
-        self[:] = [t for t in self if t.is_alive()]
+        if len(self) >= 2 * self._reaped_at + 8:
+            self.reap()
         if not thread.daemon:
             super().append(thread)
 
+    def reap(self) -> None:
+        """Forget the threads that have finished."""
+        self[:] = [t for t in self if t.is_alive()]
+        self._reaped_at = len(self)
+
+    def pop_all(self) -> list[threading.Thread]:
+        """Empty the record; return what it held."""
+        taken, self[:] = self[:], []
+        self._reaped_at = 0
+        return taken
+
     def join(self, timeout: float | None = None) -> None:
         """Wait for every thread recorded so far (up to ``timeout`` seconds in all)."""
-        pending, self[:] = self[:], []
+        pending = self.pop_all()
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in pending:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
-class NoThreads:
-    """Stands in for ``ThreadList`` when ``block_on_close`` is off: records nothing."""
+class _NoThreads:
+    """Stands in for ``_Threads`` when ``block_on_close`` is off: records nothing."""
 
     def append(self, thread: threading.Thread) -> None:
         pass
@@ -75,7 +99,7 @@ class ThreadPerConnection:
         host = self._host
         if host.block_on_close:
             # Per instance, so servers never share one list through the class.
-            vars(host).setdefault("_threads", ThreadList())
+            vars(host).setdefault("_threads", _Threads())
         thread = threading.Thread(
             target=host.process_request_thread, args=(conn.request, conn.client_address)
         )

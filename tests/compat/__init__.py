@@ -1,0 +1,1 @@
+"""Drop-in compatibility: what code written for ``socketserver`` does, done on sockserve."""
