@@ -56,6 +56,10 @@ class AsyncStreamRequestHandler:
     _is_async_handler = True
     _async_transport = "stream"
 
+    # Slots for what every handler has: a subclass that adds attributes still
+    # gets a __dict__, but one holding only its own (memory per connection).
+    __slots__ = ("client_address", "reader", "request", "server", "writer")
+
     reader: Stream
     writer: Stream
 

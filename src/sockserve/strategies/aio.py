@@ -57,6 +57,8 @@ ServeCoroutine = Callable[[Connection], Coroutine[Any, Any, None]]
 MAX_ACCEPT = 64
 #: Seconds tasks cancelled when the loop closes get to finish their clean-up.
 CANCEL_GRACE = 1.0
+#: The name of every connection's task.
+TASK_NAME = "sockserve-connection"
 
 
 def start_eagerly(
@@ -143,9 +145,8 @@ class AsyncStrategy:
         self._tracker = tracker
         self.kind, self._new_loop = loop_factory(kind)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.sweep = IdleSweep(idle_timeout)
+        self.sweep = IdleSweep(idle_timeout, self._streams)
         self._max_line = max_line
-        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -239,14 +240,12 @@ class AsyncStrategy:
         """
         loop = self.loop
         if self._datagram and sys.version_info < (3, 12) and loop.is_running():
-            task = start_eagerly(loop, self._serve(conn))
-            if task is None:
-                return True
+            start_eagerly(loop, self._serve(conn))
         else:
-            task = loop.create_task(self._serve(conn))
-        if not task.done():
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            # asyncio keeps the task (asyncio.all_tasks): no record of our own,
+            # which would cost a set entry and a done callback per connection;
+            # one name for all, where asyncio would make a string per task.
+            loop.create_task(self._serve(conn), name=TASK_NAME)
         return True
 
     async def open_stream(self, conn: Connection, *, record_bytes: bool) -> ConnectionSocket:
@@ -263,10 +262,15 @@ class AsyncStrategy:
         stream = Stream(self.sweep, max_line=self._max_line, record_bytes=record_bytes)
         await asyncio.get_running_loop().connect_accepted_socket(lambda: stream, view._sock)
         view.stream = stream
-        streams = self.sweep.streams
-        streams.add(stream)
-        stream.on_close = streams.discard
         return view
+
+    def _streams(self) -> list[Stream]:
+        """The streams of the connections in flight (for the idle sweep)."""
+        return [
+            conn.request.stream
+            for conn in self._tracker.connections()
+            if isinstance(conn.request, ConnectionSocket) and conn.request.stream is not None
+        ]
 
     def has_room(self) -> bool:
         return True  # bounded by max_connections
@@ -287,7 +291,7 @@ class AsyncStrategy:
                 request = conn.request
                 if isinstance(request, ConnectionSocket) and request.stream is not None:
                     request.stream.abort()
-            for task in list(self._tasks):
+            for task in asyncio.all_tasks(self.loop):
                 task.cancel()
 
         self._on_loop(abort_all)
@@ -340,7 +344,7 @@ class AsyncStrategy:
             return  # serve_forever still runs it elsewhere: it closes nothing of ours
         if wait:
             self.wait_idle(None if timeout is None else time.monotonic() + timeout)
-        leftovers = [task for task in self._tasks if not task.done()]
+        leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
         for task in leftovers:
             task.cancel()
         if leftovers:

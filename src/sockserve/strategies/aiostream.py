@@ -57,13 +57,15 @@ class IdleSweep:
     a timeout fires between ``idle_timeout`` and one sweep interval later.
     """
 
-    def __init__(self, idle_timeout: float | None) -> None:
+    def __init__(self, idle_timeout: float | None, streams: Callable[[], Iterable[Stream]]) -> None:
         self.idle_timeout = idle_timeout
+        #: The streams to look at: the connections in flight (asked once per
+        #: sweep, so no set of streams is kept up to date per connection).
+        self._streams = streams
         #: Seconds between sweeps: a tenth of the timeout, between 50 ms and 1 s.
         self.interval = 1.0 if idle_timeout is None else min(1.0, max(0.05, idle_timeout / 10))
         self.idle_ticks = 0 if idle_timeout is None else max(1, round(idle_timeout / self.interval))
         self.tick = 0
-        self.streams: set[Stream] = set()
         self._handle: asyncio.TimerHandle | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -78,8 +80,9 @@ class IdleSweep:
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         self.tick += 1
         oldest = self.tick - self.idle_ticks
-        for stream in [s for s in self.streams if s._waiting_since_tick <= oldest]:
-            stream._check_idle(self.tick)
+        for stream in self._streams():
+            if stream._waiting_since_tick <= oldest:
+                stream._check_idle(self.tick)
         self._handle = loop.call_later(self.interval, self._sweep, loop)
 
 
@@ -157,7 +160,6 @@ class Stream(asyncio.Protocol):
         "_waiting_since_tick",
         "_write_backlog",
         "byte_counts",
-        "on_close",
         "record_bytes",
         "timed_out",
         "transport",
@@ -195,8 +197,6 @@ class Stream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         #: (bytes received, bytes sent) read from the kernel just before closing.
         self.byte_counts: tuple[int, int] | None = None
-        #: Called with the stream when it closes (the strategy's bookkeeping).
-        self.on_close: Callable[[Stream], None] | None = None
         #: Set when idle_timeout ended a wait.
         self.timed_out = False
 
@@ -246,8 +246,6 @@ class Stream(asyncio.Protocol):
                     waiter.set_result(None)
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
-        if self.on_close is not None:
-            self.on_close(self)
 
     def pause_writing(self) -> None:
         self._paused_writing = True
