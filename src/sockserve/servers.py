@@ -25,6 +25,7 @@ What differs, on purpose, where no caller can tell:
 
 from __future__ import annotations
 
+import logging
 import selectors
 import socket
 import sys
@@ -43,7 +44,7 @@ from sockserve.engine.drain import drain as run_drain
 from sockserve.engine.lifecycle import State
 from sockserve.engine.pipeline import ConnectionPipeline
 from sockserve.engine.prepare import Step
-from sockserve.observability.logs import describe_address, server_logger
+from sockserve.observability.logs import describe_address
 from sockserve.observability.stats import ServerStats
 from sockserve.options import ServerOptions, apply_options, family_default
 from sockserve.strategies.base import Strategy
@@ -223,6 +224,7 @@ class BaseServer:
 
     def _run_turn(self) -> None:
         """What runs once per turn of the serving loop: ``service_actions``, then callbacks."""
+        self._pipeline.error_log.flush()
         self.service_actions()
         for callback in self._turn_callbacks:
             callback()
@@ -396,23 +398,31 @@ class BaseServer:
 
         A client that reset, went away or timed out gets one INFO line; a client
         that broke a limit or the protocol (``PeerError``) one WARNING line; any
-        other exception an ERROR line with its traceback. Override to change.
+        other exception an ERROR line with its traceback. Lines of one kind (the
+        same outcome, exception type and place) are rate-limited, so a flood
+        of failing requests costs a bounded number of lines: the first of a
+        kind is logged whole, the next ones are counted and reported as "N
+        more like this suppressed". Override to change.
         """
         exc = sys.exc_info()[1]
         failure = classify(exc)
         peer = describe_address(client_address)
         extra = {"client_address": client_address}
+        key = (failure.outcome, type(exc).__name__, _where(exc))
+        limiter = self._pipeline.error_log
         if failure.outcome == TIMEOUT:
-            server_logger.info("client %s timed out: %s", peer, exc, extra=extra)
+            limiter.log(logging.INFO, key, "client %s timed out: %s", peer, exc, extra=extra)
         elif failure.outcome == RESET:
-            server_logger.info("client %s disconnected: %s", peer, exc, extra=extra)
+            limiter.log(logging.INFO, key, "client %s disconnected: %s", peer, exc, extra=extra)
         elif failure.outcome == PEER_ERROR:
-            server_logger.warning("client %s: %s", peer, exc, extra=extra)
+            limiter.log(logging.WARNING, key, "client %s: %s", peer, exc, extra=extra)
         else:
-            server_logger.error(
+            limiter.log(
+                logging.ERROR,
+                key,
                 "Exception occurred during processing of request from %s",
                 peer,
-                exc_info=exc is not None,
+                exc_info=exc,
                 extra=extra,
             )
 
@@ -543,6 +553,16 @@ if TYPE_CHECKING:
     MixInBase = BaseServer
 else:
     MixInBase = object
+
+
+def _where(exc: BaseException | None) -> str | None:
+    """``file:line`` where ``exc`` was raised (the last frame of its traceback)."""
+    tb = exc.__traceback__ if exc is not None else None
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
 
 
 def _handler_mismatch(server_class: type[BaseServer], handler: object) -> str:

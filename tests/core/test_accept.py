@@ -159,7 +159,7 @@ def test_resource_errors_log_one_warning_per_interval(clock: FakeClock, records:
     throttle.failed(_error("EMFILE"), LISTENER)
     assert len(records) == 2
     assert records[1].levelno == logging.WARNING
-    assert "(50 similar messages suppressed)" in records[1].getMessage()
+    assert "(50 more like this suppressed)" in records[1].getMessage()
 
 
 def test_each_resource_errno_has_its_own_log_budget(clock: FakeClock, records: Records) -> None:
@@ -181,7 +181,7 @@ def test_unexpected_errors_log_rate_limited_errors(clock: FakeClock, records: Re
     clock.advance(5.0)
     throttle.failed(_error("EBADF"), LISTENER)
     assert [r.levelno for r in records] == [logging.ERROR, logging.ERROR]
-    assert "(19 similar messages suppressed)" in records[1].getMessage()
+    assert "(19 more like this suppressed)" in records[1].getMessage()
 
 
 def test_transient_errors_log_only_at_debug(clock: FakeClock, records: Records) -> None:

@@ -36,7 +36,7 @@ def test_the_next_line_says_how_many_were_suppressed(clock: FakeClock, records: 
         log.log(logging.INFO, "k", "event %d", n)
     clock.advance(10.0)  # exactly one interval later: allowed again
     assert log.log(logging.INFO, "k", "event %d", 4) is True
-    assert records[-1].getMessage() == "event 4 (3 similar messages suppressed)"
+    assert records[-1].getMessage() == "event 4 (3 more like this suppressed)"
 
     # The count starts again from zero after it was reported.
     log.log(logging.INFO, "k", "event %d", 5)
@@ -46,8 +46,8 @@ def test_the_next_line_says_how_many_were_suppressed(clock: FakeClock, records: 
     log.log(logging.INFO, "k", "event %d", 7)
     assert [r.getMessage() for r in records] == [
         "event 0",
-        "event 4 (3 similar messages suppressed)",
-        "event 6 (1 similar messages suppressed)",
+        "event 4 (3 more like this suppressed)",
+        "event 6 (1 more like this suppressed)",
         "event 7",
     ]
 

@@ -46,7 +46,10 @@ from sockserve.strategies.base import Strategy
 if TYPE_CHECKING:
     from sockserve.servers import BaseServer
 
-__all__ = ["ConnectionPipeline"]
+__all__ = ["LOG_INTERVAL", "ConnectionPipeline"]
+
+#: Seconds within which repeated log lines of one kind are counted, not written.
+LOG_INTERVAL = 10.0
 
 
 class ConnectionPipeline:
@@ -63,7 +66,10 @@ class ConnectionPipeline:
         #: ``time.monotonic()`` before which the listener rests (accept back-off).
         self.resume_accepting_at = 0.0
         self._connection_options = ConnectionOptions()
-        self._refusals = RateLimitedLog(server_logger, 10.0)
+        self._refusals = RateLimitedLog(server_logger, LOG_INTERVAL)
+        #: handle_error's lines, rate-limited by kind (outcome, exception, place):
+        #: the one limiter every peer-caused log line goes through.
+        self.error_log = RateLimitedLog(server_logger, LOG_INTERVAL)
         self._gates: list[Callable[[], bool]] = []
         self.strategy: Strategy = server._make_strategy(self)
         self.steps: tuple[Step, ...] = tuple(server._pre_handler_steps())
