@@ -165,8 +165,10 @@ def test_workers_survive_handler_exceptions(caplog: pytest.LogCaptureFixture) ->
         assert stats.completed == max_workers + 51
         assert boom_threads <= worker_ids
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 50
-    assert all(r.exc_info is not None for r in errors)  # a bug keeps its traceback
+    # The same bug at the same place 50 times: its first report keeps the
+    # traceback, the repeats are counted by the error log's rate limiter.
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None
 
 
 def test_workers_survive_system_exit_in_a_handler(caplog: pytest.LogCaptureFixture) -> None:
