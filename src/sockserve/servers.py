@@ -28,10 +28,11 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
+import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, Unpack
 
@@ -42,11 +43,12 @@ from sockserve.engine.connection import PEER_ERROR, RESET, TIMEOUT, classify
 from sockserve.engine.drain import DrainReport
 from sockserve.engine.drain import drain as run_drain
 from sockserve.engine.lifecycle import State
-from sockserve.engine.pipeline import ConnectionPipeline
+from sockserve.engine.pipeline import STEP_FAILURE, ConnectionPipeline
 from sockserve.engine.prepare import Step
 from sockserve.observability.logs import describe_address
 from sockserve.observability.stats import ServerStats
 from sockserve.options import ServerOptions, apply_options, family_default
+from sockserve.security import steps_for
 from sockserve.strategies.base import Strategy
 from sockserve.strategies.inline import InlineStrategy
 
@@ -113,6 +115,22 @@ class BaseServer:
     #: waits on Nagle's algorithm and the client's delayed ACK, ~40 ms a request.
     #: Unix sockets are left alone.
     tcp_nodelay: bool = family_default("tcp_nodelay", "stdlib")
+    #: Clients served / refused by address (networks; uid:N, gid:N on Unix
+    #: sockets). Empty ``allow``: everyone; ``deny`` wins. See sockserve.security.access.
+    allow: Sequence[str] = family_default("allow", "stdlib")
+    deny: Sequence[str] = family_default("deny", "stdlib")
+    #: Read a PROXY protocol header from trusted peers: "off", "v1", "v2" or "auto".
+    proxy_protocol: str = family_default("proxy_protocol", "stdlib")
+    #: The networks allowed to send a PROXY header (required from them).
+    proxy_trusted: Sequence[str] = family_default("proxy_trusted", "stdlib")
+    #: A connection from another peer: "serve" it as itself, or "refuse" it.
+    proxy_untrusted: str = family_default("proxy_untrusted", "stdlib")
+    #: Seconds a trusted peer may take to send its header.
+    proxy_header_timeout: float = family_default("proxy_header_timeout", "stdlib")
+    #: Serve TLS with this context (None: plain connections).
+    ssl_context: ssl.SSLContext | None = family_default("ssl_context", "stdlib")
+    #: Seconds a TLS handshake may take.
+    handshake_timeout: float = family_default("handshake_timeout", "stdlib")
     #: The most of a drain's timeout kept, at its end, for aborted handlers to
     #: return (a quarter of the timeout when that is less).
     drain_abort_grace: float = 2.0
@@ -152,8 +170,12 @@ class BaseServer:
         return InlineStrategy(pipeline.serve, pipeline.tracker)
 
     def _pre_handler_steps(self) -> list[Step]:
-        """The pre-handler steps every connection goes through (none in the stdlib classes)."""
-        return []
+        """The pre-handler steps the server's options ask for (none by default).
+
+        PROXY header, access control, TLS handshake: see :mod:`sockserve.security`.
+        Strategies may add their own (the pool's ``dispatch="readable"``).
+        """
+        return steps_for(self)
 
     def _blocks_on_close(self) -> bool:
         """Whether ``server_close`` waits for connections being served (``block_on_close``)."""
@@ -458,6 +480,11 @@ class BaseServer:
             denied=events.get("denied", 0),
             closed_idle=events.get("closed_idle", 0),
             preparing=pipeline.preparing,
+            step_failures={
+                name[len(STEP_FAILURE) :]: count
+                for name, count in events.items()
+                if name.startswith(STEP_FAILURE)
+            },
             accept_errors={kind.value: n for kind, n in pipeline.throttle.counts.items()},
             workers=counts.workers,
             busy_workers=counts.busy,

@@ -25,7 +25,15 @@ from sockserve.engine.connection import (
     classify,
     peer_ip,
 )
-from sockserve.engine.prepare import DONE, READ, Preparer, WaitForData, prepare_in_place
+from sockserve.engine.prepare import (
+    DONE,
+    NOT_CHEAP,
+    READ,
+    Preparer,
+    WaitForData,
+    advance_cheap,
+    prepare_in_place,
+)
 from sockserve.engine.tracker import ConnectionTracker
 from sockserve.strategies.base import Strategy
 from sockserve.testing import serving
@@ -178,6 +186,8 @@ def test_a_coroutine_finish_request_still_works_with_a_deprecation_warning() -> 
 class Steps:
     """Scripted steps: each says what it waits for, from a list, then DONE."""
 
+    kind = "test"
+
     def __init__(self, name: str, wants: list[int], timeout: float | None, cheap: bool) -> None:
         self.name = name
         self.timeout = timeout
@@ -217,15 +227,16 @@ def _preparer(steps: list[Any]) -> tuple[Preparer, queue.Queue[tuple[str, Any]]]
 
 
 def test_cheap_steps_that_need_no_wait_finish_on_the_calling_thread(pair: Any) -> None:
-    step = Steps("cheap", [], timeout=1.0, cheap=True)
-    preparer, done = _preparer([step])
-    try:
-        assert preparer.prepare(Connection(pair[0], "peer"))
-        verdict, _conn = done.get_nowait()  # no thread hop: already decided
-        assert verdict == "ready"
-        assert preparer._thread is None
-    finally:
-        preparer.stop()
+    cheap = Steps("cheap", [], timeout=1.0, cheap=True)
+    costly = Steps("costly", [], timeout=1.0, cheap=False)
+    conn = Connection(pair[0], "peer")
+    assert advance_cheap(conn, [cheap, costly]) == NOT_CHEAP  # stops before the costly one
+    assert conn.steps_done == 1 and cheap.calls == 1 and costly.calls == 0
+    waits = Steps("waits", [READ], timeout=1.0, cheap=True)
+    conn = Connection(pair[0], "peer")
+    assert advance_cheap(conn, [waits]) == READ
+    assert conn.steps_done == 0  # the preparer (or the in-place driver) goes on from here
+    assert advance_cheap(Connection(pair[0], "peer"), [cheap]) == DONE
 
 
 def test_each_step_waits_for_readiness_under_its_own_deadline(pair: Any) -> None:
@@ -247,6 +258,7 @@ def test_each_step_waits_for_readiness_under_its_own_deadline(pair: Any) -> None
 def test_a_failing_step_hands_its_error_on(pair: Any) -> None:
     class Broken:
         name = "broken"
+        kind = "test"
         timeout = 1.0
         cheap = False
 
@@ -275,5 +287,7 @@ def test_in_place_steps_wait_and_time_out_on_the_calling_thread(pair: Any) -> No
     conn = Connection(pair[0], "peer")
     with pytest.raises(TimeoutError, match="first bytes"):
         prepare_in_place(conn, [WaitForData(timeout=0.05)])
+    assert conn.steps_done == 0
     pair[1].sendall(b"x")
     prepare_in_place(conn, [WaitForData(timeout=0.05)])  # data there: done at once
+    assert conn.steps_done == 1

@@ -35,9 +35,19 @@ from typing import TYPE_CHECKING, Any
 from sockserve._types import Address, Request
 from sockserve.core.accept import AcceptThrottle
 from sockserve.core.connopts import ConnectionOptions
-from sockserve.engine.connection import CLOSED_IDLE, DENIED, OK, Connection, classify, refused
+from sockserve.engine.connection import (
+    CLOSED_IDLE,
+    DENIED,
+    OK,
+    Connection,
+    Refused,
+    StepFailed,
+    StepTimedOut,
+    classify,
+    refused,
+)
 from sockserve.engine.lifecycle import Lifecycle, State
-from sockserve.engine.prepare import Preparer, Step, prepare_in_place
+from sockserve.engine.prepare import DONE, Preparer, Step, advance_cheap, prepare_in_place
 from sockserve.engine.tracker import ConnectionTracker
 from sockserve.observability.access import log_access
 from sockserve.observability.logs import RateLimitedLog, describe_address, server_logger
@@ -50,6 +60,10 @@ __all__ = ["LOG_INTERVAL", "ConnectionPipeline"]
 
 #: Seconds within which repeated log lines of one kind are counted, not written.
 LOG_INTERVAL = 10.0
+#: Prefix of the tracker's counters of pre-handler step failures ("step:tls:timeout").
+STEP_FAILURE = "step:"
+#: Outcome words of refusals start with it.
+REFUSED = refused("")
 
 
 class ConnectionPipeline:
@@ -206,11 +220,19 @@ class ConnectionPipeline:
     # -- the pre-handler stage --------------------------------------------------
 
     def _prepare(self, conn: Connection) -> None:
+        """Start the pre-handler steps: the cheap ones here, the rest where they belong."""
         conn.verify_pending = True
-        if self._preparer is None:
-            # Inline and fork: the steps run where the connection is served.
+        try:
+            want = advance_cheap(conn, self.steps)
+        except Exception:
+            self.failed(conn)
+            self.end(conn)
+            return
+        if self._preparer is None or want == DONE:
+            # Done, or the strategy runs what is left where it serves (inline,
+            # a forked child, the connection's task).
             self.server.process_request(conn.request, conn.client_address)
-        elif not self._preparer.prepare(conn):
+        elif not self._preparer.prepare(conn, max(want, 0)):
             self.end(conn)  # the preparer is stopping (a drain): nothing starts now
 
     def _prepared(self, conn: Connection) -> None:
@@ -290,12 +312,30 @@ class ConnectionPipeline:
             self.end(conn)
 
     def failed(self, conn: Connection) -> None:
-        """The exception being handled ended ``conn``: decide its outcome, call ``handle_error``."""
-        conn.end_as(classify(sys.exc_info()[1]).outcome)
+        """The exception being handled ended ``conn``: decide its outcome, call ``handle_error``.
+
+        A pre-handler step's refusal (``Refused``: access control, an untrusted
+        proxy) is a refusal, not a failure: the connection is refused as a
+        limit would refuse it. A step's failure is also counted by its kind
+        (``stats().step_failures``).
+        """
+        exc = sys.exc_info()[1]
+        if isinstance(exc, Refused):
+            self.tracker.unadmit(conn, exc.reason)
+            conn.end_as(refused(exc.reason))
+            self.refuse(conn, exc.reason)
+            return
+        kind = getattr(exc, "kind", None) if isinstance(exc, StepFailed | StepTimedOut) else None
+        if kind is not None:
+            self.tracker.count(STEP_FAILURE + kind)
+        conn.end_as(classify(exc).outcome)
         self.server.handle_error(conn.request, conn.client_address)
 
     def end(self, conn: Connection) -> None:
         """Shut ``conn`` down and release its place, whatever happens (idempotent release)."""
+        outcome = conn.outcome
+        if outcome is not None and outcome.startswith(REFUSED):
+            return  # refused on the way: reject_request ended it already
         try:
             self.server.shutdown_request(conn.request)
         finally:

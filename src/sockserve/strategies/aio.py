@@ -125,7 +125,8 @@ class AsyncStrategy:
     """Owns the event loop, accepts on it and serves each connection as a task."""
 
     background = True
-    prepares_in_place = False
+    #: Pre-handler steps run in the connection's task, as coroutines.
+    prepares_in_place = True
     #: The loop's sockets are non-blocking: the kernel's timeouts would do nothing.
     blocking_sockets = False
 
