@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, Unpack
 from sockserve._types import Address, HandlerFactory, Request
 from sockserve.core.unixfiles import SocketFileRecord, record_socket_file, remove_socket_file
 from sockserve.core.wakeup import Waker
-from sockserve.engine.connection import PEER_ERROR, RESET, TIMEOUT, classify
+from sockserve.engine.connection import (
+    PEER_ERROR,
+    RESET,
+    TIMEOUT,
+    Connection,
+    ConnectionInfo,
+    classify,
+)
 from sockserve.engine.drain import DrainReport
 from sockserve.engine.drain import drain as run_drain
 from sockserve.engine.lifecycle import State
@@ -489,6 +496,27 @@ class BaseServer:
             workers=counts.workers,
             busy_workers=counts.busy,
         )
+
+    def connection_info(self, request: Request) -> ConnectionInfo | None:
+        """The real client, the proxy, the TLS session of a connection in flight.
+
+        Call it from a handler with ``self.request``; None for a request that
+        is not (or no longer) in flight.
+        """
+        conn = self._pipeline.tracker.find(request)
+        if conn is None:
+            return None
+        return ConnectionInfo(
+            client_address=conn.client_address,
+            peer=conn.peer,
+            proxy=conn.proxy,
+            tls=self._tls_info(conn),
+            admitted_at=conn.admitted_at,
+        )
+
+    def _tls_info(self, conn: Connection) -> Any:
+        """The TLS session of ``conn`` (None for plain connections)."""
+        return None
 
     @property
     def connections_admitted(self) -> int:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Final
 
 from sockserve._types import Address, Request
@@ -52,6 +53,7 @@ __all__ = [
     "RESET",
     "TIMEOUT",
     "Connection",
+    "ConnectionInfo",
     "Failure",
     "Refused",
     "StepFailed",
@@ -169,6 +171,28 @@ def peer_ip(address: object) -> str | None:
             return host[7:]
         return host
     return None
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """What a handler may want to know about its connection beyond ``client_address``.
+
+    Returned by ``server.connection_info(self.request)`` (sync and async
+    handlers alike).
+    """
+
+    #: The client: the real one, after a PROXY header (what the hooks receive).
+    client_address: Address
+    #: Who connected to the socket: the load balancer, behind a PROXY header.
+    peer: Address
+    #: The PROXY protocol header (``sockserve.protocols.proxy.ProxyHeader``:
+    #: addresses, TLVs), or None.
+    proxy: Any
+    #: The TLS session (``sockserve.security.tls.TLSInfo``: version, cipher,
+    #: ALPN, SNI name, client certificate), or None for a plain connection.
+    tls: Any
+    #: ``time.monotonic()`` when the connection was admitted.
+    admitted_at: float
 
 
 class Connection:
