@@ -27,6 +27,8 @@ from sockserve.engine.connection import ABORTED, DENIED, Connection
 from sockserve.engine.pipeline import ConnectionPipeline
 from sockserve.engine.prepare import Step, prepare_async
 from sockserve.options import family_default
+from sockserve.security import tls_context_of
+from sockserve.security.tls import TLSInfo
 from sockserve.servers import (
     MixInBase,
     TCPServer,
@@ -149,7 +151,12 @@ class AsyncMixIn(MixInBase):
                     conn.end_as(DENIED)
                     return
             if not self._datagram:
-                await self._tasks.open_stream(conn, record_bytes=self.access_log)
+                await self._tasks.open_stream(
+                    conn,
+                    record_bytes=self.access_log,
+                    tls=tls_context_of(self),
+                    handshake_timeout=self.handshake_timeout,
+                )
             request, client_address = conn.request, conn.client_address
             hook = type(self)._handler_hook
             if hook is not None:
@@ -176,6 +183,12 @@ class AsyncMixIn(MixInBase):
             pipeline.failed(conn)
         finally:
             pipeline.end(conn)
+
+    def _tls_info(self, conn: Connection) -> Any:
+        request = conn.request
+        stream = request.stream if isinstance(request, ConnectionSocket) else None
+        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+        return TLSInfo.of(ssl_object) if ssl_object is not None else None
 
     def _raw_socket(self, conn: Connection) -> socket.socket:
         """The socket whose readiness the pre-handler steps wait on."""

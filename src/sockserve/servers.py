@@ -56,6 +56,7 @@ from sockserve.observability.logs import describe_address
 from sockserve.observability.stats import ServerStats
 from sockserve.options import ServerOptions, apply_options, family_default
 from sockserve.security import steps_for
+from sockserve.security.tls import TLSInfo, send_close_notify
 from sockserve.strategies.base import Strategy
 from sockserve.strategies.inline import InlineStrategy
 
@@ -516,6 +517,8 @@ class BaseServer:
 
     def _tls_info(self, conn: Connection) -> Any:
         """The TLS session of ``conn`` (None for plain connections)."""
+        if isinstance(conn.request, ssl.SSLSocket):
+            return TLSInfo.of(conn.request)
         return None
 
     @property
@@ -692,7 +695,11 @@ class TCPServer(BaseServer):
         return self.socket.gettimeout()
 
     def _listening_socket(self) -> socket.socket | None:
-        return self.socket if self.socket_type == socket.SOCK_STREAM else None
+        if self.socket_type != socket.SOCK_STREAM:
+            return None
+        # None while the constructor has not made it yet (the pipeline asks early).
+        listener: socket.socket | None = vars(self).get("socket")
+        return listener
 
     def _is_tcp(self) -> bool:
         # address_family, not socket.family: a plain attribute, where the
@@ -720,11 +727,17 @@ class TCPServer(BaseServer):
         return self.socket.fileno()
 
     def get_request(self) -> tuple[Any, Address]:
+        if isinstance(self.socket, ssl.SSLSocket):
+            # The classic TLS recipe (a wrapped listener): accept the raw
+            # connection; the handshake is a pre-handler step, not accept()'s.
+            return socket.socket.accept(self.socket)
         return self.socket.accept()
 
     def shutdown_request(self, request: Any) -> None:
         if self.access_log:
             self._pipeline.log_access(request)
+        if isinstance(request, ssl.SSLSocket):
+            send_close_notify(request)
         # Send our FIN before closing so the peer sees a clean end of stream
         # even if another process (a forked child) still holds the socket.
         try:

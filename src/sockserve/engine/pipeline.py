@@ -87,16 +87,14 @@ class ConnectionPipeline:
         self._gates: list[Callable[[], bool]] = []
         self.strategy: Strategy = server._make_strategy(self)
         self.steps: tuple[Step, ...] = tuple(server._pre_handler_steps())
+        #: The listener the steps were worked out for (the classic TLS recipe
+        #: replaces ``server.socket`` after construction: the steps follow it).
+        self._steps_listener = server._listening_socket()
         #: Handlers a drain aborted and gave up waiting for: server_close must not wait on them.
         self.abandoned = 0
         self._preparer: Preparer | None = None
-        if self.steps and not self.strategy.prepares_in_place:
-            self._preparer = Preparer(
-                self.steps,
-                on_ready=self._prepared,
-                on_failed=self._preparation_failed,
-                name=f"sockserve-{type(server).__name__}-prepare",
-            )
+        if self.steps:
+            self._make_preparer()
         #: Whether handlers get blocking sockets, whose idle timeout the kernel keeps.
         self._kernel_timeouts = self.strategy.blocking_sockets
 
@@ -116,7 +114,7 @@ class ConnectionPipeline:
         for gate in self._gates:
             if not gate():
                 return False
-        return self._preparer is not None or self.strategy.has_room()
+        return (self._preparer is not None and bool(self.steps)) or self.strategy.has_room()
 
     def accepting_now(self) -> tuple[bool, float | None]:
         """(whether to watch the listener, seconds until an accept back-off ends, if one runs)."""
@@ -143,6 +141,8 @@ class ConnectionPipeline:
             return False
         self.throttle.succeeded()
         conn = Connection(request, client_address)
+        if server._listening_socket() is not self._steps_listener:
+            self._refresh_steps()
         reason = self.tracker.admit(conn)
         if reason is not None:
             self.refuse(conn, reason)
@@ -219,6 +219,26 @@ class ConnectionPipeline:
 
     # -- the pre-handler stage --------------------------------------------------
 
+    def _make_preparer(self) -> None:
+        """The selector thread's home, for strategies that do not prepare in place."""
+        if self._preparer is None and not self.strategy.prepares_in_place:
+            self._preparer = Preparer(
+                on_ready=self._prepared,
+                on_failed=self._preparation_failed,
+                name=f"sockserve-{type(self.server).__name__}-prepare",
+            )
+
+    def _refresh_steps(self) -> None:
+        """The listener changed (a wrapped socket, a handed-over descriptor): redo the steps."""
+        self._steps_listener = self.server._listening_socket()
+        self.steps = tuple(self.server._pre_handler_steps())
+        if self.steps:
+            self._make_preparer()
+
+    def replace_request(self, conn: Connection, request: Request) -> None:
+        """A step replaced the connection's request (TLS wraps the socket): follow it."""
+        self.tracker.rekey(conn, request)
+
     def _prepare(self, conn: Connection) -> None:
         """Start the pre-handler steps: the cheap ones here, the rest where they belong."""
         conn.verify_pending = True
@@ -232,7 +252,7 @@ class ConnectionPipeline:
             # Done, or the strategy runs what is left where it serves (inline,
             # a forked child, the connection's task).
             self.server.process_request(conn.request, conn.client_address)
-        elif not self._preparer.prepare(conn, max(want, 0)):
+        elif not self._preparer.prepare(conn, self.steps, max(want, 0)):
             self.end(conn)  # the preparer is stopping (a drain): nothing starts now
 
     def _prepared(self, conn: Connection) -> None:

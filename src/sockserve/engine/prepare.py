@@ -35,6 +35,7 @@ import itertools
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -112,10 +113,13 @@ class WaitForData:
         self.timeout = timeout
 
     def advance(self, conn: Connection) -> int:
+        request = conn.request
+        if isinstance(request, ssl.SSLSocket) and request.pending():
+            return DONE  # decrypted bytes wait in the TLS layer, not in the socket
         try:
             # The C method itself: a socket with a kernel idle timeout turns
             # EAGAIN into TimeoutError in its own recv (core/timeouts.py).
-            _raw_recv(conn.request, 1, _PEEK_NOW)
+            _raw_recv(request, 1, _PEEK_NOW)
         except BlockingIOError:
             return READ
         return DONE
@@ -217,10 +221,11 @@ def _time_out(ready: asyncio.Future[None], step: Step) -> None:
 class _Entry:
     """A connection in the preparer: which step it is at, and that step's deadline."""
 
-    __slots__ = ("conn", "deadline", "fd", "want")
+    __slots__ = ("conn", "deadline", "fd", "steps", "want")
 
-    def __init__(self, conn: Connection, want: int) -> None:
+    def __init__(self, conn: Connection, steps: Sequence[Step], want: int) -> None:
         self.conn = conn
+        self.steps = steps
         self.deadline: float | None = None
         #: The readiness the current step waits for (0: it has not been tried here).
         self.want = want
@@ -238,13 +243,11 @@ class Preparer:
 
     def __init__(
         self,
-        steps: Sequence[Step],
         *,
         on_ready: Callable[[Connection], None],
         on_failed: Callable[[Connection, BaseException], None],
         name: str = "sockserve-prepare",
     ) -> None:
-        self.steps = tuple(steps)
         self._on_ready = on_ready
         self._on_failed = on_failed
         self._name = name
@@ -260,13 +263,14 @@ class Preparer:
         self._order = itertools.count()
         self._held = 0
 
-    def prepare(self, conn: Connection, want: int = 0) -> bool:
-        """Take ``conn`` over from its next step; False if stopping (the caller ends it).
+    def prepare(self, conn: Connection, steps: Sequence[Step], want: int = 0) -> bool:
+        """Take ``conn`` over from its next step of ``steps``; False if stopping.
 
         ``want``: what its current step already said it waits for (the caller
         tried the cheap steps, see :func:`advance_cheap`); 0 to try it here.
+        When False, the caller ends the connection.
         """
-        entry = _Entry(conn, want)
+        entry = _Entry(conn, steps, want)
         with self._lock:
             if self._stopping:
                 return False
@@ -357,7 +361,7 @@ class Preparer:
                 self._advance(entry, selector, held, deadlines)
 
     def _start_step(self, entry: _Entry, deadlines: list[tuple[float, int, _Entry]]) -> None:
-        timeout = self.steps[entry.conn.steps_done].timeout
+        timeout = entry.steps[entry.conn.steps_done].timeout
         entry.deadline = None if timeout is None else time.monotonic() + timeout
         if entry.deadline is not None:
             heapq.heappush(deadlines, (entry.deadline, next(self._order), entry))
@@ -385,7 +389,7 @@ class Preparer:
         held: dict[int, _Entry],
         deadlines: list[tuple[float, int, _Entry]],
     ) -> None:
-        steps = self.steps
+        steps = entry.steps
         conn = entry.conn
         try:
             while True:
@@ -417,7 +421,7 @@ class Preparer:
             if entry.deadline != deadline or held.get(entry.fd) is not entry:
                 continue  # stale: the entry moved on to another step, or left
             self._release(entry, selector, held)
-            step = self.steps[entry.conn.steps_done]
+            step = entry.steps[entry.conn.steps_done]
             self._hand_on(self._on_failed, entry.conn, _step_timed_out(step))
 
     def _hand_on(
