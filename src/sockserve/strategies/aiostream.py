@@ -229,7 +229,11 @@ class Stream(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake()
-        return True  # keep the transport open: the handler may still write (half-close)
+        # Keep the transport open: the handler may still write (half-close).
+        # Not over TLS, which has no half-close: the TLS transports log a
+        # warning for every connection whose protocol asks for one.
+        transport = self.transport
+        return transport is None or transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
