@@ -429,7 +429,8 @@ class BaseServer:
         A client that reset, went away or timed out gets one INFO line; a client
         that broke a limit or the protocol (``PeerError``) one WARNING line; any
         other exception an ERROR line with its traceback. Lines of one kind (the
-        same outcome, exception type and place) are rate-limited, so a flood
+        same outcome, exception type -- or a pre-handler step's failure kind,
+        ``tls:not-tls`` -- and place) are rate-limited, so a flood
         of failing requests costs a bounded number of lines: the first of a
         kind is logged whole, the next ones are counted and reported as "N
         more like this suppressed". Override to change.
@@ -438,7 +439,10 @@ class BaseServer:
         failure = classify(exc)
         peer = describe_address(client_address)
         extra = {"client_address": client_address}
-        key = (failure.outcome, type(exc).__name__, _where(exc))
+        # A pre-handler step's failure is of its own kind (tls:not-tls and
+        # tls:certificate are both StepFailed): one line per kind, not per class.
+        kind = getattr(exc, "kind", None)
+        key = (failure.outcome, kind if isinstance(kind, str) else type(exc).__name__, _where(exc))
         limiter = self._pipeline.error_log
         if failure.outcome == TIMEOUT:
             limiter.log(logging.INFO, key, "client %s timed out: %s", peer, exc, extra=extra)
