@@ -397,8 +397,11 @@ class BaseServer:
             pipeline = self._pipeline
             pipeline.serve(pipeline.connection_for(request, client_address))
             return
+        conn = self._pipeline.tracker.find(request)
         self.finish_request(request, client_address)
-        self.shutdown_request(request)
+        # The handler may have replaced the socket (start_tls wraps it, and the
+        # old object is then detached): end the one the connection holds now.
+        self.shutdown_request(conn.request if conn is not None else request)
 
     def finish_request(self, request: Request, client_address: Address) -> None:
         """Run the request handler: instantiating it runs setup/handle/finish."""

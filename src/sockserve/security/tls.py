@@ -41,19 +41,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sockserve.engine.connection import Connection, StepFailed
-from sockserve.engine.prepare import DONE, READ, WRITE
+from sockserve.engine.connection import Connection, StepFailed, StepTimedOut
+from sockserve.engine.prepare import DONE, READ, WRITE, prepare_in_place
 
 __all__ = [
     "CERT_REQS",
     "TLS_VERSIONS",
     "HandshakeStep",
+    "TLSHandshakeError",
     "TLSInfo",
     "describe_failure",
     "failure_kind",
+    "loop_handshake_failure",
     "record_server_names",
     "send_close_notify",
     "server_context",
+    "upgrade",
 ]
 
 #: ``tls_min_version`` words -> the ``ssl`` module's versions.
@@ -114,6 +117,18 @@ _CERTIFICATE = frozenset(
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
+class TLSHandshakeError(StepFailed):
+    """The peer failed a TLS handshake (a :class:`~sockserve.errors.PeerError`).
+
+    ``kind`` is ``tls:KIND`` (:func:`failure_kind`): what ``stats().step_failures``
+    counts, whether the handshake was the pre-handler step or a STARTTLS upgrade.
+    """
+
+    @classmethod
+    def of(cls, exc: BaseException) -> TLSHandshakeError:
+        return cls(f"tls:{failure_kind(exc)}", describe_failure(exc))
+
+
 def failure_kind(exc: BaseException) -> str:
     """The kind of a failed handshake: not-tls, protocol, no-shared-cipher, certificate,
     reset or other (timeouts are the driver's: ``tls:timeout``)."""
@@ -137,6 +152,19 @@ def failure_kind(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS:
         return "reset"
     return "other"
+
+
+def loop_handshake_failure(exc: BaseException, timeout: float | None) -> Exception:
+    """What an event loop's failed handshake is raised as: the peer's, sorted into its kind.
+
+    asyncio and uvloop report their handshake timeout as a
+    ``ConnectionAbortedError`` ("SSL handshake is taking longer than N
+    seconds"): that is ``tls:timeout`` (a ``TimeoutError``), like the sync
+    strategies' deadline; anything else is a :class:`TLSHandshakeError`.
+    """
+    if isinstance(exc, ConnectionAbortedError) and "longer than" in str(exc):
+        return StepTimedOut("tls", "TLS handshake", timeout)
+    return TLSHandshakeError.of(exc)
 
 
 def server_context(
@@ -278,12 +306,46 @@ class HandshakeStep:
         except ssl.SSLWantWriteError:
             return WRITE
         except (ssl.SSLError, OSError) as exc:
-            raise StepFailed(f"tls:{failure_kind(exc)}", describe_failure(exc)) from None
+            raise TLSHandshakeError.of(exc) from None
         sock.setblocking(True)
         idle = self._idle_timeout()
         if idle is not None:
             sock.settimeout(idle)
         return DONE
+
+
+def upgrade(
+    sock: socket.socket,
+    context: ssl.SSLContext,
+    *,
+    timeout: float,
+    then_timeout: float | None,
+    wrapped: Callable[[ssl.SSLSocket], None],
+) -> ssl.SSLSocket:
+    """Make ``sock`` a server-side TLS connection in place (STARTTLS), on this thread.
+
+    The same handshake as the pre-handler step, driven by readiness under one
+    deadline for the whole handshake (``timeout``), so a peer that trickles
+    bytes cannot stretch it. ``wrapped(new)`` is called as soon as the socket
+    is wrapped (``sock`` is detached from then on), before the handshake can
+    fail, so the caller always holds the socket that must be closed.
+    Afterwards the socket is blocking with ``then_timeout`` as its timeout.
+    Raises :class:`TLSHandshakeError` or a ``TimeoutError`` (``tls:timeout``).
+    """
+    holder = Connection(sock, None)
+    result: list[ssl.SSLSocket] = []
+
+    def replace(_conn: Connection, new: ssl.SSLSocket) -> None:
+        holder.request = new
+        result.append(new)
+        wrapped(new)
+
+    record_server_names(context)
+    step = HandshakeStep(
+        lambda: context, timeout=timeout, idle_timeout=lambda: then_timeout, replace=replace
+    )
+    prepare_in_place(holder, [step])
+    return result[0]
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -38,9 +38,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from sockserve.engine.connection import Connection, StepFailed, StepTimedOut
+from sockserve.engine.connection import Connection
 from sockserve.engine.tracker import ConnectionTracker
-from sockserve.security.tls import describe_failure, failure_kind
+from sockserve.security.tls import loop_handshake_failure
 from sockserve.strategies.aiostream import ConnectionSocket, IdleSweep, Stream
 from sockserve.strategies.base import WorkerCounts
 from sockserve.strategies.eventloop import loop_factory
@@ -300,9 +300,7 @@ class AsyncStrategy:
                     ssl_handshake_timeout=handshake_timeout,
                 )
             except (ssl.SSLError, OSError) as exc:
-                if isinstance(exc, ConnectionAbortedError) and "longer than" in str(exc):
-                    raise StepTimedOut("tls", "TLS handshake", handshake_timeout) from None
-                raise StepFailed(f"tls:{failure_kind(exc)}", describe_failure(exc)) from None
+                raise loop_handshake_failure(exc, handshake_timeout) from None
         view.stream = stream
         return view
 
