@@ -14,6 +14,7 @@ import json
 import logging
 import socket
 import ssl
+import subprocess
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ import pytest
 import sockserve
 from helpers.clients import closed_by_peer, recv_line
 from helpers.net import TIMEOUT
+from helpers.programs import require_program
 from sockserve.security.tls import TLSHandshakeError
 from sockserve.testing import serving
 
@@ -198,3 +200,31 @@ def test_start_tls_needs_a_context_and_a_plain_connection(pki: PKI) -> None:
             assert recv_line(tls) == b"done\n"
     assert [type(exc) for exc in seen] == [ValueError, RuntimeError]
     assert issubclass(TLSHandshakeError, sockserve.PeerError)
+
+
+@pytest.mark.parametrize("name", ["ThreadPoolTCPServer", "ForkingTCPServer", "Async-uvloop"])
+def test_openssl_s_client_starttls_smtp(pki: PKI, name: str) -> None:
+    """OpenSSL's own SMTP STARTTLS dialogue (greeting, EHLO, STARTTLS, 220)."""
+    openssl = require_program("openssl", "apt-get install openssl")
+    server = _server(name, pki)
+    with serving(server):
+        host, port = server.server_address
+        argv = [openssl, "s_client", "-connect", f"{host}:{port}", "-starttls", "smtp"]
+        argv += ["-servername", HOST, "-CAfile", str(pki.ca_file), "-verify_return_error"]
+        done = subprocess.run(
+            [*argv, "-quiet", "-ign_eof"],
+            input="INFO\nQUIT\n",
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert server.wait_for(lambda st: st.completed == 1 and st.active == 0, TIMEOUT)
+        stats = server.stats()
+    assert done.returncode == 0, done.stderr
+    assert "unexpected eof" not in done.stderr
+    info, bye = done.stdout.splitlines()
+    assert json.loads(info)["version"] == "TLSv1.3"
+    assert json.loads(info)["server_name"] == HOST
+    assert bye == "221 bye"
+    assert stats.step_failures == {} and stats.handler_errors == 0
