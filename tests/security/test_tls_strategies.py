@@ -28,6 +28,7 @@ from .tls_kit import (
     ask,
     ask_info,
     make_server,
+    raw_connect,
     server_says_goodbye,
     tls_client,
 )
@@ -166,3 +167,25 @@ def test_an_async_tls_connection_the_client_ends_logs_nothing(
         stats = server.stats()
     assert stats.handler_errors == stats.peer_errors == 0 and stats.step_failures == {}
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize("kind", TCP_KINDS)
+def test_setting_ssl_context_on_a_running_server_turns_tls_on_and_off(
+    pki: PKI, kind: str
+) -> None:
+    """The attribute, not only the constructor argument: new connections follow it."""
+    server = make_server(kind, LOCAL)
+    with serving(server):
+        with raw_connect(server.server_address) as plain:
+            assert ask(plain, b"info\n") == b'{"tls": null}\n'
+            assert ask(plain, b"quit\n") == b""
+        server.ssl_context = pki.context()
+        with tls_client(server.server_address, pki.client()) as client:
+            assert ask_info(client)["version"] == "TLSv1.3"
+            assert server_says_goodbye(client) == "close_notify"
+        server.ssl_context = None
+        with raw_connect(server.server_address) as plain:
+            assert ask(plain, b"info\n") == b'{"tls": null}\n'
+            assert ask(plain, b"quit\n") == b""
+        assert server.wait_for(lambda st: st.completed == 3 and st.active == 0, TIMEOUT)
+        assert server.stats().step_failures == {}

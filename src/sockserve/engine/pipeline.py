@@ -88,8 +88,11 @@ class ConnectionPipeline:
         self.strategy: Strategy = server._make_strategy(self)
         self.steps: tuple[Step, ...] = tuple(server._pre_handler_steps())
         #: The listener the steps were worked out for (the classic TLS recipe
-        #: replaces ``server.socket`` after construction: the steps follow it).
+        #: replaces ``server.socket`` after construction: the steps follow it),
+        #: and whether there was a TLS context then (``server.ssl_context =
+        #: ctx`` on a plain server turns TLS on for new connections).
         self._steps_listener = server._listening_socket()
+        self._steps_tls = server.ssl_context is not None
         #: Handlers a drain aborted and gave up waiting for: server_close must not wait on them.
         self.abandoned = 0
         self._preparer: Preparer | None = None
@@ -141,7 +144,10 @@ class ConnectionPipeline:
             return False
         self.throttle.succeeded()
         conn = Connection(request, client_address)
-        if server._listening_socket() is not self._steps_listener:
+        if (
+            server._listening_socket() is not self._steps_listener
+            or (server.ssl_context is not None) != self._steps_tls
+        ):
             self._refresh_steps()
         reason = self.tracker.admit(conn)
         if reason is not None:
@@ -229,8 +235,10 @@ class ConnectionPipeline:
             )
 
     def _refresh_steps(self) -> None:
-        """The listener changed (a wrapped socket, a handed-over descriptor): redo the steps."""
+        """The listener changed (a wrapped socket, a handed-over descriptor), or TLS was
+        turned on or off (``server.ssl_context``): redo the steps."""
         self._steps_listener = self.server._listening_socket()
+        self._steps_tls = self.server.ssl_context is not None
         self.steps = tuple(self.server._pre_handler_steps())
         if self.steps:
             self._make_preparer()

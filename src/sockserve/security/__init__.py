@@ -34,7 +34,8 @@ def steps_for(server: BaseServer) -> list[Step]:
     if rules.restricts:
         unix = getattr(server, "address_family", None) == socket.AF_UNIX
         steps.append(AccessStep(rules, unix=unix))
-    if tls_context_of(server) is not None:
+    stream = getattr(server, "socket_type", socket.SOCK_STREAM) == socket.SOCK_STREAM
+    if stream and tls_context_of(server) is not None:
         steps.append(
             HandshakeStep(
                 lambda: tls_context_of(server),
