@@ -170,9 +170,7 @@ def test_an_async_tls_connection_the_client_ends_logs_nothing(
 
 
 @pytest.mark.parametrize("kind", TCP_KINDS)
-def test_setting_ssl_context_on_a_running_server_turns_tls_on_and_off(
-    pki: PKI, kind: str
-) -> None:
+def test_setting_ssl_context_on_a_running_server_turns_tls_on_and_off(pki: PKI, kind: str) -> None:
     """The attribute, not only the constructor argument: new connections follow it."""
     server = make_server(kind, LOCAL)
     with serving(server):
