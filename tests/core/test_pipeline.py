@@ -216,10 +216,9 @@ def pair() -> Any:
     right.close()
 
 
-def _preparer(steps: list[Any]) -> tuple[Preparer, queue.Queue[tuple[str, Any]]]:
+def _preparer() -> tuple[Preparer, queue.Queue[tuple[str, Any]]]:
     done: queue.Queue[tuple[str, Any]] = queue.Queue()
     preparer = Preparer(
-        steps,
         on_ready=lambda conn: done.put(("ready", conn)),
         on_failed=lambda conn, exc: done.put(("failed", exc)),
     )
@@ -242,9 +241,9 @@ def test_cheap_steps_that_need_no_wait_finish_on_the_calling_thread(pair: Any) -
 def test_each_step_waits_for_readiness_under_its_own_deadline(pair: Any) -> None:
     fast = WaitForData(timeout=5.0)
     never = Steps("never ready", [READ] * 1000, timeout=0.05, cheap=False)
-    preparer, done = _preparer([fast, never])
+    preparer, done = _preparer()
     try:
-        assert preparer.prepare(Connection(pair[0], "peer"))
+        assert preparer.prepare(Connection(pair[0], "peer"), [fast, never])
         assert done.empty()  # no data yet: waiting in the preparer
         pair[1].sendall(b"x")  # the first step completes; the second then times out
         verdict, exc = done.get(timeout=WAIT)
@@ -265,9 +264,9 @@ def test_a_failing_step_hands_its_error_on(pair: Any) -> None:
         def advance(self, conn: Connection) -> int:
             raise sockserve.LineTooLong(5)
 
-    preparer, done = _preparer([Broken()])
+    preparer, done = _preparer()
     try:
-        preparer.prepare(Connection(pair[0], "peer"))
+        preparer.prepare(Connection(pair[0], "peer"), [Broken()])
         verdict, exc = done.get(timeout=WAIT)
         assert verdict == "failed" and isinstance(exc, sockserve.LineTooLong)
     finally:
@@ -275,12 +274,13 @@ def test_a_failing_step_hands_its_error_on(pair: Any) -> None:
 
 
 def test_stop_returns_what_was_still_being_prepared(pair: Any) -> None:
-    preparer, done = _preparer([WaitForData(timeout=None)])
+    steps = [WaitForData(timeout=None)]
+    preparer, done = _preparer()
     conn = Connection(pair[0], "peer")
-    preparer.prepare(conn)
+    preparer.prepare(conn, steps)
     assert preparer.stop() == [conn]
     assert done.empty()
-    assert not preparer.prepare(Connection(pair[1], "peer"))  # stopped: refuses new work
+    assert not preparer.prepare(Connection(pair[1], "peer"), steps)  # stopped: refuses new work
 
 
 def test_in_place_steps_wait_and_time_out_on_the_calling_thread(pair: Any) -> None:
