@@ -214,3 +214,30 @@ def test_sighup_rotates_the_certificate_without_refusing_a_connection(
     assert set(load.certificates[first_new:]) == {new_der}
     assert server.stop() == 0
     assert "Traceback" not in server.output
+
+
+@pytest.mark.parametrize("workers", ["1", "0"])
+def test_a_reload_with_broken_certificate_files_keeps_the_old_certificate(
+    run_sockserve: Callable[..., Child], pki: PKI, tmp_path: Path, workers: str
+) -> None:
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    PKI.write_server(pki.server, cert, key)
+    server = run_sockserve(
+        "run", LINES_TARGET, "--bind", "127.0.0.1:0", "--workers", workers,
+        *_tls_flags(pki, cert, key),
+    )  # fmt: skip
+    port = server.port()
+    other = pki.issue(HOST)
+    key.write_bytes(other.private_key_pem.bytes())  # a key that does not match the certificate
+    mark = server.mark()
+    server.signal(signal.SIGHUP)
+    [line] = server.wait_for(
+        r"ERROR .*(reload failed|configuration rejected), keeping the current .*$", start=mark
+    )
+    assert "KEY_VALUES_MISMATCH" in line[0]  # the log says what is wrong
+    for _ in range(3):
+        with tls_client(("127.0.0.1", port), pki.client()) as client:
+            assert ask(client, b"still\n") == b"still\n"
+            assert client.getpeercert(binary_form=True) == _der(pki.server)
+    assert server.stop() == 0
+    assert "Traceback" not in server.output
