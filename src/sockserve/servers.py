@@ -32,7 +32,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, Unpack
 
@@ -443,9 +443,13 @@ class BaseServer:
         peer = describe_address(client_address)
         extra = {"client_address": client_address}
         # A pre-handler step's failure is of its own kind (tls:not-tls and
-        # tls:certificate are both StepFailed): one line per kind, not per class.
+        # tls:certificate are both StepFailed): one line per kind, wherever raised.
         kind = getattr(exc, "kind", None)
-        key = (failure.outcome, kind if isinstance(kind, str) else type(exc).__name__, _where(exc))
+        key: Hashable = (
+            (failure.outcome, kind)
+            if isinstance(kind, str)
+            else (failure.outcome, type(exc).__name__, _where(exc))
+        )
         limiter = self._pipeline.error_log
         if failure.outcome == TIMEOUT:
             limiter.log(logging.INFO, key, "client %s timed out: %s", peer, exc, extra=extra)

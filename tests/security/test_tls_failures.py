@@ -9,9 +9,11 @@ client is served as if nothing happened.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import ssl
+import struct
 from typing import Any
 
 import pytest
@@ -142,6 +144,29 @@ def test_failures_are_logged_once_per_kind_without_a_traceback(
     assert words == ["tls:certificate", "tls:not-tls"], [r.getMessage() for r in lines]
     assert all(r.exc_info is None and r.levelno == logging.WARNING for r in lines)
     assert "Traceback" not in server_log.text
+
+
+@pytest.mark.parametrize("kind", IN_PROCESS_KINDS)
+def test_a_bare_tcp_health_check_counts_as_tls_reset(
+    pki: PKI, kind: str, server_log: pytest.LogCaptureFixture
+) -> None:
+    """A load balancer's TCP check (connect, close; or reset) on a TLS port: counted as
+    ``tls:reset``, one line, and the descriptor closed (no ResourceWarning: a reset before
+    the handshake once left it to an SSLSocket nobody held)."""
+    server = make_server(kind, LOCAL, ssl_context=pki.context())
+    with serving(server):
+        for _ in range(3):
+            raw_connect(server.server_address).close()
+        for _ in range(3):
+            with raw_connect(server.server_address) as reset:
+                reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        stats = _failures(server, {"tls:reset": 6}, completed=6)
+        assert stats.peer_errors == 6 and stats.disconnects == 0
+        _served_next(server, pki)
+    gc.collect()  # an SSLSocket left unclosed would warn now (an error under pytest)
+    lines = [r for r in server_log.records if r.name == "sockserve.server"]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert "tls:reset" in lines[0].getMessage() and lines[0].exc_info is None
 
 
 @pytest.mark.slow

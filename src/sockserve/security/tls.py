@@ -296,8 +296,14 @@ class HandshakeStep:
             if context is None:
                 return DONE  # TLS turned off meanwhile: serve it plain
             raw = sock
-            raw.setblocking(False)
-            sock = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            try:
+                # A peer that reset already: wrap_socket would detach the socket
+                # and then fail, leaving the descriptor to an object nobody holds.
+                raw.getpeername()
+                raw.setblocking(False)
+                sock = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            except (ssl.SSLError, OSError) as exc:
+                raise TLSHandshakeError("tls:reset", describe_failure(exc)) from None
             self._replace(conn, sock)
         try:
             sock.do_handshake()
@@ -352,7 +358,7 @@ def describe_failure(exc: BaseException) -> str:
     """A handshake failure in a few words (OpenSSL's reason, without its file and line)."""
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return f"TLS handshake failed: {exc.reason}"
-    return f"TLS handshake failed: {exc}"
+    return f"TLS handshake failed: {str(exc) or type(exc).__name__}"
 
 
 def send_close_notify(sock: ssl.SSLSocket) -> None:
