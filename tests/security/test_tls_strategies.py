@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import threading
 from typing import Any
 
 import pytest
 
 from helpers.clients import short_tempdir
-from helpers.net import TIMEOUT
+from helpers.net import TIMEOUT, wait_until
+from sockserve.security.tls import server_context
 from sockserve.testing import serving
 
 from .tls_kit import (
@@ -187,3 +189,41 @@ def test_setting_ssl_context_on_a_running_server_turns_tls_on_and_off(pki: PKI, 
             assert ask(plain, b"quit\n") == b""
         assert server.wait_for(lambda st: st.completed == 3 and st.active == 0, TIMEOUT)
         assert server.stats().step_failures == {}
+
+
+@pytest.mark.parametrize("kind", ["ThreadPoolTCPServer", "AsyncTCPServer"])
+def test_the_readme_rotation_recipe_swaps_the_certificate_from_a_turn_callback(
+    pki: PKI, kind: str
+) -> None:
+    """README, "Rotating a certificate": an Event set (by a signal handler there), the
+    context rebuilt by a turn callback of the serving loop; a broken file keeps the old."""
+    server = make_server(kind, LOCAL, ssl_context=pki.context())
+    renewed = threading.Event()
+    files: dict[str, Any] = {"leaf": None}
+    outcomes: list[str] = []
+
+    def rotate_if_renewed() -> None:
+        if renewed.is_set():
+            renewed.clear()
+            try:
+                if files["leaf"] is None:  # the renewed files are not there (yet)
+                    server.ssl_context = server_context("/nonexistent/fullchain.pem")
+                else:
+                    server.ssl_context = pki.context(files["leaf"])
+                outcomes.append("rotated")
+            except (OSError, ValueError) as exc:
+                outcomes.append(type(exc).__name__)
+
+    server.add_turn_callback(rotate_if_renewed)
+    with serving(server, poll_interval=0.05):
+        renewed.set()  # nothing renewed yet: a failure, the old context stays
+        server.wake_loop()
+        with tls_client(server.server_address, pki.client()) as client:
+            assert client.getpeercert(binary_form=True) == _der(pki.server)
+        files["leaf"] = pki.issue(HOST, "127.0.0.1")
+        renewed.set()
+        server.wake_loop()
+        assert wait_until(lambda: outcomes[-1:] == ["rotated"]), outcomes
+        with tls_client(server.server_address, pki.client()) as client:
+            assert client.getpeercert(binary_form=True) == _der(files["leaf"])
+    assert outcomes[0] == "FileNotFoundError" and outcomes[-1] == "rotated"
