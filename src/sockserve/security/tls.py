@@ -13,6 +13,13 @@ set of kinds (:func:`failure_kind`), counted in ``stats().step_failures`` as
 ``tls:KIND``, logged once per kind through the rate limiter, never a
 traceback and never a handler error.
 
+STARTTLS (a handler upgrading a plain connection mid-protocol) uses the same
+handshake: :func:`upgrade` drives it on the handler's thread under one
+deadline (``StreamRequestHandler.start_tls``); async handlers have the event
+loop's (``Stream.start_tls``), whose failures :func:`loop_handshake_failure`
+sorts the same way. Either raises :class:`TLSHandshakeError` (a
+``PeerError``) or a ``TimeoutError``, counted like the step's.
+
 What sockserve sets on a context you give it, and why:
 
 * ``sni_callback``: to record the name the client asked for (Python exposes
