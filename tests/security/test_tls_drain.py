@@ -23,10 +23,11 @@ from typing import Any
 import pytest
 
 import sockserve
+from helpers.clients import Background, closed_by_peer, recv_line
 from helpers.net import TIMEOUT
 from sockserve.testing import serving
 
-from .tls_kit import PKI, tls_client
+from .tls_kit import HOST, PKI, raw_connect, tls_client
 
 SECRET = b"this must never cross the wire in the clear\n"
 LOCAL = ("127.0.0.1", 0)
@@ -50,6 +51,11 @@ def _handler(reports: queue.Queue[dict[str, Any]]) -> type[sockserve.StreamReque
             reports.put(report)
 
     return WritesAfterTheAbort
+
+
+class TLSEcho(sockserve.StreamRequestHandler):
+    def handle(self) -> None:
+        self.wfile.write(self.rfile.readline())
 
 
 def _raw_bytes_until_the_end(sock: socket.socket) -> bytes:
@@ -80,3 +86,35 @@ def test_writes_after_a_drains_abort_never_go_out_in_the_clear(pki: PKI, kind: s
     # plain socket's BrokenPipeError), and nothing was sent.
     assert handler_saw["wfile"] == handler_saw["sendall"] == "SSLEOFError", handler_saw
     assert handler_saw["read"] == b""
+
+
+@pytest.mark.parametrize("kind", ["ThreadingTCPServer", "ThreadPoolTCPServer"])
+def test_a_client_whose_handshake_a_drain_finds_under_way_is_served(pki: PKI, kind: str) -> None:
+    """Connected before the drain, handshaking after it began: not an idle connection to
+    close (a client connecting during a reload's drain saw an EOF mid-handshake)."""
+    server = getattr(sockserve, kind)(LOCAL, TLSEcho, ssl_context=pki.context())
+    with serving(server), raw_connect(server.server_address) as raw:
+        assert server.wait_for(lambda st: st.accepted == 1 and st.preparing == 1, TIMEOUT)
+        drain = Background(server.drain, 10.0, name="test-drain")
+        assert server.draining.wait(TIMEOUT)
+        with pki.client().wrap_socket(raw, server_hostname=HOST) as client:
+            client.sendall(b"during the drain\n")
+            assert recv_line(client) == b"during the drain\n"
+        report = drain.join(TIMEOUT)
+    assert (report.in_flight, report.finished, report.idle_closed) == (1, 1, 0), report
+
+
+@pytest.mark.parametrize("kind", ["ThreadingTCPServer", "ThreadPoolTCPServer"])
+def test_a_silent_tls_client_at_a_drain_is_cut_by_its_handshake_timeout(
+    pki: PKI, kind: str
+) -> None:
+    server = getattr(sockserve, kind)(
+        LOCAL, TLSEcho, ssl_context=pki.context(), handshake_timeout=0.3
+    )
+    with serving(server), raw_connect(server.server_address) as raw:
+        assert server.wait_for(lambda st: st.preparing == 1, TIMEOUT)
+        report = server.drain(timeout=10.0)
+        assert closed_by_peer(raw) in ("eof", "reset")
+        stats = server.stats()
+    assert (report.in_flight, report.forced) == (1, 0), report
+    assert stats.step_failures == {"tls:timeout": 1}

@@ -280,10 +280,35 @@ class ConnectionPipeline:
         finally:
             self.end(conn)
 
-    def close_idle(self) -> list[Connection]:
-        """Drain: stop the pre-handler stage; return what it (and the strategy) held unstarted."""
+    def close_idle(self, *, finish_started: bool = False) -> list[Connection]:
+        """Stop the pre-handler stage; return what it (and the strategy) held unstarted.
+
+        With ``finish_started`` (a drain) only the connections waiting for a
+        client's first bytes are returned: those have sent nothing. One in
+        the middle of another step (a TLS handshake: the client connected to
+        talk TLS, and may be halfway through) is a client like any in flight:
+        it goes to the strategy, whose worker finishes its steps (each within
+        its own timeout, all within the drain's deadline) and serves it.
+        """
         leftovers = self._preparer.stop() if self._preparer is not None else []
-        return leftovers + self.strategy.close_idle()
+        idle = []
+        for conn in leftovers:
+            if finish_started and not self._waits_for_first_bytes(conn):
+                try:
+                    self.submit(conn)  # draining: taken past the strategy's queue
+                except Exception:
+                    self.failed(conn)
+                    self.end(conn)
+            else:
+                idle.append(conn)
+        return idle + self.strategy.close_idle()
+
+    def _waits_for_first_bytes(self, conn: Connection) -> bool:
+        """Whether ``conn`` is at a step that waits for the client's first bytes."""
+        steps = self.steps
+        if conn.steps_done >= len(steps):
+            return False
+        return bool(getattr(steps[conn.steps_done], "waiting_is_idle", False))
 
     def close(self, *, wait: bool) -> None:
         """``server_close``: end what the pre-handler stage holds, release the strategy.
@@ -320,14 +345,15 @@ class ConnectionPipeline:
     def serve(self, conn: Connection) -> None:
         """Serve ``conn`` to its end on this thread: the body of every worker. Never raises.
 
-        In order: pre-handler steps still due here (inline, fork), the pending
+        In order: pre-handler steps still due here (inline, fork; and those a
+        drain took from the pre-handler stage unfinished), the pending
         ``verify_request``, the handler (``finish_request``); an exception goes
         to ``handle_error``; then :meth:`end`.
         """
         server = self.server
         try:
             if conn.verify_pending:
-                if self.strategy.prepares_in_place and self.steps:
+                if conn.steps_done < len(self.steps):
                     prepare_in_place(conn, self.steps)
                 conn.verify_pending = False
                 if not server.verify_request(conn.request, conn.client_address):

@@ -108,6 +108,9 @@ class WaitForData:
     name = "first bytes"
     kind = "first-bytes"
     cheap = True
+    #: A connection waiting here has sent nothing: a drain closes it (``closed-idle``).
+    #: (Steps without this attribute hold clients that are talking: a drain lets them finish.)
+    waiting_is_idle = True
 
     def __init__(self, timeout: float | None) -> None:
         self.timeout = timeout
