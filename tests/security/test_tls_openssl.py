@@ -130,6 +130,11 @@ def test_s_client_with_a_client_certificate_under_mutual_tls(
     assert served.returncode == 0, served.stderr
     assert json.loads(served.stdout)["peer_subject"]["commonName"] == "s-client"
     for done in (refused, without):
-        assert done.returncode == 1 and done.stdout == ""
-    assert "unknown ca" in refused.stderr or UNEXPECTED_EOF in refused.stderr
+        assert done.returncode != 0 and done.stdout == ""
+    if kind.startswith("Async"):
+        # The event loop's TLS drops a failed handshake without sending its alert:
+        # the client sees the connection end (an EOF, or a reset if it had sent more).
+        assert UNEXPECTED_EOF in refused.stderr or "errno=104" in refused.stderr
+    else:
+        assert "alert unknown ca" in refused.stderr, refused.stderr
     assert stats.step_failures == {"tls:certificate": 2}
