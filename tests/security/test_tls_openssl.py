@@ -23,7 +23,7 @@ from helpers.net import TIMEOUT
 from helpers.programs import require_program
 from sockserve.testing import serving
 
-from .tls_kit import HOST, PKI, TCP_KINDS, UNIX_KINDS, make_server
+from .tls_kit import HOST, PKI, TCP_KINDS, UNIX_KINDS, make_server, run_with_input
 
 LOCAL = ("127.0.0.1", 0)
 UNEXPECTED_EOF = "unexpected eof while reading"
@@ -41,9 +41,7 @@ def s_client(
     )
     argv = [openssl, "s_client", *where, "-servername", HOST, "-CAfile", str(pki.ca_file)]
     argv += ["-verify_return_error", "-quiet", "-ign_eof", *options]
-    return subprocess.run(
-        argv, input=lines, capture_output=True, text=True, timeout=TIMEOUT, check=False
-    )
+    return run_with_input(argv, lines)
 
 
 def _client_files(pki: PKI, leaf: Any, directory: Path, name: str) -> list[str]:

@@ -14,7 +14,6 @@ import json
 import logging
 import socket
 import ssl
-import subprocess
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ from helpers.programs import require_program
 from sockserve.security.tls import TLSHandshakeError
 from sockserve.testing import serving
 
-from .tls_kit import HOST, PKI, info_of, raw_connect
+from .tls_kit import HOST, PKI, info_of, raw_connect, run_with_input
 
 LOCAL = ("127.0.0.1", 0)
 
@@ -211,14 +210,7 @@ def test_openssl_s_client_starttls_smtp(pki: PKI, name: str) -> None:
         host, port = server.server_address
         argv = [openssl, "s_client", "-connect", f"{host}:{port}", "-starttls", "smtp"]
         argv += ["-servername", HOST, "-CAfile", str(pki.ca_file), "-verify_return_error"]
-        done = subprocess.run(
-            [*argv, "-quiet", "-ign_eof"],
-            input="INFO\nQUIT\n",
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
+        done = run_with_input([*argv, "-quiet", "-ign_eof"], "INFO\nQUIT\n")
         assert server.wait_for(lambda st: st.completed == 1 and st.active == 0, TIMEOUT)
         stats = server.stats()
     assert done.returncode == 0, done.stderr

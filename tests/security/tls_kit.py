@@ -17,6 +17,8 @@ import datetime
 import json
 import socket
 import ssl
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,3 +225,21 @@ def server_says_goodbye(sock: ssl.SSLSocket) -> str:
         return "eof"
     assert rest == b"", f"unexpected bytes after quit: {rest!r}"
     return "close_notify"
+
+
+def run_with_input(argv: list[str], lines: str) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` with ``lines`` as its standard input, from a file, not a pipe.
+
+    With a forking server in this process, a pipe would deadlock now and
+    then: the server may fork a handler for the client while ``Popen`` still
+    holds its exec-status pipe open, so the handler inherits it and ``Popen``
+    waits for the handler to exit, which waits for the client's input, which
+    ``subprocess.run`` only writes once ``Popen`` returns. A file is there
+    from the start.
+    """
+    with tempfile.TemporaryFile("w+") as stdin:
+        stdin.write(lines)
+        stdin.seek(0)
+        return subprocess.run(
+            argv, stdin=stdin, capture_output=True, text=True, timeout=TIMEOUT, check=False
+        )
