@@ -22,12 +22,14 @@ Adding a kind (say sockserve's coming ``AsyncUDPServer``, once it exists):
    the matrix runs it on every cell of its protocols (a cell's ``servers``
    list or the spec's ``skips`` narrow that), and the report picks it up.
 
-TLS for sockserve's own kinds, once sockserve serves TLS: add "tls" to the
-kind's ``protocols`` here with a ``tls=`` sentence, and in ``servers._TLS_SETUP``
-a function that gives the server the context from ``servers.tls_context()``
-(built from the certificate the harness generated) the way sockserve's API
-takes it. The TLS cells, the certificate handling and the report need no
-change; ``--compare-rev`` then compares TLS across revisions too.
+TLS for another sockserve kind: add "tls" to the kind's ``protocols`` here
+with a ``tls=`` sentence, and the kind to ``servers._TLS_KEYWORD`` (a
+socketserver-API class: it gets ``ssl_context=servers.tls_context()``, built
+from the certificate the harness generated, as a constructor keyword); the
+runner kinds take ``--certfile``/``--keyfile``. The TLS cells, the
+certificate handling and the report need no change; ``--compare-rev`` then
+compares TLS across revisions too (a revision without TLS reports the kind
+unavailable).
 
 Do not add a kind for code that does not exist yet: it would show as "not
 available" in every report until then.
@@ -96,7 +98,9 @@ SERVERS: tuple[ServerSpec, ...] = (
         tcp="sockserve.ThreadPoolTCPServer (bounded pool, defaults)",
         udp="sockserve.ThreadPoolUDPServer (bounded pool, defaults)",
         http="sockserve.ThreadPoolTCPServer + http.server.BaseHTTPRequestHandler",
-        protocols=_SOCKSERVE_PROTOS,
+        tls="sockserve.ThreadPoolTCPServer(..., ssl_context=ctx) (the handshake on the"
+        " pre-handler thread, then a pool worker)",
+        protocols=(*_SOCKSERVE_PROTOS, "tls"),
     ),
     ServerSpec(
         name="sockserve-forking",
@@ -110,7 +114,9 @@ SERVERS: tuple[ServerSpec, ...] = (
         tcp="sockserve.AsyncTCPServer + AsyncStreamRequestHandler (reader.read / writer.write"
         " + drain; uvloop when installed)",
         udp="sockserve.AsyncUDPServer + AsyncDatagramRequestHandler (reply; uvloop when installed)",
-        protocols=("tcp", "udp", "shutdown"),
+        tls="sockserve.AsyncTCPServer(..., ssl_context=ctx) (the event loop's TLS; uvloop when"
+        " installed)",
+        protocols=("tcp", "udp", "shutdown", "tls"),
     ),
     ServerSpec(
         name="sockserve-run-1",
@@ -124,7 +130,8 @@ SERVERS: tuple[ServerSpec, ...] = (
         family="sockserve",
         tcp="python -m sockserve run HANDLER --workers 2 (runner defaults otherwise)",
         http="python -m sockserve run HTTP_HANDLER --workers 2 (runner defaults otherwise)",
-        protocols=("tcp", "http"),
+        tls="python -m sockserve run HANDLER --workers 2 --certfile CERT --keyfile KEY",
+        protocols=("tcp", "http", "tls"),
     ),
     ServerSpec(
         name="sockserve-run-async-1",

@@ -171,13 +171,37 @@ def _wrap_listener(server: Any, context: ssl.SSLContext) -> None:
     server.socket = context.wrap_socket(server.socket, server_side=True)
 
 
-#: How each socketserver-API kind serves TLS. sockserve's TLS kinds (``sockserve-pool``
-#: over TLS, say) go here once the feature exists: add "tls" to the kind's protocols
-#: in the catalog and a function that hands the server ``context`` the way
-#: sockserve's API takes it; ``make_socketserver`` builds the same server as for TCP.
+#: How the stdlib's kinds serve TLS: a function given the built server and the context.
 _TLS_SETUP: dict[str, Callable[[Any, ssl.SSLContext], None]] = {
     "stdlib-threading-somaxconn": _wrap_listener,
 }
+
+#: sockserve's TLS kinds: the same server as for TCP, given the context the way
+#: sockserve's API takes it, ``ssl_context=`` at construction.
+_TLS_KEYWORD = frozenset({"sockserve-pool", "sockserve-async"})
+
+
+def _sockserve_tls_missing() -> str | None:
+    """Why the sockserve being imported cannot serve TLS (None: it can).
+
+    Revisions before TLS either lack the ``ssl_context`` option or declare it
+    without a handshake behind it (they would serve the load generator plain
+    bytes); ``sockserve.security.tls`` is where the handshake lives.
+    """
+    try:
+        found = importlib.util.find_spec("sockserve.security.tls")
+    except IMPORT_FAILURES:
+        found = None
+    return None if found is not None else "this sockserve has no TLS (sockserve.security.tls)"
+
+
+def _tls_unavailable(kind: str) -> str | None:
+    """Why ``kind`` cannot serve the TLS workloads here (None: it can)."""
+    if kind in _TLS_KEYWORD:
+        return _sockserve_tls_missing()
+    if kind not in _TLS_SETUP:
+        return f"{kind} has no TLS setup in the suite"
+    return None
 
 
 def _socketserver_module(kind: str) -> ModuleType:
@@ -234,16 +258,16 @@ def _handler_class(kind: str, proto: str) -> type[Any]:
     return echo_handler_class(socketserver.BaseRequestHandler)
 
 
-def make_socketserver(kind: str, proto: str) -> Any:
+def make_socketserver(kind: str, proto: str, **options: Any) -> Any:
     """A bound, listening (not yet serving) socketserver-API server on 127.0.0.1:0.
 
     Used here and by :mod:`benchmarks.shutdown`, which drives the same
-    servers in-process.
+    servers in-process. ``options`` go to the constructor (``ssl_context``).
     """
     cls = _server_class(kind, proto)
     handler = _handler_class(kind, _STREAM.get(proto, proto))
     try:
-        return cls((HOST, 0), handler)
+        return cls((HOST, 0), handler, **options)
     except TypeError as exc:
         raise Unavailable(f"{cls.__name__} needs arguments the suite does not know: {exc}") from exc
 
@@ -251,9 +275,14 @@ def make_socketserver(kind: str, proto: str) -> Any:
 def serve_socketserver(kind: str, proto: str) -> None:
     """Run a socketserver-API server until SIGTERM."""
     setup = _TLS_SETUP.get(kind) if proto == "tls" else None
-    if proto == "tls" and setup is None:
-        raise Unavailable(f"{kind} has no TLS setup in the suite")
-    server = make_socketserver(kind, proto)
+    options: dict[str, Any] = {}
+    if proto == "tls":
+        reason = _tls_unavailable(kind)
+        if reason is not None:
+            raise Unavailable(reason)
+        if kind in _TLS_KEYWORD:
+            options["ssl_context"] = tls_context()
+    server = make_socketserver(kind, proto, **options)
     if setup is not None:
         setup(server, tls_context())
     backlog = getattr(server, "request_queue_size", None) if proto != "udp" else None
@@ -288,11 +317,14 @@ def _runner_help() -> tuple[str | None, str]:
     return None, done.stdout.decode(errors="replace")
 
 
-def runner_available(worker_class: str = "pool") -> str | None:
-    """None if ``python -m sockserve run`` exists (with ``worker_class``), else why not."""
+def runner_available(worker_class: str = "pool", proto: str = "tcp") -> str | None:
+    """None if ``python -m sockserve run`` exists (with ``worker_class``, and TLS for
+    ``proto="tls"``), else why not."""
     reason, text = _runner_help()
     if reason is None and worker_class != "pool" and worker_class not in text:
         return f"sockserve run has no --worker-class {worker_class} in this version"
+    if reason is None and proto == "tls" and "--certfile" not in text:
+        return "sockserve run has no --certfile (TLS) in this version"
     return reason
 
 
@@ -306,15 +338,25 @@ def _wait_until_serving(port: int, proto: str) -> None:
     """One request through the runner: returns once a worker has answered it.
 
     The listening socket exists before the runner starts, so connect() alone
-    proves nothing; an answer does. Blocking with a timeout, no polling.
+    proves nothing; an answer does. Blocking with a timeout, no polling. Over
+    TLS the probe does not verify the certificate: it only asks for an answer.
     """
     probe = (
-        b"ping" if proto == "tcp" else b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+        b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+        if proto == "http"
+        else b"ping"
     )
-    with socket.create_connection((HOST, port), timeout=RUNNER_START_TIMEOUT_S) as client:
-        client.sendall(probe)
-        if not client.recv(len(probe)):
-            raise SystemExit("sockserve run closed the readiness connection without answering")
+    with socket.create_connection((HOST, port), timeout=RUNNER_START_TIMEOUT_S) as raw:
+        client: socket.socket = raw
+        if proto == "tls":
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            client = context.wrap_socket(raw)
+        with client:
+            client.sendall(probe)
+            if not client.recv(len(probe)):
+                raise SystemExit("sockserve run closed the readiness connection without answering")
 
 
 def serve_prefork(workers: int, proto: str, worker_class: str = "pool") -> None:
@@ -324,12 +366,13 @@ def serve_prefork(workers: int, proto: str, worker_class: str = "pool") -> None:
     ``--bind fd://N``: the port is known without parsing the runner's log,
     and there is no window in which another process could take it.
     """
-    reason = runner_available(worker_class)
+    reason = runner_available(worker_class, proto)
     if reason:
         raise Unavailable(reason)
     targets = {
         ("pool", "tcp"): "benchmarks.sockserve_handlers:EchoHandler",
         ("pool", "http"): "benchmarks.sockserve_handlers:HTTPHandler",
+        ("pool", "tls"): "benchmarks.sockserve_handlers:EchoHandler",
         ("async", "tcp"): "benchmarks.sockserve_handlers:AsyncEchoHandler",
     }
     target = targets.get((worker_class, proto))
@@ -345,6 +388,11 @@ def serve_prefork(workers: int, proto: str, worker_class: str = "pool") -> None:
     command += ["--bind", f"fd://{listener.fileno()}", "--workers", str(workers)]
     if worker_class != "pool":
         command += ["--worker-class", worker_class]
+    if proto == "tls":
+        cert, key = os.environ.get(CERT_ENV), os.environ.get(KEY_ENV)
+        if not cert or not key:
+            raise Unavailable(f"no certificate: the harness sets {CERT_ENV} and {KEY_ENV}")
+        command += ["--certfile", cert, "--keyfile", key]
     child = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=(listener.fileno(),))
     listener.close()  # the runner has its own copy
 
@@ -504,16 +552,16 @@ def _probe_one(kind: str, proto: str, runner_reason: str | None) -> str | None:
     try:
         if kind.startswith("sockserve-run-"):
             worker_class = runner_kind(kind)[0]
-            if runner_reason or worker_class == "pool":
+            if runner_reason:
                 return runner_reason
+            if worker_class == "pool":
+                return runner_available("pool", proto) if proto == "tls" else None
             if worker_class == "async":
                 _handler_class("sockserve-async", "tcp")  # the handler it would serve
             return runner_available(worker_class)
         if kind.startswith(("sockserve-", "stdlib-")):
             _server_class(kind, proto)
-            if proto == "tls" and kind not in _TLS_SETUP:
-                return f"{kind} has no TLS setup in the suite"
-            return None
+            return _tls_unavailable(kind) if proto == "tls" else None
         family = kind.split("-", 1)[0]
         if family in ("uvloop", "gevent") and importlib.util.find_spec(family) is None:
             return f"{family} is not installed (pip install -e '.[bench]')"

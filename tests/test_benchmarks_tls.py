@@ -9,6 +9,7 @@ workloads with a message saying what to install, not the whole run.
 
 from __future__ import annotations
 
+import json
 import shutil
 import ssl
 import subprocess
@@ -111,3 +112,47 @@ def test_a_load_generator_built_without_openssl_says_what_to_install(tmp_path: P
     )
     assert done.returncode == 2
     assert "apt-get install -y libssl-dev" in done.stderr
+
+
+@needs_openssl
+@pytest.mark.slow
+def test_sockserve_tls_kinds_run_the_tls_workloads(tmp_path: Path) -> None:
+    """The pool, the async server and ``sockserve run --workers 2 --certfile``, each
+    verified by the load generator (CA and host name) on every TLS cell."""
+    kinds = ("sockserve-pool", "sockserve-async", "sockserve-run-2")
+    results = tmp_path / "results.json"
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--only", ",".join(kinds)]
+    command += ["--workloads", "tls", "--no-plots", "--json", str(results)]
+    command += ["--markdown", str(tmp_path / "report.md")]
+    done = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads(results.read_text())
+    for kind in kinds:
+        assert data["availability"][kind]["tls"] is None, data["availability"][kind]
+    runs = [run for run in data["runs"] if run["server"] in kinds]
+    assert {run["server"] for run in runs} == set(kinds)
+    for run in runs:
+        assert run.get("ok"), run
+        assert run["metrics"]["tls_handshakes"] > 0, run
+        assert run["metrics"]["tls_failures"] == 0, run
+
+
+def test_a_sockserve_without_tls_is_unavailable_not_served_plain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--compare-rev`` against a revision from before TLS: the kind is reported
+    unavailable (such a revision may accept ``ssl_context`` and serve plain bytes)."""
+    from benchmarks import servers
+
+    assert servers._tls_unavailable("sockserve-pool") is None
+    real = servers.importlib.util.find_spec
+    monkeypatch.setattr(
+        servers.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "sockserve.security.tls" else real(name, *a),
+    )
+    assert "no TLS" in (servers._tls_unavailable("sockserve-async") or "")
+    assert servers._tls_unavailable("stdlib-threading-somaxconn") is None
+    assert "no TLS setup" in (servers._tls_unavailable("sockserve-threading") or "")

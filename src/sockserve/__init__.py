@@ -25,6 +25,7 @@ from sockserve.aio import (
     AsyncUnixStreamServer,
 )
 from sockserve.asynchandlers import AsyncDatagramRequestHandler, AsyncStreamRequestHandler
+from sockserve.engine.connection import ConnectionInfo
 from sockserve.engine.drain import DrainReport
 from sockserve.engine.lifecycle import State
 from sockserve.errors import LineTooLong, PeerError
@@ -97,6 +98,7 @@ __all__ = [
     "AsyncUnixDatagramServer",
     "AsyncStreamRequestHandler",
     "AsyncDatagramRequestHandler",
+    "ConnectionInfo",
     "DrainReport",
     "LineTooLong",
     "PeerError",

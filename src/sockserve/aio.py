@@ -20,12 +20,15 @@ import inspect
 import socket
 import warnings
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from sockserve._types import Address, Request
-from sockserve.engine.connection import ABORTED, Connection
+from sockserve.engine.connection import ABORTED, DENIED, Connection
 from sockserve.engine.pipeline import ConnectionPipeline
+from sockserve.engine.prepare import Step, prepare_async
 from sockserve.options import family_default
+from sockserve.security import tls_context_of
+from sockserve.security.tls import TLSInfo
 from sockserve.servers import (
     MixInBase,
     TCPServer,
@@ -138,11 +141,23 @@ class AsyncMixIn(MixInBase):
     async def _serve_connection(self, conn: Connection) -> None:
         """The life of one connection on the loop: its stream, the handler, errors, the end."""
         pipeline = self._pipeline
-        request, client_address = conn.request, conn.client_address
         try:
+            if conn.verify_pending:
+                # Pre-handler steps, as coroutines on the raw socket (before a
+                # transport takes it), then verify_request.
+                await prepare_async(conn, self._raw_socket(conn), pipeline.steps)
+                conn.verify_pending = False
+                if not self.verify_request(conn.request, conn.client_address):
+                    conn.end_as(DENIED)
+                    return
             if not self._datagram:
-                await self._tasks.open_stream(conn, record_bytes=self.access_log)
-                request = conn.request
+                await self._tasks.open_stream(
+                    conn,
+                    record_bytes=self.access_log,
+                    tls=tls_context_of(self),
+                    handshake_timeout=self.handshake_timeout,
+                )
+            request, client_address = conn.request, conn.client_address
             hook = type(self)._handler_hook
             if hook is not None:
                 await hook(self, request, client_address)
@@ -168,6 +183,26 @@ class AsyncMixIn(MixInBase):
             pipeline.failed(conn)
         finally:
             pipeline.end(conn)
+
+    def _tls_info(self, conn: Connection) -> Any:
+        request = conn.request
+        stream = request.stream if isinstance(request, ConnectionSocket) else None
+        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+        return TLSInfo.of(ssl_object) if ssl_object is not None else None
+
+    def _raw_socket(self, conn: Connection) -> socket.socket:
+        """The socket whose readiness the pre-handler steps wait on."""
+        request = conn.request
+        if isinstance(request, ConnectionSocket):
+            return request._sock
+        if isinstance(request, tuple):  # a datagram: (packet, the server's socket)
+            sock: socket.socket = request[1]
+            return sock
+        return cast(socket.socket, request)
+
+    def _pre_handler_steps(self) -> list[Step]:
+        # TLS is the event loop's own (connect_accepted_socket(ssl=...)): not a step here.
+        return [step for step in super()._pre_handler_steps() if step.kind != "tls"]
 
     async def finish_request_async(self, request: Request, client_address: Address) -> None:
         """Run the handler: await its setup, handle and finish (``finish_request``, async).

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import io
 import socket as socketlib
-from typing import TYPE_CHECKING
+import ssl
+from typing import TYPE_CHECKING, Any
 
 from sockserve._types import Address
 from sockserve.strategies.aiostream import ConnectionSocket, Stream
@@ -86,6 +87,27 @@ class AsyncStreamRequestHandler:
 
     async def handle(self) -> None:
         """Serve the connection."""
+
+    async def start_tls(self, context: ssl.SSLContext | None = None) -> None:
+        """Upgrade this plain connection to TLS, as the server side (STARTTLS).
+
+        ``await self.writer.start_tls(context, ssl_handshake_timeout=...)``
+        with the server's defaults: ``context`` defaults to the server's
+        ``ssl_context`` and the handshake is bounded by its
+        ``handshake_timeout``. The reader and writer stay the same objects;
+        unread bytes the client sent before the handshake are discarded, and
+        a failed handshake is the peer's (see ``Stream.start_tls``).
+        """
+        server: Any = self.server
+        if context is None:
+            context = getattr(server, "ssl_context", None)
+            if context is None:
+                raise ValueError("start_tls() needs a context: the server has no ssl_context")
+        if self.writer.get_extra_info("ssl_object") is not None:
+            raise RuntimeError("start_tls(): the connection is TLS already")
+        await self.writer.start_tls(
+            context, ssl_handshake_timeout=getattr(server, "handshake_timeout", None)
+        )
 
     async def finish(self) -> None:
         """Flush what was written (runs last, also after ``handle`` raised).

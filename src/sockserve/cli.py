@@ -27,7 +27,7 @@ import os
 import signal
 import sys
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -49,6 +49,7 @@ from sockserve.runner.pidfile import pid_file
 from sockserve.runner.probe import probe_target
 from sockserve.runner.settings import RUNNER_SETTINGS, ConfigError, RunConfig, build_config
 from sockserve.runner.signals import SignalInbox
+from sockserve.runner.tls import context_from_config, serves_tls
 from sockserve.runner.worker import WorkerLoop, build_servers
 from sockserve.services import SERVICES
 
@@ -153,8 +154,17 @@ def resolve_listeners(config: RunConfig) -> list[Listener]:
     return open_listeners(specs, reuse_port=config.reuse_port)
 
 
-def serve_in_process(config: RunConfig, listeners: list[Listener]) -> int:
-    """``--workers 0``: serve here until SIGTERM/SIGINT (drain) or SIGQUIT (abort)."""
+def serve_in_process(
+    config: RunConfig,
+    listeners: list[Listener],
+    reload_config: Callable[[], RunConfig] | None = None,
+) -> int:
+    """``--workers 0``: serve here until SIGTERM/SIGINT (drain) or SIGQUIT (abort).
+
+    SIGHUP re-reads the configuration and swaps the TLS context of the TLS
+    listeners (a rotated certificate, with no connection refused); other
+    settings need worker processes to change (``--workers 1`` or more).
+    """
     with (
         SignalInbox([signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP]) as inbox,
         pid_file(config.pid_file),
@@ -166,7 +176,24 @@ def serve_in_process(config: RunConfig, listeners: list[Listener]) -> int:
         for listener in listeners:
             logger.info("%s listening on %s", config.target, listener.spec)
         systemd.notify(f"READY=1\nMAINPID={os.getpid()}")
-        reason = WorkerLoop(servers, inbox, grace=config.grace, on_stop=_notify_stopping).run()
+
+        def reload() -> None:
+            new = reload_config() if reload_config is not None else config
+            context = context_from_config(new)
+            swapped = 0
+            for server, listener in zip(servers, listeners, strict=True):
+                if serves_tls(listener.spec, new) and context is not None:
+                    server.ssl_context = context
+                    swapped += 1
+            logger.info(
+                "SIGHUP: TLS certificate reloaded on %d listener(s); other settings change "
+                "only with worker processes (--workers 1 or more)",
+                swapped,
+            )
+
+        reason = WorkerLoop(
+            servers, inbox, grace=config.grace, on_stop=_notify_stopping, on_reload=reload
+        ).run()
     logger.info("stopped")
     return ExitCode.FAILURE if reason == "failure" else ExitCode.OK
 
@@ -245,12 +272,12 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
     except ListenerError as exc:
         return _error(ExitCode.BIND, exc)
     try:
-        if config.workers == 0:
-            return serve_in_process(config, listeners)
 
         def reload() -> RunConfig:
             return config_from_args(args)
 
+        if config.workers == 0:
+            return serve_in_process(config, listeners, reload)
         return Master(config, listeners, reload_config=reload).run()
     finally:
         close_listeners(listeners)

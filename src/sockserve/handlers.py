@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import socket
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from sockserve._types import Address, Request
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
     from sockserve.servers import BaseServer
+
+#: ``start_tls()``'s handshake bound when the server has no ``handshake_timeout``.
+_HANDSHAKE_TIMEOUT = 10.0
 
 __all__ = [
     "BaseRequestHandler",
@@ -103,6 +107,10 @@ class StreamRequestHandler(BaseRequestHandler):
             self.connection.settimeout(self.timeout)
         if self.disable_nagle_algorithm:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        self._open_files()
+
+    def _open_files(self) -> None:
+        """``rfile`` and ``wfile`` on ``self.connection`` (again after ``start_tls``)."""
         max_line = self.max_line
         if max_line is None:
             max_line = getattr(self.server, "max_line", None)
@@ -114,6 +122,73 @@ class StreamRequestHandler(BaseRequestHandler):
             self.wfile = _SocketWriter(self.connection)
         else:
             self.wfile = self.connection.makefile("wb", self.wbufsize)
+
+    def start_tls(self, context: ssl.SSLContext | None = None) -> None:
+        """Upgrade this plain connection to TLS, as the server side (STARTTLS).
+
+        Call it once the protocol has agreed to upgrade (the client asked,
+        the handler answered "go ahead")::
+
+            if self.rfile.readline() == b"STARTTLS\\r\\n":
+                self.wfile.write(b"220 go ahead\\r\\n")
+                self.start_tls(context)
+
+        What ``wfile`` holds is sent first, in the clear; then the handshake
+        runs on this thread, bounded as a whole by the server's
+        ``handshake_timeout``. Bytes the client sent after its command,
+        before the handshake, are discarded with the old ``rfile``: read
+        afterwards they would pass for bytes that came encrypted (the
+        STARTTLS command-injection attack, RFC 3207 section 4.2).
+
+        Afterwards ``self.request`` and ``self.connection`` are the
+        ``SSLSocket``, ``rfile`` and ``wfile`` are new (``max_line`` still
+        bounds ``readline()``), ``server.connection_info(self.request).tls``
+        describes the session, and the server ends the connection with a
+        ``close_notify``. ``context`` defaults to the server's
+        ``ssl_context`` (give it explicitly when the server serves plain
+        connections: with ``ssl_context`` set, every connection is TLS from
+        its first byte).
+
+        Raises ``ValueError`` without a context, ``RuntimeError`` on a
+        connection that is TLS already; a failed handshake raises
+        :class:`~sockserve.security.tls.TLSHandshakeError` (a
+        :class:`~sockserve.errors.PeerError`: the connection ends as the
+        peer's fault) and one that takes too long a ``TimeoutError``; both
+        are counted in ``stats().step_failures`` as ``tls:KIND``.
+        """
+        from sockserve.security.tls import upgrade  # noqa: PLC0415 - ssl machinery on demand
+
+        server: Any = self.server
+        if context is None:
+            context = getattr(server, "ssl_context", None)
+            if context is None:
+                raise ValueError("start_tls() needs a context: the server has no ssl_context")
+        old = self.connection
+        if isinstance(old, ssl.SSLSocket):
+            raise RuntimeError("start_tls(): the connection is TLS already")
+        pipeline = getattr(server, "_pipeline", None)
+        # Looked up before wrapping: wrapping detaches the old socket object.
+        tracked = pipeline.tracker.find(old) if pipeline is not None else None
+        self.wfile.flush()
+        self.wfile.close()
+        self.rfile.close()  # and with it whatever the client sent too early
+        idle_timeout = getattr(server, "idle_timeout", None)
+
+        def wrapped(new: ssl.SSLSocket) -> None:
+            self.request = self.connection = new
+            if tracked is not None and pipeline is not None:
+                pipeline.replace_request(tracked, new)
+
+        upgrade(
+            old,
+            context,
+            timeout=getattr(server, "handshake_timeout", _HANDSHAKE_TIMEOUT),
+            # The kernel's receive timeout does not end a read the ssl module
+            # retries: idle_timeout becomes the socket's own timeout.
+            then_timeout=idle_timeout if idle_timeout is not None else old.gettimeout(),
+            wrapped=wrapped,
+        )
+        self._open_files()
 
     def finish(self) -> None:
         if not self.wfile.closed:

@@ -23,9 +23,11 @@ a server started by the runner is exposed to the network.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import socket
-from collections.abc import Mapping
+import ssl
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
@@ -201,6 +203,60 @@ class TextList(Kind):
 
     def wanted(self) -> str:
         return "must be a list of strings"
+
+
+class AddressRules(Kind):
+    """Networks (``10.0.0.0/8``, ``::1``, ``*`` for all) and, with ``ids``, ``uid:N`` / ``gid:N``.
+
+    Kept as a tuple of normalised strings; the access-control step parses
+    them once into matchers (:mod:`sockserve.security.access`).
+    """
+
+    def __init__(self, *, ids: bool) -> None:
+        self.ids = ids
+
+    def check(self, value: Any) -> Any:
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ValueError(self.wanted())
+        return tuple(self._one(item) for item in value)
+
+    def _one(self, item: Any) -> str:
+        if not isinstance(item, str):
+            raise ValueError(self.wanted())
+        text = item.strip()
+        if text == "*":
+            return text
+        if self.ids and text.startswith(("uid:", "gid:")):
+            number = text[4:]
+            if not number.isdigit():
+                raise ValueError(f"{text!r} is not uid:N or gid:N with a number N")
+            return f"{text[:4]}{int(number)}"
+        try:
+            return str(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError(f"{text!r} is not a network ({self.wanted()})") from None
+
+    def parse(self, text: str) -> Any:
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    def wanted(self) -> str:
+        what = "networks (CIDR or addresses, * for all)"
+        return "must be a list of " + what + (", uid:N or gid:N" if self.ids else "")
+
+
+class TLSContext(Kind):
+    """An ``ssl.SSLContext`` (server side), or None for plain connections."""
+
+    def check(self, value: Any) -> Any:
+        if value is not None and not isinstance(value, ssl.SSLContext):
+            raise ValueError(self.wanted())
+        return value
+
+    def parse(self, text: str) -> Any:
+        raise ValueError("a TLS context is built from --certfile and --keyfile, not given as text")
+
+    def wanted(self) -> str:
+        return "must be an ssl.SSLContext or None"
 
 
 # -- the table -------------------------------------------------------------------
@@ -464,6 +520,160 @@ OPTIONS: tuple[Option, ...] = (
         runner_default=True,
         group="logging",
     ),
+    # -- access control and the PROXY protocol ------------------------------------------
+    _server(
+        "allow",
+        AddressRules(ids=True),
+        "only these clients are served (repeatable): CIDR, address, * for all; on Unix "
+        "sockets uid:N / gid:N; empty: everyone; checked on the real client after a PROXY "
+        "header",
+        all_=(),
+        flag="allow",
+        multiple=True,
+        metavar="CIDR",
+        group="access",
+    ),
+    _server(
+        "deny",
+        AddressRules(ids=True),
+        "these clients are refused before any handler code runs (repeatable; wins over --allow)",
+        all_=(),
+        flag="deny",
+        multiple=True,
+        metavar="CIDR",
+        group="access",
+    ),
+    _server(
+        "proxy_protocol",
+        Choice("off", "v1", "v2", "auto"),
+        "read a PROXY protocol header (HAProxy's, v1 text or v2 binary; auto: either) from "
+        "trusted peers, and serve the client it names",
+        all_="off",
+        flag="proxy-protocol",
+        stream_only=True,
+        metavar="MODE",
+        group="access",
+    ),
+    _server(
+        "proxy_trusted",
+        AddressRules(ids=False),
+        "the load balancers allowed to send a PROXY header (repeatable; * for all); the "
+        "header is required from them and never read from anyone else",
+        all_=("127.0.0.1/32", "::1/128"),
+        flag="proxy-allow",
+        stream_only=True,
+        multiple=True,
+        metavar="CIDR",
+        group="access",
+    ),
+    _server(
+        "proxy_untrusted",
+        Choice("serve", "refuse"),
+        "a connection from a peer not in --proxy-allow: serve it as itself (its bytes are "
+        "data, never a header), or refuse it",
+        all_="serve",
+        flag="proxy-untrusted",
+        stream_only=True,
+        metavar="WHAT",
+        group="access",
+    ),
+    _server(
+        "proxy_header_timeout",
+        Seconds(positive=True),
+        "seconds a trusted peer may take to send its PROXY header",
+        all_=5.0,
+        flag="proxy-header-timeout",
+        stream_only=True,
+        metavar="SECONDS",
+        group="access",
+    ),
+    # -- TLS -----------------------------------------------------------------------------
+    _server(
+        "ssl_context",
+        TLSContext(),
+        "an ssl.SSLContext to serve TLS with (the runner builds it from --certfile)",
+        all_=None,
+        stream_only=True,
+        group="tls",
+    ),
+    _server(
+        "handshake_timeout",
+        Seconds(positive=True),
+        "seconds a TLS handshake may take",
+        all_=10.0,
+        flag="handshake-timeout",
+        stream_only=True,
+        metavar="SECONDS",
+        group="tls",
+    ),
+    _runner(
+        "certfile",
+        Text(),
+        "serve TLS with this certificate (PEM; the chain after it); on every stream listener, "
+        "or only the tls:// ones if any",
+        None,
+        metavar="PATH",
+        group="tls",
+    ),
+    _runner(
+        "keyfile", Text(), "the certificate's private key (PEM)", None, metavar="PATH", group="tls"
+    ),
+    _runner(
+        "keyfile_password",
+        Text(),
+        "the private key's password (better: --keyfile-password-file or the variable)",
+        None,
+        metavar="TEXT",
+        group="tls",
+    ),
+    _runner(
+        "keyfile_password_file",
+        Text(),
+        "a file holding the private key's password (first line)",
+        None,
+        metavar="PATH",
+        group="tls",
+    ),
+    _runner(
+        "ca_certs",
+        Text(),
+        "CA certificates (PEM) client certificates are checked against (mutual TLS)",
+        None,
+        metavar="PATH",
+        group="tls",
+    ),
+    _runner(
+        "cert_reqs",
+        Choice("none", "optional", "required"),
+        "ask clients for a certificate: none, optional or required (mutual TLS)",
+        "none",
+        metavar="MODE",
+        group="tls",
+    ),
+    _runner(
+        "ciphers",
+        Text(),
+        "OpenSSL cipher list for TLS 1.2 (default: the ssl module's secure defaults)",
+        None,
+        metavar="LIST",
+        group="tls",
+    ),
+    _runner(
+        "tls_min_version",
+        Choice("1.2", "1.3"),
+        "the oldest TLS version served",
+        "1.2",
+        metavar="VERSION",
+        group="tls",
+    ),
+    _runner(
+        "alpn",
+        TextList(),
+        "ALPN protocols offered, in order of preference, comma-separated (h2,http/1.1)",
+        [],
+        metavar="LIST",
+        group="tls",
+    ),
     # -- the runner's processes ----------------------------------------------------------
     _runner(
         "grace",
@@ -538,6 +748,11 @@ STREAM_ONLY = frozenset(opt.name for opt in OPTIONS if opt.stream_only)
 # (access_log works for datagram servers too: one line per datagram handled.)
 
 
+def _is_default(name: str, value: Any) -> bool:
+    """Whether ``value`` is the option's own default (which a datagram server ignores)."""
+    return bool(value == _BY_NAME[name].default("stdlib"))
+
+
 def option(name: str) -> Option:
     """The declaration of option ``name`` (KeyError if there is none)."""
     return _BY_NAME[name]
@@ -565,6 +780,14 @@ class ServerOptions(TypedDict, total=False):
     dispatch: Literal["immediate", "readable"]
     first_byte_timeout: float | None
     event_loop: Literal["auto", "asyncio", "uvloop"]
+    allow: Sequence[str]
+    deny: Sequence[str]
+    proxy_protocol: Literal["off", "v1", "v2", "auto"]
+    proxy_trusted: Sequence[str]
+    proxy_untrusted: Literal["serve", "refuse"]
+    proxy_header_timeout: float
+    ssl_context: ssl.SSLContext | None
+    handshake_timeout: float
 
 
 _OWNER_TEXT = {"async": "async servers (AsyncMixIn)", "pool": "pool servers (ThreadPoolMixIn)"}
@@ -593,7 +816,7 @@ def apply_options(server: object, options: dict[str, object]) -> None:
     if getattr(server, "socket_type", socket.SOCK_STREAM) == socket.SOCK_DGRAM:
         for name in sorted(STREAM_ONLY):
             value = getattr(server, name, None)
-            if value is not None and value != "immediate" and value is not False:
+            if value not in (None, "immediate", False, (), "off") and not _is_default(name, value):
                 raise ValueError(
                     f"{name}={value!r} applies to stream servers only; "
                     f"{cls.__name__} is a datagram server"

@@ -98,9 +98,10 @@ class ThreadPoolMixIn(MixInBase):
         return self._workers
 
     def _pre_handler_steps(self) -> list[Step]:
+        steps = super()._pre_handler_steps()
         if self.dispatch == "readable":
-            return [WaitForData(self.first_byte_timeout)]
-        return []
+            steps.append(WaitForData(self.first_byte_timeout))
+        return steps
 
     def _blocks_on_close(self) -> bool:
         return self.block_on_close

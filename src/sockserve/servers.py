@@ -28,25 +28,35 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
+import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, Unpack
 
 from sockserve._types import Address, HandlerFactory, Request
 from sockserve.core.unixfiles import SocketFileRecord, record_socket_file, remove_socket_file
 from sockserve.core.wakeup import Waker
-from sockserve.engine.connection import PEER_ERROR, RESET, TIMEOUT, classify
+from sockserve.engine.connection import (
+    PEER_ERROR,
+    RESET,
+    TIMEOUT,
+    Connection,
+    ConnectionInfo,
+    classify,
+)
 from sockserve.engine.drain import DrainReport
 from sockserve.engine.drain import drain as run_drain
 from sockserve.engine.lifecycle import State
-from sockserve.engine.pipeline import ConnectionPipeline
+from sockserve.engine.pipeline import STEP_FAILURE, ConnectionPipeline
 from sockserve.engine.prepare import Step
 from sockserve.observability.logs import describe_address
 from sockserve.observability.stats import ServerStats
 from sockserve.options import ServerOptions, apply_options, family_default
+from sockserve.security import steps_for
+from sockserve.security.tls import TLSInfo, send_close_notify
 from sockserve.strategies.base import Strategy
 from sockserve.strategies.inline import InlineStrategy
 
@@ -113,6 +123,22 @@ class BaseServer:
     #: waits on Nagle's algorithm and the client's delayed ACK, ~40 ms a request.
     #: Unix sockets are left alone.
     tcp_nodelay: bool = family_default("tcp_nodelay", "stdlib")
+    #: Clients served / refused by address (networks; uid:N, gid:N on Unix
+    #: sockets). Empty ``allow``: everyone; ``deny`` wins. See sockserve.security.access.
+    allow: Sequence[str] = family_default("allow", "stdlib")
+    deny: Sequence[str] = family_default("deny", "stdlib")
+    #: Read a PROXY protocol header from trusted peers: "off", "v1", "v2" or "auto".
+    proxy_protocol: str = family_default("proxy_protocol", "stdlib")
+    #: The networks allowed to send a PROXY header (required from them).
+    proxy_trusted: Sequence[str] = family_default("proxy_trusted", "stdlib")
+    #: A connection from another peer: "serve" it as itself, or "refuse" it.
+    proxy_untrusted: str = family_default("proxy_untrusted", "stdlib")
+    #: Seconds a trusted peer may take to send its header.
+    proxy_header_timeout: float = family_default("proxy_header_timeout", "stdlib")
+    #: Serve TLS with this context (None: plain connections).
+    ssl_context: ssl.SSLContext | None = family_default("ssl_context", "stdlib")
+    #: Seconds a TLS handshake may take.
+    handshake_timeout: float = family_default("handshake_timeout", "stdlib")
     #: The most of a drain's timeout kept, at its end, for aborted handlers to
     #: return (a quarter of the timeout when that is less).
     drain_abort_grace: float = 2.0
@@ -152,8 +178,12 @@ class BaseServer:
         return InlineStrategy(pipeline.serve, pipeline.tracker)
 
     def _pre_handler_steps(self) -> list[Step]:
-        """The pre-handler steps every connection goes through (none in the stdlib classes)."""
-        return []
+        """The pre-handler steps the server's options ask for (none by default).
+
+        PROXY header, access control, TLS handshake: see :mod:`sockserve.security`.
+        Strategies may add their own (the pool's ``dispatch="readable"``).
+        """
+        return steps_for(self)
 
     def _blocks_on_close(self) -> bool:
         """Whether ``server_close`` waits for connections being served (``block_on_close``)."""
@@ -367,8 +397,11 @@ class BaseServer:
             pipeline = self._pipeline
             pipeline.serve(pipeline.connection_for(request, client_address))
             return
+        conn = self._pipeline.tracker.find(request)
         self.finish_request(request, client_address)
-        self.shutdown_request(request)
+        # The handler may have replaced the socket (start_tls wraps it, and the
+        # old object is then detached): end the one the connection holds now.
+        self.shutdown_request(conn.request if conn is not None else request)
 
     def finish_request(self, request: Request, client_address: Address) -> None:
         """Run the request handler: instantiating it runs setup/handle/finish."""
@@ -399,7 +432,8 @@ class BaseServer:
         A client that reset, went away or timed out gets one INFO line; a client
         that broke a limit or the protocol (``PeerError``) one WARNING line; any
         other exception an ERROR line with its traceback. Lines of one kind (the
-        same outcome, exception type and place) are rate-limited, so a flood
+        same outcome, exception type -- or a pre-handler step's failure kind,
+        ``tls:not-tls`` -- and place) are rate-limited, so a flood
         of failing requests costs a bounded number of lines: the first of a
         kind is logged whole, the next ones are counted and reported as "N
         more like this suppressed". Override to change.
@@ -408,7 +442,14 @@ class BaseServer:
         failure = classify(exc)
         peer = describe_address(client_address)
         extra = {"client_address": client_address}
-        key = (failure.outcome, type(exc).__name__, _where(exc))
+        # A pre-handler step's failure is of its own kind (tls:not-tls and
+        # tls:certificate are both StepFailed): one line per kind, wherever raised.
+        kind = getattr(exc, "kind", None)
+        key: Hashable = (
+            (failure.outcome, kind)
+            if isinstance(kind, str)
+            else (failure.outcome, type(exc).__name__, _where(exc))
+        )
         limiter = self._pipeline.error_log
         if failure.outcome == TIMEOUT:
             limiter.log(logging.INFO, key, "client %s timed out: %s", peer, exc, extra=extra)
@@ -458,10 +499,38 @@ class BaseServer:
             denied=events.get("denied", 0),
             closed_idle=events.get("closed_idle", 0),
             preparing=pipeline.preparing,
+            step_failures={
+                name[len(STEP_FAILURE) :]: count
+                for name, count in events.items()
+                if name.startswith(STEP_FAILURE)
+            },
             accept_errors={kind.value: n for kind, n in pipeline.throttle.counts.items()},
             workers=counts.workers,
             busy_workers=counts.busy,
         )
+
+    def connection_info(self, request: Request) -> ConnectionInfo | None:
+        """The real client, the proxy, the TLS session of a connection in flight.
+
+        Call it from a handler with ``self.request``; None for a request that
+        is not (or no longer) in flight.
+        """
+        conn = self._pipeline.tracker.find(request)
+        if conn is None:
+            return None
+        return ConnectionInfo(
+            client_address=conn.client_address,
+            peer=conn.peer,
+            proxy=conn.proxy,
+            tls=self._tls_info(conn),
+            admitted_at=conn.admitted_at,
+        )
+
+    def _tls_info(self, conn: Connection) -> Any:
+        """The TLS session of ``conn`` (None for plain connections)."""
+        if isinstance(conn.request, ssl.SSLSocket):
+            return TLSInfo.of(conn.request)
+        return None
 
     @property
     def connections_admitted(self) -> int:
@@ -637,7 +706,11 @@ class TCPServer(BaseServer):
         return self.socket.gettimeout()
 
     def _listening_socket(self) -> socket.socket | None:
-        return self.socket if self.socket_type == socket.SOCK_STREAM else None
+        if self.socket_type != socket.SOCK_STREAM:
+            return None
+        # None while the constructor has not made it yet (the pipeline asks early).
+        listener: socket.socket | None = vars(self).get("socket")
+        return listener
 
     def _is_tcp(self) -> bool:
         # address_family, not socket.family: a plain attribute, where the
@@ -665,11 +738,17 @@ class TCPServer(BaseServer):
         return self.socket.fileno()
 
     def get_request(self) -> tuple[Any, Address]:
+        if isinstance(self.socket, ssl.SSLSocket):
+            # The classic TLS recipe (a wrapped listener): accept the raw
+            # connection; the handshake is a pre-handler step, not accept()'s.
+            return socket.socket.accept(self.socket)
         return self.socket.accept()
 
     def shutdown_request(self, request: Any) -> None:
         if self.access_log:
             self._pipeline.log_access(request)
+        if isinstance(request, ssl.SSLSocket):
+            send_close_notify(request)
         # Send our FIN before closing so the peer sees a clean end of stream
         # even if another process (a forked child) still holds the socket.
         try:

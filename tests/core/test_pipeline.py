@@ -25,7 +25,15 @@ from sockserve.engine.connection import (
     classify,
     peer_ip,
 )
-from sockserve.engine.prepare import DONE, READ, Preparer, WaitForData, prepare_in_place
+from sockserve.engine.prepare import (
+    DONE,
+    NOT_CHEAP,
+    READ,
+    Preparer,
+    WaitForData,
+    advance_cheap,
+    prepare_in_place,
+)
 from sockserve.engine.tracker import ConnectionTracker
 from sockserve.strategies.base import Strategy
 from sockserve.testing import serving
@@ -178,6 +186,8 @@ def test_a_coroutine_finish_request_still_works_with_a_deprecation_warning() -> 
 class Steps:
     """Scripted steps: each says what it waits for, from a list, then DONE."""
 
+    kind = "test"
+
     def __init__(self, name: str, wants: list[int], timeout: float | None, cheap: bool) -> None:
         self.name = name
         self.timeout = timeout
@@ -206,10 +216,9 @@ def pair() -> Any:
     right.close()
 
 
-def _preparer(steps: list[Any]) -> tuple[Preparer, queue.Queue[tuple[str, Any]]]:
+def _preparer() -> tuple[Preparer, queue.Queue[tuple[str, Any]]]:
     done: queue.Queue[tuple[str, Any]] = queue.Queue()
     preparer = Preparer(
-        steps,
         on_ready=lambda conn: done.put(("ready", conn)),
         on_failed=lambda conn, exc: done.put(("failed", exc)),
     )
@@ -217,23 +226,24 @@ def _preparer(steps: list[Any]) -> tuple[Preparer, queue.Queue[tuple[str, Any]]]
 
 
 def test_cheap_steps_that_need_no_wait_finish_on_the_calling_thread(pair: Any) -> None:
-    step = Steps("cheap", [], timeout=1.0, cheap=True)
-    preparer, done = _preparer([step])
-    try:
-        assert preparer.prepare(Connection(pair[0], "peer"))
-        verdict, _conn = done.get_nowait()  # no thread hop: already decided
-        assert verdict == "ready"
-        assert preparer._thread is None
-    finally:
-        preparer.stop()
+    cheap = Steps("cheap", [], timeout=1.0, cheap=True)
+    costly = Steps("costly", [], timeout=1.0, cheap=False)
+    conn = Connection(pair[0], "peer")
+    assert advance_cheap(conn, [cheap, costly]) == NOT_CHEAP  # stops before the costly one
+    assert conn.steps_done == 1 and cheap.calls == 1 and costly.calls == 0
+    waits = Steps("waits", [READ], timeout=1.0, cheap=True)
+    conn = Connection(pair[0], "peer")
+    assert advance_cheap(conn, [waits]) == READ
+    assert conn.steps_done == 0  # the preparer (or the in-place driver) goes on from here
+    assert advance_cheap(Connection(pair[0], "peer"), [cheap]) == DONE
 
 
 def test_each_step_waits_for_readiness_under_its_own_deadline(pair: Any) -> None:
     fast = WaitForData(timeout=5.0)
     never = Steps("never ready", [READ] * 1000, timeout=0.05, cheap=False)
-    preparer, done = _preparer([fast, never])
+    preparer, done = _preparer()
     try:
-        assert preparer.prepare(Connection(pair[0], "peer"))
+        assert preparer.prepare(Connection(pair[0], "peer"), [fast, never])
         assert done.empty()  # no data yet: waiting in the preparer
         pair[1].sendall(b"x")  # the first step completes; the second then times out
         verdict, exc = done.get(timeout=WAIT)
@@ -247,15 +257,16 @@ def test_each_step_waits_for_readiness_under_its_own_deadline(pair: Any) -> None
 def test_a_failing_step_hands_its_error_on(pair: Any) -> None:
     class Broken:
         name = "broken"
+        kind = "test"
         timeout = 1.0
         cheap = False
 
         def advance(self, conn: Connection) -> int:
             raise sockserve.LineTooLong(5)
 
-    preparer, done = _preparer([Broken()])
+    preparer, done = _preparer()
     try:
-        preparer.prepare(Connection(pair[0], "peer"))
+        preparer.prepare(Connection(pair[0], "peer"), [Broken()])
         verdict, exc = done.get(timeout=WAIT)
         assert verdict == "failed" and isinstance(exc, sockserve.LineTooLong)
     finally:
@@ -263,17 +274,20 @@ def test_a_failing_step_hands_its_error_on(pair: Any) -> None:
 
 
 def test_stop_returns_what_was_still_being_prepared(pair: Any) -> None:
-    preparer, done = _preparer([WaitForData(timeout=None)])
+    steps = [WaitForData(timeout=None)]
+    preparer, done = _preparer()
     conn = Connection(pair[0], "peer")
-    preparer.prepare(conn)
+    preparer.prepare(conn, steps)
     assert preparer.stop() == [conn]
     assert done.empty()
-    assert not preparer.prepare(Connection(pair[1], "peer"))  # stopped: refuses new work
+    assert not preparer.prepare(Connection(pair[1], "peer"), steps)  # stopped: refuses new work
 
 
 def test_in_place_steps_wait_and_time_out_on_the_calling_thread(pair: Any) -> None:
     conn = Connection(pair[0], "peer")
     with pytest.raises(TimeoutError, match="first bytes"):
         prepare_in_place(conn, [WaitForData(timeout=0.05)])
+    assert conn.steps_done == 0
     pair[1].sendall(b"x")
     prepare_in_place(conn, [WaitForData(timeout=0.05)])  # data there: done at once
+    assert conn.steps_done == 1

@@ -7,6 +7,8 @@ configuration file) need no separate option per transport::
     [::1]:7000              TCP on one IPv6 address (brackets are required)
     :7000                   TCP on every address, IPv4 and IPv6 when the platform has IPv6
     tcp://HOST:PORT         the same forms with the transport spelled out
+    tls://HOST:PORT         TLS on this listener only (also tls://unix:PATH), where the
+                            run's other listeners stay plain
     udp://HOST:PORT         UDP, with the same host forms
     unix:/run/echo.sock     a Unix stream socket (unix:@name: Linux abstract namespace)
     fd://3                  an inherited, already bound socket (e.g. from systemd)
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 #: The syntax, for error messages: what the operator can type instead.
-SYNTAX = "HOST:PORT, [IPV6]:PORT, :PORT, tcp://..., udp://..., unix:PATH or fd://N"
+SYNTAX = "HOST:PORT, [IPV6]:PORT, :PORT, tcp://..., tls://..., udp://..., unix:PATH or fd://N"
 
 _MAX_PORT = 65535
 
@@ -78,8 +80,12 @@ class BindSpec:
     family: socket.AddressFamily
     address: tuple[str, int] | str | int
     dual_stack: bool = False
+    #: Serve TLS on this listener (``tls://...``), where others of the run are plain.
+    tls: bool = False
 
     def __str__(self) -> str:
+        if self.tls:
+            return "tls://" + str(replace(self, tls=False))
         if self.transport is Transport.FD:
             return f"fd://{self.address}"
         if self.transport is Transport.UNIX:
@@ -128,6 +134,11 @@ def parse_bind_spec(spec: str, *, ipv6: bool = socket.has_ipv6) -> BindSpec:
         return _parse_inet(spec, spec, Transport.TCP, ipv6)
     if scheme in ("tcp", "udp"):
         return _parse_inet(spec, rest, Transport(scheme), ipv6)
+    if scheme == "tls":
+        inner = parse_bind_spec(rest, ipv6=ipv6) if rest else None
+        if inner is None or inner.transport not in (Transport.TCP, Transport.UNIX) or inner.tls:
+            raise BindSpecError(spec, "tls:// takes HOST:PORT, [IPV6]:PORT, :PORT or unix:PATH")
+        return replace(inner, tls=True)
     if scheme == "fd":
         return _parse_fd(spec, rest)
     raise BindSpecError(spec, f"unknown scheme {scheme + '://'!r}; expected {SYNTAX}")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Final
 
 from sockserve._types import Address, Request
@@ -52,7 +53,11 @@ __all__ = [
     "RESET",
     "TIMEOUT",
     "Connection",
+    "ConnectionInfo",
     "Failure",
+    "Refused",
+    "StepFailed",
+    "StepTimedOut",
     "classify",
     "peer_ip",
     "refused",
@@ -69,6 +74,39 @@ DENIED: Final = "denied"
 
 #: Exceptions that mean the peer went away: an event to note, not a bug to trace.
 CLIENT_GONE_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+class Refused(Exception):
+    """A pre-handler step turned the connection away (access control, an untrusted proxy).
+
+    Not a failure: it ends like a refusal at the door, through
+    ``reject_request``, counted in ``stats().rejected`` under ``reason``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StepFailed(PeerError):
+    """The peer failed a pre-handler step: a malformed PROXY header, a TLS handshake.
+
+    ``kind`` is ``"STEP:REASON"`` from a small fixed set (``tls:not-tls``,
+    ``proxy:malformed``...): what ``stats().step_failures`` counts and what the
+    log line's rate limit is keyed on.
+    """
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+class StepTimedOut(TimeoutError):
+    """A pre-handler step did not finish within its own timeout."""
+
+    def __init__(self, step: str, name: str, timeout: float | None) -> None:
+        super().__init__(f"no {name} within {timeout:g} s" if timeout else f"no {name}")
+        self.kind = f"{step}:timeout"
 
 
 def refused(reason: str) -> str:
@@ -135,6 +173,28 @@ def peer_ip(address: object) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """What a handler may want to know about its connection beyond ``client_address``.
+
+    Returned by ``server.connection_info(self.request)`` (sync and async
+    handlers alike).
+    """
+
+    #: The client: the real one, after a PROXY header (what the hooks receive).
+    client_address: Address
+    #: Who connected to the socket: the load balancer, behind a PROXY header.
+    peer: Address
+    #: The PROXY protocol header (``sockserve.protocols.proxy.ProxyHeader``:
+    #: addresses, TLVs), or None.
+    proxy: Any
+    #: The TLS session (``sockserve.security.tls.TLSInfo``: version, cipher,
+    #: ALPN, SNI name, client certificate), or None for a plain connection.
+    tls: Any
+    #: ``time.monotonic()`` when the connection was admitted.
+    admitted_at: float
+
+
 class Connection:
     """An admitted request on its way from ``accept()`` to its end (see the module doc).
 
@@ -148,7 +208,10 @@ class Connection:
         "ip",
         "outcome",
         "peer",
+        "proxy",
         "request",
+        "step_state",
+        "steps_done",
         "verify_pending",
     )
 
@@ -168,6 +231,12 @@ class Connection:
         #: True when ``verify_request`` still has to run, on the worker, before
         #: the handler (connections that went through the pre-handler stage).
         self.verify_pending = False
+        #: Scratch space of the pre-handler step in progress (a partial header...).
+        self.step_state: Any = None
+        #: How many of the server's pre-handler steps are done (the drivers share it).
+        self.steps_done = 0
+        #: The PROXY protocol header the load balancer sent, if one was read.
+        self.proxy: Any = None
 
     def end_as(self, outcome: str) -> None:
         """Record how the connection ended unless something decided it first.

@@ -6,8 +6,10 @@ The procedure, whatever the strategy:
    connected before the drain: they are served, not reset), then close the
    listener, so new clients are refused at once instead of waiting in a
    backlog nobody will read;
-2. close the connections that never started (the pre-handler stage's, which
-   have sent nothing yet): ``closed-idle``;
+2. close the connections that never started (the pre-handler stage's that
+   wait for their first bytes: they have sent nothing yet): ``closed-idle``;
+   those in the middle of another step (a TLS handshake) go on to a worker,
+   which finishes the step and serves them like any connection in flight;
 3. set ``server.draining`` and let the connections in flight finish, until
    the deadline minus the *abort grace*;
 4. mark what is left ``aborted`` and abort it (sockets shut down so blocked
@@ -82,7 +84,7 @@ def drain(server: BaseServer, pipeline: ConnectionPipeline, timeout: float) -> D
     server._stop_serving_for_drain()
     completed_before = tracker.completed
     in_flight = tracker.in_flight
-    idle = pipeline.close_idle()
+    idle = pipeline.close_idle(finish_started=True)
     for conn in idle:
         conn.end_as(CLOSED_IDLE)
         pipeline.end(conn)

@@ -35,9 +35,19 @@ from typing import TYPE_CHECKING, Any
 from sockserve._types import Address, Request
 from sockserve.core.accept import AcceptThrottle
 from sockserve.core.connopts import ConnectionOptions
-from sockserve.engine.connection import CLOSED_IDLE, DENIED, OK, Connection, classify, refused
+from sockserve.engine.connection import (
+    CLOSED_IDLE,
+    DENIED,
+    OK,
+    Connection,
+    Refused,
+    StepFailed,
+    StepTimedOut,
+    classify,
+    refused,
+)
 from sockserve.engine.lifecycle import Lifecycle, State
-from sockserve.engine.prepare import Preparer, Step, prepare_in_place
+from sockserve.engine.prepare import DONE, Preparer, Step, advance_cheap, prepare_in_place
 from sockserve.engine.tracker import ConnectionTracker
 from sockserve.observability.access import log_access
 from sockserve.observability.logs import RateLimitedLog, describe_address, server_logger
@@ -50,6 +60,10 @@ __all__ = ["LOG_INTERVAL", "ConnectionPipeline"]
 
 #: Seconds within which repeated log lines of one kind are counted, not written.
 LOG_INTERVAL = 10.0
+#: Prefix of the tracker's counters of pre-handler step failures ("step:tls:timeout").
+STEP_FAILURE = "step:"
+#: Outcome words of refusals start with it.
+REFUSED = refused("")
 
 
 class ConnectionPipeline:
@@ -73,16 +87,17 @@ class ConnectionPipeline:
         self._gates: list[Callable[[], bool]] = []
         self.strategy: Strategy = server._make_strategy(self)
         self.steps: tuple[Step, ...] = tuple(server._pre_handler_steps())
+        #: The listener the steps were worked out for (the classic TLS recipe
+        #: replaces ``server.socket`` after construction: the steps follow it),
+        #: and whether there was a TLS context then (``server.ssl_context =
+        #: ctx`` on a plain server turns TLS on for new connections).
+        self._steps_listener = server._listening_socket()
+        self._steps_tls = server.ssl_context is not None
         #: Handlers a drain aborted and gave up waiting for: server_close must not wait on them.
         self.abandoned = 0
         self._preparer: Preparer | None = None
-        if self.steps and not self.strategy.prepares_in_place:
-            self._preparer = Preparer(
-                self.steps,
-                on_ready=self._prepared,
-                on_failed=self._preparation_failed,
-                name=f"sockserve-{type(server).__name__}-prepare",
-            )
+        if self.steps:
+            self._make_preparer()
         #: Whether handlers get blocking sockets, whose idle timeout the kernel keeps.
         self._kernel_timeouts = self.strategy.blocking_sockets
 
@@ -102,7 +117,7 @@ class ConnectionPipeline:
         for gate in self._gates:
             if not gate():
                 return False
-        return self._preparer is not None or self.strategy.has_room()
+        return (self._preparer is not None and bool(self.steps)) or self.strategy.has_room()
 
     def accepting_now(self) -> tuple[bool, float | None]:
         """(whether to watch the listener, seconds until an accept back-off ends, if one runs)."""
@@ -129,6 +144,11 @@ class ConnectionPipeline:
             return False
         self.throttle.succeeded()
         conn = Connection(request, client_address)
+        if (
+            server._listening_socket() is not self._steps_listener
+            or (server.ssl_context is not None) != self._steps_tls
+        ):
+            self._refresh_steps()
         reason = self.tracker.admit(conn)
         if reason is not None:
             self.refuse(conn, reason)
@@ -205,12 +225,42 @@ class ConnectionPipeline:
 
     # -- the pre-handler stage --------------------------------------------------
 
+    def _make_preparer(self) -> None:
+        """The selector thread's home, for strategies that do not prepare in place."""
+        if self._preparer is None and not self.strategy.prepares_in_place:
+            self._preparer = Preparer(
+                on_ready=self._prepared,
+                on_failed=self._preparation_failed,
+                name=f"sockserve-{type(self.server).__name__}-prepare",
+            )
+
+    def _refresh_steps(self) -> None:
+        """The listener changed (a wrapped socket, a handed-over descriptor), or TLS was
+        turned on or off (``server.ssl_context``): redo the steps."""
+        self._steps_listener = self.server._listening_socket()
+        self._steps_tls = self.server.ssl_context is not None
+        self.steps = tuple(self.server._pre_handler_steps())
+        if self.steps:
+            self._make_preparer()
+
+    def replace_request(self, conn: Connection, request: Request) -> None:
+        """A step replaced the connection's request (TLS wraps the socket): follow it."""
+        self.tracker.rekey(conn, request)
+
     def _prepare(self, conn: Connection) -> None:
+        """Start the pre-handler steps: the cheap ones here, the rest where they belong."""
         conn.verify_pending = True
-        if self._preparer is None:
-            # Inline and fork: the steps run where the connection is served.
+        try:
+            want = advance_cheap(conn, self.steps)
+        except Exception:
+            self.failed(conn)
+            self.end(conn)
+            return
+        if self._preparer is None or want == DONE:
+            # Done, or the strategy runs what is left where it serves (inline,
+            # a forked child, the connection's task).
             self.server.process_request(conn.request, conn.client_address)
-        elif not self._preparer.prepare(conn):
+        elif not self._preparer.prepare(conn, self.steps, max(want, 0)):
             self.end(conn)  # the preparer is stopping (a drain): nothing starts now
 
     def _prepared(self, conn: Connection) -> None:
@@ -230,10 +280,35 @@ class ConnectionPipeline:
         finally:
             self.end(conn)
 
-    def close_idle(self) -> list[Connection]:
-        """Drain: stop the pre-handler stage; return what it (and the strategy) held unstarted."""
+    def close_idle(self, *, finish_started: bool = False) -> list[Connection]:
+        """Stop the pre-handler stage; return what it (and the strategy) held unstarted.
+
+        With ``finish_started`` (a drain) only the connections waiting for a
+        client's first bytes are returned: those have sent nothing. One in
+        the middle of another step (a TLS handshake: the client connected to
+        talk TLS, and may be halfway through) is a client like any in flight:
+        it goes to the strategy, whose worker finishes its steps (each within
+        its own timeout, all within the drain's deadline) and serves it.
+        """
         leftovers = self._preparer.stop() if self._preparer is not None else []
-        return leftovers + self.strategy.close_idle()
+        idle = []
+        for conn in leftovers:
+            if finish_started and not self._waits_for_first_bytes(conn):
+                try:
+                    self.submit(conn)  # draining: taken past the strategy's queue
+                except Exception:
+                    self.failed(conn)
+                    self.end(conn)
+            else:
+                idle.append(conn)
+        return idle + self.strategy.close_idle()
+
+    def _waits_for_first_bytes(self, conn: Connection) -> bool:
+        """Whether ``conn`` is at a step that waits for the client's first bytes."""
+        steps = self.steps
+        if conn.steps_done >= len(steps):
+            return False
+        return bool(getattr(steps[conn.steps_done], "waiting_is_idle", False))
 
     def close(self, *, wait: bool) -> None:
         """``server_close``: end what the pre-handler stage holds, release the strategy.
@@ -270,14 +345,15 @@ class ConnectionPipeline:
     def serve(self, conn: Connection) -> None:
         """Serve ``conn`` to its end on this thread: the body of every worker. Never raises.
 
-        In order: pre-handler steps still due here (inline, fork), the pending
+        In order: pre-handler steps still due here (inline, fork; and those a
+        drain took from the pre-handler stage unfinished), the pending
         ``verify_request``, the handler (``finish_request``); an exception goes
         to ``handle_error``; then :meth:`end`.
         """
         server = self.server
         try:
             if conn.verify_pending:
-                if self.strategy.prepares_in_place and self.steps:
+                if conn.steps_done < len(self.steps):
                     prepare_in_place(conn, self.steps)
                 conn.verify_pending = False
                 if not server.verify_request(conn.request, conn.client_address):
@@ -290,12 +366,30 @@ class ConnectionPipeline:
             self.end(conn)
 
     def failed(self, conn: Connection) -> None:
-        """The exception being handled ended ``conn``: decide its outcome, call ``handle_error``."""
-        conn.end_as(classify(sys.exc_info()[1]).outcome)
+        """The exception being handled ended ``conn``: decide its outcome, call ``handle_error``.
+
+        A pre-handler step's refusal (``Refused``: access control, an untrusted
+        proxy) is a refusal, not a failure: the connection is refused as a
+        limit would refuse it. A step's failure is also counted by its kind
+        (``stats().step_failures``).
+        """
+        exc = sys.exc_info()[1]
+        if isinstance(exc, Refused):
+            self.tracker.unadmit(conn, exc.reason)
+            conn.end_as(refused(exc.reason))
+            self.refuse(conn, exc.reason)
+            return
+        kind = getattr(exc, "kind", None) if isinstance(exc, StepFailed | StepTimedOut) else None
+        if kind is not None:
+            self.tracker.count(STEP_FAILURE + kind)
+        conn.end_as(classify(exc).outcome)
         self.server.handle_error(conn.request, conn.client_address)
 
     def end(self, conn: Connection) -> None:
         """Shut ``conn`` down and release its place, whatever happens (idempotent release)."""
+        outcome = conn.outcome
+        if outcome is not None and outcome.startswith(REFUSED):
+            return  # refused on the way: reject_request ended it already
         try:
             self.server.shutdown_request(conn.request)
         finally:

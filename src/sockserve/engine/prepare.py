@@ -29,11 +29,13 @@ it must never run on the selector thread. A prepared connection carries
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -41,9 +43,20 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from sockserve.core.wakeup import Waker
-from sockserve.engine.connection import Connection
+from sockserve.engine.connection import Connection, StepTimedOut
 
-__all__ = ["DONE", "READ", "WRITE", "Preparer", "Step", "WaitForData", "prepare_in_place"]
+__all__ = [
+    "DONE",
+    "READ",
+    "WRITE",
+    "Preparer",
+    "Step",
+    "WaitForData",
+    "NOT_CHEAP",
+    "advance_cheap",
+    "prepare_async",
+    "prepare_in_place",
+]
 
 _log = logging.getLogger("sockserve.server")
 
@@ -64,6 +77,8 @@ class Step(Protocol):
 
     #: Names the step in logs and timeout errors ("first bytes", "TLS handshake").
     name: str
+    #: The short word its failures are counted under (``tls`` -> ``tls:timeout``).
+    kind: str
     #: Seconds the step may take from its start (None: no limit of its own).
     timeout: float | None
     #: Cheap enough (one non-blocking system call, no crypto) to try on the accept loop.
@@ -91,31 +106,61 @@ class WaitForData:
     """
 
     name = "first bytes"
+    kind = "first-bytes"
     cheap = True
+    #: A connection waiting here has sent nothing: a drain closes it (``closed-idle``).
+    #: (Steps without this attribute hold clients that are talking: a drain lets them finish.)
+    waiting_is_idle = True
 
     def __init__(self, timeout: float | None) -> None:
         self.timeout = timeout
 
     def advance(self, conn: Connection) -> int:
+        request = conn.request
+        if isinstance(request, ssl.SSLSocket) and request.pending():
+            return DONE  # decrypted bytes wait in the TLS layer, not in the socket
         try:
             # The C method itself: a socket with a kernel idle timeout turns
             # EAGAIN into TimeoutError in its own recv (core/timeouts.py).
-            _raw_recv(conn.request, 1, _PEEK_NOW)
+            _raw_recv(request, 1, _PEEK_NOW)
         except BlockingIOError:
             return READ
         return DONE
 
 
 def _step_timed_out(step: Step) -> TimeoutError:
-    return TimeoutError(f"no {step.name} within {step.timeout:g} s")
+    return StepTimedOut(step.kind, step.name, step.timeout)
+
+
+#: What :func:`advance_cheap` returns when the next step is not cheap.
+NOT_CHEAP = -1
+
+
+def advance_cheap(conn: Connection, steps: Sequence[Step]) -> int:
+    """Run the cheap steps that can finish without waiting, on the calling thread.
+
+    Returns ``DONE`` when every step is done, ``READ``/``WRITE`` when a cheap
+    step must wait, ``NOT_CHEAP`` when the next step must not run here (a
+    handshake on the accept loop). Raises what a step raised.
+    """
+    while conn.steps_done < len(steps):
+        step = steps[conn.steps_done]
+        if not step.cheap:
+            return NOT_CHEAP
+        want = step.advance(conn)
+        if want:
+            return want
+        conn.steps_done += 1
+    return DONE
 
 
 def prepare_in_place(conn: Connection, steps: Sequence[Step]) -> None:
-    """Run ``steps`` on this thread, waiting for readiness up to each step's deadline.
+    """Run the steps not done yet on this thread, each up to its own deadline.
 
     Raises ``TimeoutError`` when a step misses its deadline, or what the step raised.
     """
-    for step in steps:
+    while conn.steps_done < len(steps):
+        step = steps[conn.steps_done]
         deadline = None if step.timeout is None else time.monotonic() + step.timeout
         with selectors.DefaultSelector() as selector:
             registered = 0
@@ -131,18 +176,62 @@ def prepare_in_place(conn: Connection, steps: Sequence[Step]) -> None:
                     None if wait is None else min(wait, _MAX_WAIT)
                 ):
                     raise _step_timed_out(step)
+        conn.steps_done += 1
+
+
+async def prepare_async(conn: Connection, sock: socket.socket, steps: Sequence[Step]) -> None:
+    """Run ``steps`` from a coroutine on the running event loop (the async strategy).
+
+    The same steps as the other drivers, on the accepted socket before a
+    transport takes it: readiness is awaited through the loop's own
+    ``add_reader``/``add_writer``, each step under its own timeout.
+    """
+    loop = asyncio.get_running_loop()
+    fd = sock.fileno()
+    while conn.steps_done < len(steps):
+        step = steps[conn.steps_done]
+        deadline = None if step.timeout is None else loop.time() + step.timeout
+        while want := step.advance(conn):
+            ready: asyncio.Future[None] = loop.create_future()
+            watch, unwatch = (
+                (loop.add_reader, loop.remove_reader)
+                if want == READ
+                else (loop.add_writer, loop.remove_writer)
+            )
+            watch(fd, _set_once, ready)
+            timer = None
+            if deadline is not None:
+                timer = loop.call_at(deadline, _time_out, ready, step)
+            try:
+                await ready
+            finally:
+                unwatch(fd)
+                if timer is not None:
+                    timer.cancel()
+        conn.steps_done += 1
+
+
+def _set_once(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+def _time_out(ready: asyncio.Future[None], step: Step) -> None:
+    if not ready.done():
+        ready.set_exception(_step_timed_out(step))
 
 
 class _Entry:
     """A connection in the preparer: which step it is at, and that step's deadline."""
 
-    __slots__ = ("conn", "deadline", "fd", "index", "want")
+    __slots__ = ("conn", "deadline", "fd", "steps", "want")
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, steps: Sequence[Step], want: int) -> None:
         self.conn = conn
-        self.index = 0
+        self.steps = steps
         self.deadline: float | None = None
-        self.want = 0
+        #: The readiness the current step waits for (0: it has not been tried here).
+        self.want = want
         self.fd = -1
 
 
@@ -157,13 +246,11 @@ class Preparer:
 
     def __init__(
         self,
-        steps: Sequence[Step],
         *,
         on_ready: Callable[[Connection], None],
         on_failed: Callable[[Connection, BaseException], None],
         name: str = "sockserve-prepare",
     ) -> None:
-        self.steps = tuple(steps)
         self._on_ready = on_ready
         self._on_failed = on_failed
         self._name = name
@@ -179,15 +266,14 @@ class Preparer:
         self._order = itertools.count()
         self._held = 0
 
-    def prepare(self, conn: Connection) -> bool:
-        """Start preparing ``conn``; False if the preparer is stopping (the caller ends it).
+    def prepare(self, conn: Connection, steps: Sequence[Step], want: int = 0) -> bool:
+        """Take ``conn`` over from its next step of ``steps``; False if stopping.
 
-        The leading cheap steps are tried here, on the caller's thread; only a
-        connection that has to wait is handed to the selector thread.
+        ``want``: what its current step already said it waits for (the caller
+        tried the cheap steps, see :func:`advance_cheap`); 0 to try it here.
+        When False, the caller ends the connection.
         """
-        entry = _Entry(conn)
-        if self._run_cheap_steps(entry):
-            return True
+        entry = _Entry(conn, steps, want)
         with self._lock:
             if self._stopping:
                 return False
@@ -196,25 +282,6 @@ class Preparer:
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
         self._waker.wake()
-        return True
-
-    def _run_cheap_steps(self, entry: _Entry) -> bool:
-        """Advance ``entry`` through cheap steps; True if it was handed on (done or failed)."""
-        steps = self.steps
-        try:
-            while entry.index < len(steps):
-                step = steps[entry.index]
-                if not step.cheap:
-                    return False
-                want = step.advance(entry.conn)
-                if want:
-                    entry.want = want
-                    return False
-                entry.index += 1
-        except Exception as exc:
-            self._hand_on(self._on_failed, entry.conn, exc)
-            return True
-        self._hand_on(self._on_ready, entry.conn)
         return True
 
     def stop(self) -> list[Connection]:
@@ -297,7 +364,7 @@ class Preparer:
                 self._advance(entry, selector, held, deadlines)
 
     def _start_step(self, entry: _Entry, deadlines: list[tuple[float, int, _Entry]]) -> None:
-        timeout = self.steps[entry.index].timeout
+        timeout = entry.steps[entry.conn.steps_done].timeout
         entry.deadline = None if timeout is None else time.monotonic() + timeout
         if entry.deadline is not None:
             heapq.heappush(deadlines, (entry.deadline, next(self._order), entry))
@@ -325,16 +392,17 @@ class Preparer:
         held: dict[int, _Entry],
         deadlines: list[tuple[float, int, _Entry]],
     ) -> None:
-        steps = self.steps
+        steps = entry.steps
+        conn = entry.conn
         try:
             while True:
-                want = steps[entry.index].advance(entry.conn)
+                want = steps[conn.steps_done].advance(conn)
                 if want:
                     entry.want = want
                     self._watch(entry, selector)
                     return
-                entry.index += 1
-                if entry.index == len(steps):
+                conn.steps_done += 1
+                if conn.steps_done == len(steps):
                     break
                 self._start_step(entry, deadlines)
         except Exception as exc:
@@ -356,7 +424,8 @@ class Preparer:
             if entry.deadline != deadline or held.get(entry.fd) is not entry:
                 continue  # stale: the entry moved on to another step, or left
             self._release(entry, selector, held)
-            self._hand_on(self._on_failed, entry.conn, _step_timed_out(self.steps[entry.index]))
+            step = entry.steps[entry.conn.steps_done]
+            self._hand_on(self._on_failed, entry.conn, _step_timed_out(step))
 
     def _hand_on(
         self,

@@ -49,6 +49,9 @@ class ServerStats:
     closed_idle: int = 0
     #: Connections in the pre-handler stage now (waiting for first bytes, ...).
     preparing: int = 0
+    #: Pre-handler steps the peer failed, by kind: "tls:timeout", "tls:not-tls",
+    #: "proxy:malformed", "first-bytes:timeout"... (each also counts in its outcome).
+    step_failures: dict[str, int] = field(default_factory=dict)
     #: Failed accepts by class: "transient", "resource", "unexpected".
     accept_errors: dict[str, int] = field(default_factory=dict)
     #: Worker threads (pool), or requests being handled (other strategies).

@@ -9,6 +9,7 @@ and factories work unchanged.
 from __future__ import annotations
 
 import socket
+import ssl
 from typing import Any
 
 from sockserve.aio import AsyncTCPServer, AsyncUnixStreamServer
@@ -111,8 +112,10 @@ def effective_worker_class(config: RunConfig, handler: Any, datagram: bool = Fal
     return chosen
 
 
-def build_server(target: Target, sock: socket.socket, config: RunConfig) -> BaseServer:
-    """A server for ``sock``; raises ``TargetError`` when the target cannot make one."""
+def build_server(
+    target: Target, sock: socket.socket, config: RunConfig, *, tls: ssl.SSLContext | None = None
+) -> BaseServer:
+    """A server for ``sock`` (serving TLS with ``tls``); ``TargetError`` if the target cannot."""
     datagram = sock.type == socket.SOCK_DGRAM
     address = sock.getsockname()
     try:
@@ -120,12 +123,10 @@ def build_server(target: Target, sock: socket.socket, config: RunConfig) -> Base
             handler = target.handler_for(datagram, asynchronous=config.worker_class == "async")
             worker_class = effective_worker_class(config, handler, datagram)
             cls = server_class_for(worker_class, sock)
-            server: Any = cls(
-                address,
-                handler,
-                bind_and_activate=False,
-                **config.server_options(cls, worker_class),
-            )
+            options = config.server_options(cls, worker_class)
+            if tls is not None:
+                options["ssl_context"] = tls
+            server: Any = cls(address, handler, bind_and_activate=False, **options)
             if datagram:
                 server.max_packet_size = 65535  # any UDP payload: echo must not truncate
         elif target.kind == "server":
@@ -153,4 +154,7 @@ def build_server(target: Target, sock: socket.socket, config: RunConfig) -> Base
     socket_server.socket = sock
     socket_server.address_family = sock.family
     socket_server.server_address = address
+    if tls is not None and target.kind in ("server", "factory"):
+        # The user's own server gets the run's TLS too (new connections read it).
+        socket_server.ssl_context = tls
     return server

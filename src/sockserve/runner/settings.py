@@ -213,7 +213,7 @@ def read_flags(flags: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]
         if opt is None or raw is None:
             continue
         source = f"--{opt.flag}"
-        if isinstance(raw, str) and not isinstance(opt.kind, TextList):
+        if isinstance(raw, str) and not (isinstance(opt.kind, TextList) and opt.multiple):
             values[key] = _parse(opt, raw, source)
         else:
             values[key] = raw
@@ -282,8 +282,48 @@ def _check_together(config: RunConfig) -> None:
             f"reuse_port (from {config.source('reuse_port')}) needs worker processes "
             "(--workers 1 or more)"
         )
+    _check_tls(config)
     if config.value("event_loop") == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ConfigError(
             f"event_loop = 'uvloop' (from {config.source('event_loop')}): uvloop is not "
             "installed (pip install 'sockserve[uvloop]')"
         )
+
+
+_TLS_DETAILS = (
+    "keyfile",
+    "keyfile_password",
+    "keyfile_password_file",
+    "ca_certs",
+    "ciphers",
+    "alpn",
+)
+
+
+def _check_tls(config: RunConfig) -> None:
+    """TLS settings that cannot work are refused here, naming the setting and its source.
+
+    With a certificate the context is built once now, so unreadable files, a
+    wrong password or a key that does not match the certificate stop the run
+    (and ``--check-config``) with exit status 2 instead of failing in every worker.
+    """
+    certfile = config.value("certfile")
+    if certfile is None:
+        for key in (*_TLS_DETAILS, "cert_reqs"):
+            if key in config.sources and config.value(key) not in (None, [], "none"):
+                raise ConfigError(
+                    f"{key} (from {config.source(key)}) needs a certificate: --certfile"
+                )
+        tls_binds = [spec for spec in config.bind if spec.startswith("tls://")]
+        if tls_binds:
+            raise ConfigError(f"bind = {tls_binds[0]!r} needs a certificate: --certfile")
+        return
+    from sockserve.runner.tls import context_from_config  # noqa: PLC0415 - ssl only when used
+
+    try:
+        context_from_config(config)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"certfile = {certfile!r} (from {config.source('certfile')}): cannot serve TLS "
+            f"with it: {exc}"
+        ) from None

@@ -33,6 +33,7 @@ from sockserve.runner.listeners import Listener
 from sockserve.runner.loader import TargetError, load_target
 from sockserve.runner.settings import RunConfig
 from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
+from sockserve.runner.tls import context_from_config, serves_tls
 from sockserve.servers import BaseServer
 
 __all__ = ["MSG_HEARTBEAT", "MSG_READY", "WorkerLoop", "build_servers", "run_worker"]
@@ -62,6 +63,7 @@ class WorkerLoop:
         repeat_forces: bool = True,
         parent_pid: int | None = None,
         on_stop: Callable[[], None] = lambda: None,
+        on_reload: Callable[[], None] | None = None,
     ) -> None:
         self.servers = servers
         self.inbox = inbox
@@ -78,6 +80,7 @@ class WorkerLoop:
         self._failed: list[BaseServer] = []
         self._budget_spent = False
         self._on_stop = on_stop
+        self._on_reload = on_reload
 
     def _stamp_progress(self, index: int, server: BaseServer) -> None:
         def stamp() -> None:
@@ -134,7 +137,7 @@ class WorkerLoop:
             self.inbox.wait(self._interval)
             received = self.inbox.take()
             if signal.SIGHUP in received:
-                log.warning("SIGHUP: reloading needs worker processes (--workers 1 or more)")
+                self._reload()
                 received = [signum for signum in received if signum != signal.SIGHUP]
             if received:
                 log.info("received %s: stopping", received[0].name)
@@ -156,6 +159,16 @@ class WorkerLoop:
         self._on_stop()
         self._drain()
         return reason
+
+    def _reload(self) -> None:
+        """SIGHUP in process (``--workers 0``): what can change without new workers does."""
+        if self._on_reload is None:
+            log.warning("SIGHUP: reloading needs worker processes (--workers 1 or more)")
+            return
+        try:
+            self._on_reload()
+        except Exception as exc:  # a bad reload keeps what serves now
+            log.error("SIGHUP: reload failed, keeping the current settings: %s", exc)
 
     def _served(self) -> int:
         return sum(server.connections_admitted for server in self.servers)
@@ -238,13 +251,18 @@ def build_servers(
 ) -> list[BaseServer]:
     """Load the target and build one server per listener (TargetError if it cannot be)."""
     target = load_target(config.target)
+    try:
+        context = context_from_config(config)  # each worker reads the files: reloads rotate
+    except (OSError, ValueError) as exc:
+        raise TargetError(f"cannot serve TLS: {exc}", ExitCode.USAGE) from None
     servers = []
     try:
         for listener in listeners:
             sock = listener.sock
             if fresh_sockets:
                 sock = listener.fresh_reuse_port_socket(backlog=socket.SOMAXCONN)
-            servers.append(build_server(target, sock, config))
+            tls = context if serves_tls(listener.spec, config) else None
+            servers.append(build_server(target, sock, config, tls=tls))
     except BaseException:
         for server in servers:
             server.server_close()

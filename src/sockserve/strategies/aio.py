@@ -31,6 +31,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import ssl
 import sys
 import threading
 import time
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from sockserve.engine.connection import Connection
 from sockserve.engine.tracker import ConnectionTracker
+from sockserve.security.tls import loop_handshake_failure
 from sockserve.strategies.aiostream import ConnectionSocket, IdleSweep, Stream
 from sockserve.strategies.base import WorkerCounts
 from sockserve.strategies.eventloop import loop_factory
@@ -107,6 +109,21 @@ async def _resume(
             return
 
 
+def _quiet_handshake_failures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's exception handler: a failed TLS handshake is the peer's, already counted.
+
+    The loop's own TLS reports a handshake that failed to the exception
+    handler (an ERROR line with a traceback) as well as to the coroutine that
+    waited for it, which counts it and logs it once per kind. Everything else
+    goes to the default handler.
+    """
+    exc = context.get("exception")
+    message = str(context.get("message", ""))
+    if "handshake" in message.lower() and isinstance(exc, ssl.SSLError | OSError):
+        return
+    loop.default_exception_handler(context)
+
+
 class _LoopWaker:
     """``wake_loop()`` for an event loop: run ``check`` on the loop, from any thread."""
 
@@ -125,7 +142,8 @@ class AsyncStrategy:
     """Owns the event loop, accepts on it and serves each connection as a task."""
 
     background = True
-    prepares_in_place = False
+    #: Pre-handler steps run in the connection's task, as coroutines.
+    prepares_in_place = True
     #: The loop's sockets are non-blocking: the kernel's timeouts would do nothing.
     blocking_sockets = False
 
@@ -156,6 +174,7 @@ class AsyncStrategy:
             if self._closed:
                 raise RuntimeError("the server is closed: its event loop is gone")
             loop = self._new_loop()
+            loop.set_exception_handler(_quiet_handshake_failures)
             if sys.version_info >= (3, 12):
                 # Run each connection's task at once, up to its first wait,
                 # instead of one loop iteration later.
@@ -248,7 +267,14 @@ class AsyncStrategy:
             loop.create_task(self._serve(conn), name=TASK_NAME)
         return True
 
-    async def open_stream(self, conn: Connection, *, record_bytes: bool) -> ConnectionSocket:
+    async def open_stream(
+        self,
+        conn: Connection,
+        *,
+        record_bytes: bool,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout: float | None = None,
+    ) -> ConnectionSocket:
         """Give ``conn``'s accepted socket to a transport, behind a :class:`Stream`.
 
         The request is normally the :class:`ConnectionSocket` view already
@@ -260,7 +286,21 @@ class AsyncStrategy:
             view = ConnectionSocket(view)
             self._tracker.rekey(conn, view)
         stream = Stream(self.sweep, max_line=self._max_line, record_bytes=record_bytes)
-        await asyncio.get_running_loop().connect_accepted_socket(lambda: stream, view._sock)
+        loop = asyncio.get_running_loop()
+        if tls is None:
+            await loop.connect_accepted_socket(lambda: stream, view._sock)
+        else:
+            # The loop does the handshake (uvloop's in C), under handshake_timeout;
+            # a failure is the peer's, sorted into the same kinds as elsewhere.
+            try:
+                await loop.connect_accepted_socket(
+                    lambda: stream,
+                    view._sock,
+                    ssl=tls,
+                    ssl_handshake_timeout=handshake_timeout,
+                )
+            except (ssl.SSLError, OSError) as exc:
+                raise loop_handshake_failure(exc, handshake_timeout) from None
         view.stream = stream
         return view
 

@@ -40,6 +40,7 @@ from typing import Any, cast
 
 from sockserve.errors import LineTooLong
 from sockserve.observability.access import tcp_byte_counts
+from sockserve.security.tls import loop_handshake_failure, record_server_names
 
 __all__ = ["ConnectionSocket", "IdleSweep", "Stream"]
 
@@ -229,7 +230,11 @@ class Stream(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake()
-        return True  # keep the transport open: the handler may still write (half-close)
+        # Keep the transport open: the handler may still write (half-close).
+        # Not over TLS, which has no half-close: the TLS transports log a
+        # warning for every connection whose protocol asks for one.
+        transport = self.transport
+        return transport is None or transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -540,16 +545,29 @@ class Stream(asyncio.Protocol):
         server_hostname: str | None = None,
         ssl_handshake_timeout: float | None = None,
     ) -> None:
-        """Upgrade the connection to TLS (STARTTLS), as the server side."""
+        """Upgrade the connection to TLS (STARTTLS), as the server side.
+
+        What was written is sent first, in the clear. Bytes the client sent
+        after its command and before the handshake, not read yet, are
+        discarded: read after the upgrade they would pass for bytes that came
+        encrypted (the STARTTLS command-injection attack, RFC 3207 section
+        4.2). A failed handshake is the peer's: a ``TLSHandshakeError`` (a
+        ``PeerError``) or, past ``ssl_handshake_timeout``, a ``TimeoutError``;
+        both are counted in ``stats().step_failures`` as ``tls:KIND``.
+        """
         assert self.transport is not None
         await self.drain()
+        self._chunk = self._buffer = None
         loop = asyncio.get_running_loop()
-        new_transport = await loop.start_tls(
-            self.transport,
-            self,
-            sslcontext,
-            server_side=True,
-            server_hostname=server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout,
-        )
+        try:
+            new_transport = await loop.start_tls(
+                self.transport,
+                self,
+                record_server_names(sslcontext),
+                server_side=True,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise loop_handshake_failure(exc, ssl_handshake_timeout) from None
         self.transport = cast(asyncio.Transport, new_transport)

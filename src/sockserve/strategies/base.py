@@ -109,7 +109,10 @@ def shut_down_sockets(conns: Iterable[Connection]) -> None:
         request = conn.request
         if isinstance(request, socket.socket):
             try:
-                request.shutdown(socket.SHUT_RDWR)
+                # The descriptor's own shutdown, also for an SSLSocket: its
+                # shutdown() from this thread would drop the TLS layer under the
+                # handler, whose next write would go out in the clear.
+                socket.socket.shutdown(request, socket.SHUT_RDWR)
             except OSError:
                 pass  # closed or reset meanwhile: it is ending anyway
 

@@ -8,7 +8,11 @@ or drain is not held up.
 
 A child reports how its connection ended through its exit status (one code
 per outcome word), so the parent's counters and ``stats()`` stay exact even
-though the handler ran in another process.
+though the handler ran in another process. The pre-handler steps run in the
+child too: why one failed (``tls:certificate``...) does not fit in an exit
+status, so children write it, one line each, to a pipe all of them share
+(:class:`_FailureReports`), which the parent reads before it counts the
+child's end.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import NoReturn, Protocol
 
 from sockserve.engine import connection as outcomes
 from sockserve.engine.connection import Connection
+from sockserve.engine.pipeline import STEP_FAILURE
 from sockserve.engine.tracker import ConnectionTracker
 from sockserve.strategies.base import RunConnection, WorkerCounts
 
@@ -40,6 +45,66 @@ _STATUS_OF = {
     outcomes.DENIED: 5,
 }
 _OUTCOME_OF = {status: word for word, status in _STATUS_OF.items() if word is not None}
+
+
+class _FailureReports:
+    """One pipe from every child to the parent: the step failures each child counted.
+
+    Opened at the first fork (a server that never forks holds no extra
+    descriptors). Both ends are non-blocking: a child whose report does not
+    fit (the parent has not read for thousands of connections) drops it, a
+    lost count rather than a child stuck on exit. Lines are far shorter than
+    ``PIPE_BUF``, so reports from concurrent children never interleave.
+    """
+
+    def __init__(self) -> None:
+        self._read = self._write = -1
+        self._partial = b""
+
+    def open(self) -> None:
+        if self._read < 0:
+            self._read, self._write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+
+    @staticmethod
+    def snapshot(tracker: ConnectionTracker) -> dict[str, int]:
+        return {k: n for k, n in tracker.events.items() if k.startswith(STEP_FAILURE)}
+
+    def report(self, tracker: ConnectionTracker, before: dict[str, int]) -> None:
+        """In the child: write what ``tracker`` counted since ``before``."""
+        lines = [
+            key.encode() + b"\n"
+            for key, count in self.snapshot(tracker).items()
+            for _ in range(count - before.get(key, 0))
+        ]
+        if lines and self._write >= 0:
+            try:
+                os.write(self._write, b"".join(lines))
+            except OSError:
+                pass  # full (or gone): a lost count, never a child that cannot exit
+
+    def collect(self, tracker: ConnectionTracker) -> None:
+        """In the parent: count what the children reported so far."""
+        if self._read < 0:
+            return
+        data = self._partial
+        while True:
+            try:
+                chunk = os.read(self._read, 65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not chunk:
+                break
+            data += chunk
+        *lines, self._partial = data.split(b"\n")
+        for line in lines:
+            tracker.count(line.decode(errors="replace"))
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            if fd >= 0:
+                os.close(fd)
+        self._read = self._write = -1
+        self._partial = b""
 
 
 class ForkingHost(Protocol):
@@ -74,8 +139,10 @@ class ForkPerConnection:
         self._stopping = stopping
         #: pid -> the connection that child serves; released when it is reaped.
         self._children: dict[int, Connection] = {}
+        self._reports = _FailureReports()
 
     def submit(self, conn: Connection, *, force: bool = False) -> bool:
+        self._reports.open()
         pid = os.fork()
         if pid:
             host = self._host
@@ -96,8 +163,10 @@ class ForkPerConnection:
             listener = self._listener()
             if listener is not None:
                 listener.close()
+            before = self._reports.snapshot(self._tracker)
             self._run(conn)
             status = _STATUS_OF.get(conn.outcome, 1)
+            self._reports.report(self._tracker, before)
         finally:
             os._exit(status)
 
@@ -130,6 +199,7 @@ class ForkPerConnection:
             self._host.active_children.discard(pid)
         conn = self._children.pop(pid, None)
         if conn is not None:
+            self._reports.collect(self._tracker)  # before its end is counted
             if code is not None:
                 conn.end_as(_OUTCOME_OF.get(code, outcomes.ERROR))
             self._tracker.release(conn)
@@ -180,6 +250,8 @@ class ForkPerConnection:
             self.collect(blocking=True)
         else:
             self.wait_idle(time.monotonic() + timeout)
+        if not self._children:
+            self._reports.close()  # opened again by the next fork, if any
 
 
 def wait_for_any_exit(pids: set[int], timeout: float) -> None:
