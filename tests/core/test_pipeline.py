@@ -7,6 +7,7 @@ import errno
 import logging
 import queue
 import socket
+import threading
 import warnings
 from typing import Any
 
@@ -216,14 +217,27 @@ def pair() -> Any:
     right.close()
 
 
-def _preparer(steps: list[Any]) -> tuple[Preparer, queue.Queue[tuple[str, Any]]]:
-    done: queue.Queue[tuple[str, Any]] = queue.Queue()
-    preparer = Preparer(
-        steps,
-        on_ready=lambda conn: done.put(("ready", conn)),
-        on_failed=lambda conn, exc: done.put(("failed", exc)),
-    )
-    return preparer, done
+class _Preparing:
+    """A Preparer with one list of steps for every connection, and a queue of its verdicts."""
+
+    def __init__(self, steps: list[Any]) -> None:
+        self.steps = steps
+        self.done: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.preparer = Preparer(
+            on_ready=lambda conn: self.done.put(("ready", conn)),
+            on_failed=lambda conn, exc: self.done.put(("failed", exc)),
+        )
+
+    def prepare(self, conn: Connection) -> bool:
+        return self.preparer.prepare(conn, self.steps)
+
+    def stop(self) -> list[Connection]:
+        return self.preparer.stop()
+
+
+def _preparer(steps: list[Any]) -> tuple[_Preparing, queue.Queue[tuple[str, Any]]]:
+    preparing = _Preparing(steps)
+    return preparing, preparing.done
 
 
 def test_cheap_steps_that_need_no_wait_finish_on_the_calling_thread(pair: Any) -> None:
@@ -281,6 +295,38 @@ def test_stop_returns_what_was_still_being_prepared(pair: Any) -> None:
     assert preparer.stop() == [conn]
     assert done.empty()
     assert not preparer.prepare(Connection(pair[1], "peer"))  # stopped: refuses new work
+
+
+def test_held_silent_connections_are_handed_over_oldest_first_as_room_appears() -> None:
+    """WaitForData's ``handover``: the preparer asks it again while it holds connections."""
+    room = threading.Semaphore(0)
+    taken: list[Connection] = []
+
+    def handover() -> bool:
+        return room.acquire(blocking=False)
+
+    pairs = [socket.socketpair() for _ in range(3)]
+    preparer, done = _preparer([WaitForData(timeout=None, handover=handover)])
+    try:
+        conns = [Connection(left, "peer") for left, _right in pairs]
+        for conn in conns:
+            assert preparer.prepare(conn)
+        assert done.empty()  # no room, no bytes: all held
+        for expected in conns[:2]:
+            room.release()  # one worker frees up
+            verdict, conn = done.get(timeout=WAIT)
+            assert verdict == "ready"
+            taken.append(conn)
+            assert conn is expected
+        pairs[2][1].sendall(b"x")  # the last one earns its turn by speaking
+        verdict, conn = done.get(timeout=WAIT)
+        assert (verdict, conn) == ("ready", conns[2])
+        assert conns[2].partial
+    finally:
+        preparer.stop()
+        for left, right in pairs:
+            left.close()
+            right.close()
 
 
 def test_in_place_steps_wait_and_time_out_on_the_calling_thread(pair: Any) -> None:

@@ -165,8 +165,10 @@ def test_workers_survive_handler_exceptions(caplog: pytest.LogCaptureFixture) ->
         assert stats.completed == max_workers + 51
         assert boom_threads <= worker_ids
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 50
-    assert all(r.exc_info is not None for r in errors)  # a bug keeps its traceback
+    # The same bug at the same place 50 times: its first report keeps the
+    # traceback, the repeats are counted by the error log's rate limiter.
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None
 
 
 def test_workers_survive_system_exit_in_a_handler(caplog: pytest.LogCaptureFixture) -> None:
@@ -223,8 +225,9 @@ def test_nothing_grows_with_connections_served(dispatch: str) -> None:
         stats = server.stats()
         assert stats.workers <= max_workers
         assert stats.pending == 0
-        # The serving thread, the workers and (readable) the first-byte thread; nothing else.
-        assert threading.active_count() <= threads_at_start + 1 + max_workers + 1
+        # The serving thread, the workers, (readable) the first-byte thread and
+        # (once the pool was under pressure) the slow-client watcher; nothing else.
+        assert threading.active_count() <= threads_at_start + 1 + max_workers + 1 + 1
         assert open_descriptors() == fds_before
         assert server._pipeline.tracker.in_flight == 0
         assert not server._pipeline.tracker._per_ip

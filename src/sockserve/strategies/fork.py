@@ -57,6 +57,7 @@ class ForkPerConnection:
     background = True
     prepares_in_place = True
     blocking_sockets = True
+    guards_slow_clients = False
 
     def __init__(
         self,
@@ -75,7 +76,7 @@ class ForkPerConnection:
         #: pid -> the connection that child serves; released when it is reaped.
         self._children: dict[int, Connection] = {}
 
-    def submit(self, conn: Connection, *, force: bool = False) -> bool:
+    def submit(self, conn: Connection, *, force: bool = False, later: bool = False) -> bool:
         pid = os.fork()
         if pid:
             host = self._host

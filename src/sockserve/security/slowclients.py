@@ -1,0 +1,258 @@
+"""Slow-client defence: a worker thread is not a client's to hold hostage while others wait.
+
+A bounded pool is safe from floods of threads but can be *starved*: forty
+clients that each send a byte a second (slowloris) hold forty workers
+forever, and every byte resets an idle timeout. Three parts defend it:
+
+1. **A holding stage** (the pre-handler step ``WaitForData``): while a
+   worker is free, a connection takes it at once (``dispatch="auto"``);
+   once every worker is busy, new connections are taken off the kernel's
+   first-in first-out backlog anyway and held, at the cost of a descriptor,
+   not a worker, until they send something (closed after
+   ``first_byte_timeout``). Silent ones are handed over, oldest first, as
+   workers free up, so a server that speaks first (SMTP's banner) keeps
+   working; declaring it (``speaks_first = True``, as daytime and chargen
+   do) skips the stage altogether.
+2. **Priority**: a connection whose first bytes hold a complete line (or a
+   good chunk of data) goes to the front of the pool's queue; one that sent a
+   byte or two waits behind, so a real request overtakes a crowd of dribblers.
+3. **A progress rule** (:class:`SlowClientGuard`): while connections wait for
+   a worker, a worker waiting on its client (in a read or a write) whose
+   connection moved fewer than ``min_rate`` bytes a second over the last
+   ``min_rate_grace`` seconds or more (every byte a dribbler sends ends one
+   read and starts the next: the rate counts, not the length of one wait)
+   is taken back. The grace shrinks as the queue grows (``grace x workers /
+   (workers + waiting)``, down to two checks, 0.1 s): with 170
+   connections waiting for 32 workers, a dribbler keeps one for about 0.2 s.
+   The least productive go first, as many as are waiting. Its
+   socket is shut down (``shutdown()`` on the descriptor: the only thing that
+   wakes a thread blocked in a read), the handler's read raises
+   :class:`SlowClientCut` instead of returning a partial line as if it were
+   whole, and the connection ends with the outcome ``slow``, counted in
+   ``stats().slow_cuts``.
+
+What a legitimate client must do to keep its worker: nothing, while the
+server has free workers (no rule applies then; ``idle_timeout`` still does).
+While every worker is busy and others wait, it must move at least
+``min_rate`` bytes a second (256 by default) whenever the server waits on it
+for more than ``min_rate_grace`` (1 s). An interactive session that types a
+line every few seconds may then be cut: that is the trade the defence makes,
+a fair share for everyone over a worker for whoever holds on.
+
+Rates are measured from the kernel's own byte counters (``TCP_INFO``), read
+only under pressure; "waiting on the client" is known from the socket class
+sockserve gives accepted connections (:class:`GuardedSocket`), whose I/O
+methods note when a call starts and ends in a table read by the guard. TLS
+and Unix connections are not taken back (no such socket class, no counters).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sockserve.core.timeouts import IdleTimeoutSocket
+from sockserve.engine.connection import Connection
+from sockserve.errors import PeerError
+from sockserve.observability.access import tcp_byte_counts
+from sockserve.observability.logs import RateLimitedLog
+
+__all__ = ["SLOW", "GuardedSocket", "SlowClientCut", "SlowClientGuard"]
+
+#: The outcome word of a connection the guard took back.
+SLOW = "slow"
+
+#: id(socket) -> ``time.monotonic()`` when the socket's current I/O call began.
+#: One table for the process: writes are single dict operations (atomic under
+#: the GIL), done by each connection's own thread.
+_in_io: dict[int, float] = {}
+#: id(socket) of the connections the guard cut, until they end.
+_cut: set[int] = set()
+_now = time.monotonic
+
+_raw = socket.socket
+
+
+class SlowClientCut(PeerError, ConnectionAbortedError):
+    """The connection was taken back from a client too slow while others waited."""
+
+
+def _check_cut(sock: socket.socket) -> None:
+    if id(sock) in _cut:
+        raise SlowClientCut("too slow while other clients waited for a worker")
+
+
+class GuardedSocket(IdleTimeoutSocket):
+    """An accepted socket whose blocking I/O calls are visible to the guard (see the module doc).
+
+    Each call notes, before it may block, when it began (``time.monotonic()``,
+    ~50 ns); the note is removed when it returns. A read that returns nothing after the guard cut
+    the connection raises :class:`SlowClientCut`.
+    """
+
+    __slots__ = ()
+
+    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
+        key = id(self)
+        _in_io[key] = _now()
+        try:
+            data = super().recv(bufsize, flags)
+        finally:
+            _in_io.pop(key, None)
+        if not data:
+            _check_cut(self)
+        return data
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0, /) -> int:
+        key = id(self)
+        _in_io[key] = _now()
+        try:
+            count = super().recv_into(buffer, nbytes, flags)
+        finally:
+            _in_io.pop(key, None)
+        if not count:
+            _check_cut(self)
+        return count
+
+    def send(self, data: Any, flags: int = 0, /) -> int:
+        key = id(self)
+        _in_io[key] = _now()
+        try:
+            return super().send(data, flags)
+        finally:
+            _in_io.pop(key, None)
+
+    def sendall(self, data: Any, flags: int = 0, /) -> None:
+        key = id(self)
+        _in_io[key] = _now()
+        try:
+            super().sendall(data, flags)
+        finally:
+            _in_io.pop(key, None)
+
+
+class SlowClientGuard:
+    """One thread per pool that applies the progress rule while connections wait.
+
+    It sleeps while there is no pressure (``waiting()`` is 0): the rule costs
+    nothing then. Under pressure it ticks every ``interval`` seconds, samples
+    the byte counters of the connections whose worker waits on the client,
+    and takes back the slowest ones.
+    """
+
+    def __init__(
+        self,
+        *,
+        running: Callable[[], list[Connection]],
+        waiting: Callable[[], int],
+        cut: Callable[[Connection], None],
+        min_rate: float,
+        grace: float,
+        log: RateLimitedLog,
+        interval: float = 0.05,
+        name: str = "sockserve-slow-clients",
+    ) -> None:
+        self._running = running
+        self._waiting = waiting
+        self._cut = cut
+        self.min_rate = min_rate
+        self.grace = grace
+        self._log = log
+        self.interval = interval
+        self._name = name
+        self._pressure = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        #: id(socket) -> (monotonic time, bytes moved) when first seen waiting.
+        self._samples: dict[int, tuple[float, int]] = {}
+
+    def pressure(self) -> None:
+        """Connections wait for a worker: start checking (called by the pool, cheap)."""
+        if self._pressure.is_set():
+            return
+        with self._lock:
+            if self._thread is None and not self._stopping:
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+        self._pressure.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._pressure.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _stopped(self) -> bool:
+        # A method: another thread sets the flag while this one waits.
+        return self._stopping
+
+    def _loop(self) -> None:
+        while not self._stopped():
+            self._pressure.wait()
+            if self._stopped():
+                return
+            waiting = self._waiting()
+            if not waiting:
+                self._pressure.clear()
+                self._samples.clear()
+                if self._waiting():  # raced with a new arrival: keep going
+                    self._pressure.set()
+                continue
+            try:
+                self._take_back(waiting)
+            except Exception:
+                # The guard must outlive a surprise: without it the pool is
+                # open to starvation again.
+                logging.getLogger("sockserve.pool").exception("%s: check failed", self._name)
+            time.sleep(self.interval)
+
+    def _take_back(self, waiting: int) -> None:
+        """Cut up to ``waiting`` of the slowest connections that break the rule."""
+        now = time.monotonic()
+        running = self._running()
+        # The more connections wait per worker, the sooner a slow one must
+        # give its worker up: the grace shrinks with the queue (down to one tick).
+        grace = max(2 * self.interval, self.grace * len(running) / (len(running) + waiting))
+        slow: list[tuple[float, Connection]] = []
+        seen: dict[int, tuple[float, int]] = {}
+        for conn in running:
+            key = id(conn.request)
+            if key not in _in_io:
+                continue  # its handler is working, not waiting on the client
+            counts = tcp_byte_counts(conn.request)
+            if counts is None:
+                continue  # not TCP: no counters to judge by
+            moved = counts[0] + counts[1]
+            first = self._samples.get(key, (now, moved))
+            seen[key] = first
+            elapsed = now - first[0]
+            if elapsed < grace:
+                continue  # observed too briefly to call it slow
+            rate = (moved - first[1]) / elapsed
+            if rate < self.min_rate:
+                slow.append((rate, conn))
+        self._samples = seen
+        slow.sort(key=lambda item: item[0])
+        for rate, conn in slow[:waiting]:
+            self._log.log(
+                logging.WARNING,
+                (SLOW,),
+                "taking back a worker from a slow client (%.0f B/s) while %d wait",
+                rate,
+                waiting,
+            )
+            _cut.add(id(conn.request))
+            self._cut(conn)
+
+
+def release(sock: object) -> None:
+    """Forget a connection that ended (its id may be reused by another socket)."""
+    key = id(sock)
+    _cut.discard(key)
+    _in_io.pop(key, None)
