@@ -56,12 +56,13 @@ def test_a_fresh_client_is_served_while_dribblers_hold_on(clients: int, line_fir
         # Let the dribblers take every worker first.
         assert server.wait_for(lambda st: st.busy_workers == server.max_workers, 10)
         results = [probe(server.server_address, timeout=5.0) for _ in range(3)]
+        # The dribblers that make room are cut, and counted, while the attack lasts.
+        cut = server.wait_for(lambda st: st.slow_cuts >= 3, 10)
         stop.set()
         attack.join(20)
-        stats = server.stats()
     assert all(r.ok for r in results), results
     assert max(r.took_s for r in results) < SERVED_WITHIN, [r.took_s for r in results]
-    assert stats.slow_cuts >= 3  # the dribblers that made room were cut, and counted
+    assert cut, server.stats()
 
 
 def test_without_pressure_slow_clients_keep_their_worker() -> None:
@@ -113,3 +114,32 @@ def test_servers_that_speak_first_are_not_held_back() -> None:
     server = sockserve.ThreadPoolTCPServer(("127.0.0.1", 0), Banner)
     with serving(server), socket.create_connection(server.server_address, timeout=10) as client:
         assert recv_line(client) == b"220 hello\n"  # sent without waiting for our bytes
+
+
+def test_without_pressure_a_slow_reader_keeps_its_worker() -> None:
+    """A client reading a long response at about 1 KiB/s is not cut while workers are free."""
+    size = 12 * 1024
+
+    class Long(sockserve.StreamRequestHandler):
+        def handle(self) -> None:
+            self.rfile.readline()
+            # Small kernel buffers, so the write waits on the client's reading.
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            self.wfile.write(b"y" * size)
+
+    server = sockserve.ThreadPoolTCPServer(("127.0.0.1", 0), Long, min_rate_grace=0.2)
+    with serving(server), socket.socket() as reader:
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        reader.settimeout(10)
+        reader.connect(server.server_address)
+        reader.sendall(b"long\n")
+        got = 0
+        blocked_seen = False
+        while got < size:
+            chunk = reader.recv(256)
+            assert chunk, "cut"
+            got += len(chunk)
+            blocked_seen = blocked_seen or server.stats().busy_workers == 1
+            time.sleep(0.2)  # the client's own pace: about 1.3 KiB/s
+        assert blocked_seen  # the worker did wait on this client
+        assert server.stats().slow_cuts == 0

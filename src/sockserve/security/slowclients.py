@@ -138,10 +138,11 @@ class GuardedSocket(IdleTimeoutSocket):
 class SlowClientGuard:
     """One thread per pool that applies the progress rule while connections wait.
 
-    It sleeps while there is no pressure (``waiting()`` is 0): the rule costs
-    nothing then. Under pressure it ticks every ``interval`` seconds, samples
-    the byte counters of the connections whose worker waits on the client,
-    and takes back the slowest ones.
+    It sleeps while no connection waits for a worker (``waiting()`` is 0): the
+    rule costs nothing then. While some wait it ticks every ``interval``
+    seconds; when some of them cannot get a worker soon (``starved()``: every
+    worker the pool may have is busy) it samples the byte counters of the
+    connections whose worker waits on the client and takes back the slowest.
     """
 
     def __init__(
@@ -149,6 +150,7 @@ class SlowClientGuard:
         *,
         running: Callable[[], list[Connection]],
         waiting: Callable[[], int],
+        starved: Callable[[], int],
         cut: Callable[[Connection], None],
         min_rate: float,
         grace: float,
@@ -158,6 +160,7 @@ class SlowClientGuard:
     ) -> None:
         self._running = running
         self._waiting = waiting
+        self._starved = starved
         self._cut = cut
         self.min_rate = min_rate
         self.grace = grace
@@ -205,7 +208,11 @@ class SlowClientGuard:
                     self._pressure.set()
                 continue
             try:
-                self._take_back(waiting)
+                starved = self._starved()
+                if starved:
+                    self._take_back(starved)
+                else:
+                    self._samples.clear()  # workers are still being started
             except Exception:
                 # The guard must outlive a surprise: without it the pool is
                 # open to starvation again.

@@ -60,6 +60,7 @@ class PoolStrategy:
             self._guard = SlowClientGuard(
                 running=self._running,
                 waiting=self._waiting,
+                starved=self._starved,
                 cut=_take_back,
                 min_rate=min_rate,
                 grace=min_rate_grace,
@@ -92,6 +93,9 @@ class PoolStrategy:
 
     def _waiting(self) -> int:
         return self.pool.waiting()
+
+    def _starved(self) -> int:
+        return self.pool.starved()
 
     def _run_guarded(self, conn: Connection) -> None:
         try:

@@ -120,12 +120,10 @@ class WorkerPool(Generic[_Job]):
                 return False
             (self._later if later else self._queue).append((job, time.monotonic()))
             new_worker = self._see_to_queue()
-            pressed = (
-                self._on_pressure is not None
-                and new_worker is None
-                and not self._idle
-                and len(self._threads) >= self.max_workers
-            )
+            # Jobs wait with no worker idle: the guard (if any) watches until the
+            # queue empties. It acts only on what the pool cannot start soon
+            # (``starved``), so a pool still growing loses nobody to it.
+            pressed = self._on_pressure is not None and new_worker is None and not self._idle
         if new_worker is not None:
             new_worker.start()  # outside the lock: start() waits for the thread to run
         if pressed and self._on_pressure is not None:
@@ -144,6 +142,12 @@ class WorkerPool(Generic[_Job]):
     def waiting(self) -> int:
         """Jobs queued for a worker (a snapshot)."""
         return len(self._queue) + len(self._later)
+
+    def starved(self) -> int:
+        """Queued jobs no worker will take soon: beyond the idle workers and those
+        the pool may still start (a snapshot, without the lock)."""
+        spare = self._idle + self.max_workers - len(self._threads)
+        return max(0, len(self._queue) + len(self._later) - spare)
 
     def running(self) -> list[_Job]:
         """The jobs being run now (a snapshot)."""
