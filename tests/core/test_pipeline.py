@@ -7,7 +7,6 @@ import errno
 import logging
 import queue
 import socket
-import threading
 import warnings
 from typing import Any
 
@@ -299,29 +298,27 @@ def test_stop_returns_what_was_still_being_prepared(pair: Any) -> None:
 
 def test_held_silent_connections_are_handed_over_oldest_first_as_room_appears() -> None:
     """WaitForData's ``handover``: the preparer asks it again while it holds connections."""
-    room = threading.Semaphore(0)
-    taken: list[Connection] = []
+    workers = [0]  # workers free; a connection handed over takes one (as a pool's submit)
+    done: queue.Queue[tuple[str, Any]] = queue.Queue()
 
-    def handover() -> bool:
-        return room.acquire(blocking=False)
+    def ready(conn: Connection) -> None:
+        workers[0] -= 1
+        done.put(("ready", conn))
 
+    preparer = Preparer(on_ready=ready, on_failed=lambda conn, exc: done.put(("failed", exc)))
+    steps = [WaitForData(timeout=None, handover=lambda: workers[0] > 0)]
     pairs = [socket.socketpair() for _ in range(3)]
-    preparer, done = _preparer([WaitForData(timeout=None, handover=handover)])
     try:
         conns = [Connection(left, "peer") for left, _right in pairs]
         for conn in conns:
-            assert preparer.prepare(conn)
-        assert done.empty()  # no room, no bytes: all held
+            assert preparer.prepare(conn, steps)
         for expected in conns[:2]:
-            room.release()  # one worker frees up
-            verdict, conn = done.get(timeout=WAIT)
-            assert verdict == "ready"
-            taken.append(conn)
-            assert conn is expected
+            assert done.empty()  # no free worker, no bytes: held
+            workers[0] += 1  # a worker frees up
+            assert done.get(timeout=WAIT) == ("ready", expected)
         pairs[2][1].sendall(b"x")  # the last one earns its turn by speaking
-        verdict, conn = done.get(timeout=WAIT)
-        assert (verdict, conn) == ("ready", conns[2])
-        assert conns[2].partial
+        assert done.get(timeout=WAIT) == ("ready", conns[2])
+        assert conns[2].partial  # "x", no newline: it will queue behind complete requests
     finally:
         preparer.stop()
         for left, right in pairs:

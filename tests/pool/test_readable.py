@@ -133,9 +133,10 @@ def test_verify_request_runs_on_the_worker_when_the_first_bytes_come_late() -> N
             super().process_request(request, client_address)
 
     server = Recording(("127.0.0.1", 0), LineEcho, max_workers=2, dispatch="readable")
+    early = connect(server.server_address)
+    early.sendall(b"early\n")  # in the backlog, bytes and all, before serving starts
     with serving(server):
-        with connect(server.server_address) as early:
-            early.sendall(b"early\n")
+        with early:
             assert recv_line(early) == b"early\n"
         assert [name for name, _thread in hooks] == ["verify_request", "process_request"]
         hooks.clear()

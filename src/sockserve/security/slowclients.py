@@ -39,10 +39,12 @@ for more than ``min_rate_grace`` (1 s). An interactive session that types a
 line every few seconds may then be cut: that is the trade the defence makes,
 a fair share for everyone over a worker for whoever holds on.
 
-Rates are measured from the kernel's own byte counters (``TCP_INFO``), read
-only under pressure; "waiting on the client" is known from the socket class
-sockserve gives accepted connections (:class:`GuardedSocket`), whose I/O
-methods note when a call starts and ends in a table read by the guard. TLS
+Rates are first measured by the socket class sockserve gives accepted
+connections (:class:`GuardedSocket`): its I/O methods count the bytes each
+call moved and note when a thread waits on its client, in tables the guard
+reads without a system call. Only a connection those counts call slow is
+checked against the kernel's own byte counters (``TCP_INFO``), so a long
+``sendall`` to a client reading steadily is not mistaken for a stall. TLS
 and Unix connections are not taken back (no such socket class, no counters).
 """
 
@@ -55,6 +57,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sockserve.core import timeouts
 from sockserve.core.timeouts import IdleTimeoutSocket
 from sockserve.engine.connection import Connection
 from sockserve.errors import PeerError
@@ -66,15 +69,17 @@ __all__ = ["SLOW", "GuardedSocket", "SlowClientCut", "SlowClientGuard"]
 #: The outcome word of a connection the guard took back.
 SLOW = "slow"
 
-#: id(socket) -> ``time.monotonic()`` when the socket's current I/O call began.
-#: One table for the process: writes are single dict operations (atomic under
-#: the GIL), done by each connection's own thread.
-_in_io: dict[int, float] = {}
+#: id(socket) of the connections whose thread is in a read or a write now.
+#: One table for the process: ``add``/``discard`` are single operations
+#: (atomic under the GIL), done by each connection's own thread.
+_in_io: set[int] = set()
+#: id(socket) -> bytes its reads and completed writes have moved so far.
+_moved: dict[int, int] = {}
 #: id(socket) of the connections the guard cut, until they end.
 _cut: set[int] = set()
-_now = time.monotonic
 
 _raw = socket.socket
+_timed_out = timeouts._timed_out
 
 
 class SlowClientCut(PeerError, ConnectionAbortedError):
@@ -89,50 +94,68 @@ def _check_cut(sock: socket.socket) -> None:
 class GuardedSocket(IdleTimeoutSocket):
     """An accepted socket whose blocking I/O calls are visible to the guard (see the module doc).
 
-    Each call notes, before it may block, when it began (``time.monotonic()``,
-    ~50 ns); the note is removed when it returns. A read that returns nothing after the guard cut
-    the connection raises :class:`SlowClientCut`.
+    Each call says, before it may block, that its thread now waits on the
+    client, and counts the bytes it moved once it returns: two set operations
+    and a dict update, with no system call. The guard reads the counts; only
+    for a connection they call slow does it ask the kernel (a write blocked in
+    ``sendall`` moves bytes the count sees only at its end). A read that
+    returns nothing after the guard cut the connection raises
+    :class:`SlowClientCut`. Kernel timeouts raise ``TimeoutError``, as in
+    :class:`~sockserve.core.timeouts.IdleTimeoutSocket`.
     """
 
     __slots__ = ()
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
         key = id(self)
-        _in_io[key] = _now()
+        _in_io.add(key)
         try:
-            data = super().recv(bufsize, flags)
+            data = _raw.recv(self, bufsize, flags)
+        except BlockingIOError as exc:
+            raise _timed_out(self, exc) from None
         finally:
-            _in_io.pop(key, None)
+            _in_io.discard(key)
         if not data:
             _check_cut(self)
+        _moved[key] = _moved.get(key, 0) + len(data)
         return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0, /) -> int:
         key = id(self)
-        _in_io[key] = _now()
+        _in_io.add(key)
         try:
-            count = super().recv_into(buffer, nbytes, flags)
+            count = _raw.recv_into(self, buffer, nbytes, flags)
+        except BlockingIOError as exc:
+            raise _timed_out(self, exc) from None
         finally:
-            _in_io.pop(key, None)
+            _in_io.discard(key)
         if not count:
             _check_cut(self)
+        _moved[key] = _moved.get(key, 0) + count
         return count
 
     def send(self, data: Any, flags: int = 0, /) -> int:
         key = id(self)
-        _in_io[key] = _now()
+        _in_io.add(key)
         try:
-            return super().send(data, flags)
+            sent = _raw.send(self, data, flags)
+        except BlockingIOError as exc:
+            raise _timed_out(self, exc) from None
         finally:
-            _in_io.pop(key, None)
+            _in_io.discard(key)
+        _moved[key] = _moved.get(key, 0) + sent
+        return sent
 
     def sendall(self, data: Any, flags: int = 0, /) -> None:
         key = id(self)
-        _in_io[key] = _now()
+        _in_io.add(key)
         try:
-            super().sendall(data, flags)
+            _raw.sendall(self, data, flags)
+        except BlockingIOError as exc:
+            raise _timed_out(self, exc) from None
         finally:
-            _in_io.pop(key, None)
+            _in_io.discard(key)
+        _moved[key] = _moved.get(key, 0) + memoryview(data).nbytes
 
 
 class SlowClientGuard:
@@ -171,8 +194,10 @@ class SlowClientGuard:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        #: id(socket) -> (monotonic time, bytes moved) when first seen waiting.
+        #: id(socket) -> (monotonic time, bytes its calls moved) at the start of its window.
         self._samples: dict[int, tuple[float, int]] = {}
+        #: id(socket) -> (monotonic time, the kernel's byte count) when it became a suspect.
+        self._suspects: dict[int, tuple[float, int]] = {}
 
     def pressure(self) -> None:
         """Connections wait for a worker: start checking (called by the pool, cheap)."""
@@ -204,6 +229,7 @@ class SlowClientGuard:
             if not waiting:
                 self._pressure.clear()
                 self._samples.clear()
+                self._suspects.clear()
                 if self._waiting():  # raced with a new arrival: keep going
                     self._pressure.set()
                 continue
@@ -211,8 +237,9 @@ class SlowClientGuard:
                 starved = self._starved()
                 if starved:
                     self._take_back(starved)
-                else:
-                    self._samples.clear()  # workers are still being started
+                else:  # workers are still being started
+                    self._samples.clear()
+                    self._suspects.clear()
             except Exception:
                 # The guard must outlive a surprise: without it the pool is
                 # open to starvation again.
@@ -220,31 +247,54 @@ class SlowClientGuard:
             time.sleep(self.interval)
 
     def _take_back(self, waiting: int) -> None:
-        """Cut up to ``waiting`` of the slowest connections that break the rule."""
+        """Cut up to ``waiting`` of the slowest connections that break the rule.
+
+        A connection is judged over windows of ``grace`` seconds: the bytes
+        its handler's reads and writes moved (no system call). One that moved
+        too few while its thread waits on the client becomes a suspect, and
+        only then are the kernel's byte counters read, twice, a few ticks
+        apart: a suspect the kernel saw moving enough (a long ``sendall`` to a
+        reader who keeps up) is cleared, the others are taken back, slowest
+        first.
+        """
         now = time.monotonic()
         running = self._running()
         # The more connections wait per worker, the sooner a slow one must
-        # give its worker up: the grace shrinks with the queue (down to one tick).
+        # give its worker up: the grace shrinks with the queue (down to two ticks).
         grace = max(2 * self.interval, self.grace * len(running) / (len(running) + waiting))
+        confirm = 2 * self.interval
+        windows: dict[int, tuple[float, int]] = {}
+        suspects: dict[int, tuple[float, int]] = {}
         slow: list[tuple[float, Connection]] = []
-        seen: dict[int, tuple[float, int]] = {}
         for conn in running:
             key = id(conn.request)
+            moved = _moved.get(key, 0)
+            start, start_moved = window = self._samples.get(key, (now, moved))
+            windows[key] = window
             if key not in _in_io:
                 continue  # its handler is working, not waiting on the client
-            counts = tcp_byte_counts(conn.request)
-            if counts is None:
-                continue  # not TCP: no counters to judge by
-            moved = counts[0] + counts[1]
-            first = self._samples.get(key, (now, moved))
-            seen[key] = first
-            elapsed = now - first[0]
+            elapsed = now - start
             if elapsed < grace:
                 continue  # observed too briefly to call it slow
-            rate = (moved - first[1]) / elapsed
+            if (moved - start_moved) / elapsed >= self.min_rate:
+                windows[key] = (now, moved)  # fast enough: judge the next window afresh
+                continue
+            counts = tcp_byte_counts(conn.request)
+            if counts is None:
+                continue  # not TCP: no counters to confirm it by
+            kernel = counts[0] + counts[1]
+            first = self._suspects.get(key)
+            if first is None or now - first[0] < confirm:
+                suspects[key] = first or (now, kernel)
+                continue
+            rate = (kernel - first[1]) / (now - first[0])
             if rate < self.min_rate:
                 slow.append((rate, conn))
-        self._samples = seen
+                suspects[key] = first
+            else:
+                windows[key] = (now, moved)  # the kernel saw it move: cleared
+        self._samples = windows
+        self._suspects = suspects
         slow.sort(key=lambda item: item[0])
         for rate, conn in slow[:waiting]:
             self._log.log(
@@ -262,4 +312,5 @@ def release(sock: object) -> None:
     """Forget a connection that ended (its id may be reused by another socket)."""
     key = id(sock)
     _cut.discard(key)
-    _in_io.pop(key, None)
+    _in_io.discard(key)
+    _moved.pop(key, None)
