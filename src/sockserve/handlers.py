@@ -33,6 +33,13 @@ __all__ = [
 class BaseRequestHandler:
     """Holds the request, the client address and the server; override ``handle``."""
 
+    #: True for protocols where the server speaks first (a greeting, a banner:
+    #: daytime, chargen, SMTP): the pool then hands the connection to a worker
+    #: at once instead of waiting for the client's first bytes (see
+    #: ``ThreadPoolMixIn.dispatch``). The stdlib has no such attribute; it
+    #: changes nothing elsewhere.
+    speaks_first: bool = False
+
     def __init__(self, request: Request, client_address: Address, server: BaseServer) -> None:
         self.request = request
         self.client_address = client_address

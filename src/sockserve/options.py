@@ -426,9 +426,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _server(
         "dispatch",
-        Choice("immediate", "readable"),
-        "immediate, or readable: a connection takes a pool thread only once it has sent data",
-        all_="immediate",
+        Choice("auto", "immediate", "readable"),
+        "readable: a connection takes a pool thread only once it has sent data (silence costs "
+        "no thread); immediate: at once; auto: readable, unless the handler speaks first",
+        all_="auto",
         flag="dispatch",
         owner="pool",
         stream_only=True,
@@ -438,10 +439,33 @@ OPTIONS: tuple[Option, ...] = (
     _server(
         "first_byte_timeout",
         Seconds(positive=True, optional=True),
-        "with --dispatch readable: seconds a new connection may take to send its first byte",
-        all_=60.0,
+        "seconds a new connection may take to send its first byte (when it waits for it)",
+        all_=30.0,
         flag="first-byte-timeout",
         owner="pool",
+        metavar="SECONDS",
+        group="pool",
+    ),
+    _server(
+        "min_rate",
+        Seconds(positive=True, optional=True),
+        "while connections wait for a pool thread, take a thread back from a client moving "
+        "fewer bytes a second than this (slowest first; none: never)",
+        all_=256.0,
+        flag="min-rate",
+        owner="pool",
+        stream_only=True,
+        metavar="BYTES",
+        group="pool",
+    ),
+    _server(
+        "min_rate_grace",
+        Seconds(positive=True),
+        "seconds a pool thread may wait on a slower client before --min-rate applies",
+        all_=1.0,
+        flag="min-rate-grace",
+        owner="pool",
+        stream_only=True,
         metavar="SECONDS",
         group="pool",
     ),
@@ -777,7 +801,9 @@ class ServerOptions(TypedDict, total=False):
     eager_workers: int
     grow_after: float
     overflow: Literal["block", "reject"]
-    dispatch: Literal["immediate", "readable"]
+    dispatch: Literal["auto", "immediate", "readable"]
+    min_rate: float | None
+    min_rate_grace: float
     first_byte_timeout: float | None
     event_loop: Literal["auto", "asyncio", "uvloop"]
     allow: Sequence[str]
@@ -816,7 +842,8 @@ def apply_options(server: object, options: dict[str, object]) -> None:
     if getattr(server, "socket_type", socket.SOCK_STREAM) == socket.SOCK_DGRAM:
         for name in sorted(STREAM_ONLY):
             value = getattr(server, name, None)
-            if value not in (None, "immediate", False, (), "off") and not _is_default(name, value):
+            harmless = value in (None, False, (), "immediate") or _is_default(name, value)
+            if not harmless:
                 raise ValueError(
                     f"{name}={value!r} applies to stream servers only; "
                     f"{cls.__name__} is a datagram server"

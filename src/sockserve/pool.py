@@ -32,6 +32,8 @@ or asynchronous handlers (``AsyncTCPServer``).
 
 from __future__ import annotations
 
+import socket
+
 from sockserve._types import Address, Request
 from sockserve.engine.pipeline import ConnectionPipeline
 from sockserve.engine.prepare import Step, WaitForData
@@ -71,10 +73,16 @@ class ThreadPoolMixIn(MixInBase):
     grow_after: float = family_default("grow_after", "pool")
     #: "block" (stop accepting when full) or "reject" (accept and reject at once).
     overflow: str = family_default("overflow", "pool")
-    #: "immediate" (hand to a worker at once) or "readable" (once the client sent a byte).
+    #: "readable" (a connection takes a worker once it sent something), "immediate",
+    #: or "auto": readable unless the handler says ``speaks_first = True``.
     dispatch: str = family_default("dispatch", "pool")
-    #: With dispatch="readable": seconds a new connection may stay silent. None: forever.
+    #: Seconds a new connection may stay silent when it waits for its first bytes.
     first_byte_timeout: float | None = family_default("first_byte_timeout", "pool")
+    #: While connections wait for a worker, take one back from a client moving fewer
+    #: bytes a second than this (see sockserve.security.slowclients). None: never.
+    min_rate: float | None = family_default("min_rate", "pool")
+    #: Seconds a worker may wait on a slower client before ``min_rate`` applies.
+    min_rate_grace: float = family_default("min_rate_grace", "pool")
     #: ``server_close`` waits for the workers to finish what they hold.
     block_on_close: bool = True
 
@@ -94,14 +102,34 @@ class ThreadPoolMixIn(MixInBase):
             blocks_when_full=self.overflow == "block",
             wake=self.wake_loop,
             name=f"sockserve-{type(self).__name__}",
+            min_rate=self.min_rate if self._is_stream() else None,
+            min_rate_grace=self.min_rate_grace,
+            log=pipeline.error_log,
         )
         return self._workers
 
     def _pre_handler_steps(self) -> list[Step]:
         steps = super()._pre_handler_steps()
-        if self.dispatch == "readable":
-            steps.append(WaitForData(self.first_byte_timeout))
+        speaks_first = bool(getattr(self.RequestHandlerClass, "speaks_first", False))
+        # "auto" holds connections only with overflow="block": "reject" is the
+        # user's own answer to a full pool (say busy at once), which holding
+        # connections past the pool's capacity would defeat.
+        wants_data = self.dispatch == "readable" or (
+            self.dispatch == "auto"
+            and not speaks_first
+            and self._is_stream()
+            and self.overflow == "block"
+        )
+        if wants_data and not any(step.kind == "tls" for step in steps):
+            # (After a TLS handshake the client has spoken already.)
+            # "auto" hands a connection over without its first bytes while a
+            # worker is free (speaks-first handlers keep working undeclared).
+            handover = self._workers.has_idle_worker if self.dispatch == "auto" else None
+            steps.append(WaitForData(self.first_byte_timeout, handover))
         return steps
+
+    def _is_stream(self) -> bool:
+        return getattr(self, "socket_type", socket.SOCK_STREAM) == socket.SOCK_STREAM
 
     def _blocks_on_close(self) -> bool:
         return self.block_on_close

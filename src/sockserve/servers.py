@@ -498,6 +498,7 @@ class BaseServer:
             aborted=events.get("aborted", 0),
             denied=events.get("denied", 0),
             closed_idle=events.get("closed_idle", 0),
+            slow_cuts=events.get("slow_cuts", 0),
             preparing=pipeline.preparing,
             step_failures={
                 name[len(STEP_FAILURE) :]: count

@@ -67,15 +67,6 @@ class ServerKind:
         return self.concurrency == ASYNC
 
     @property
-    def prepared(self) -> bool:
-        """Connections go through a pre-handler stage first (``dispatch="readable"``).
-
-        ``verify_request`` then runs after ``process_request``, on the worker,
-        just before the handler (see docs/pipeline.md).
-        """
-        return getattr(self.cls, "dispatch", None) == "readable"
-
-    @property
     def handler_base(self) -> type[Any]:
         if self.asynchronous:
             if not self.stream:

@@ -283,6 +283,36 @@ def test_stop_returns_what_was_still_being_prepared(pair: Any) -> None:
     assert not preparer.prepare(Connection(pair[1], "peer"), steps)  # stopped: refuses new work
 
 
+def test_held_silent_connections_are_handed_over_oldest_first_as_room_appears() -> None:
+    """WaitForData's ``handover``: the preparer asks it again while it holds connections."""
+    workers = [0]  # workers free; a connection handed over takes one (as a pool's submit)
+    done: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def ready(conn: Connection) -> None:
+        workers[0] -= 1
+        done.put(("ready", conn))
+
+    preparer = Preparer(on_ready=ready, on_failed=lambda conn, exc: done.put(("failed", exc)))
+    steps = [WaitForData(timeout=None, handover=lambda: workers[0] > 0)]
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        conns = [Connection(left, "peer") for left, _right in pairs]
+        for conn in conns:
+            assert preparer.prepare(conn, steps)
+        for expected in conns[:2]:
+            assert done.empty()  # no free worker, no bytes: held
+            workers[0] += 1  # a worker frees up
+            assert done.get(timeout=WAIT) == ("ready", expected)
+        pairs[2][1].sendall(b"x")  # the last one earns its turn by speaking
+        assert done.get(timeout=WAIT) == ("ready", conns[2])
+        assert conns[2].partial  # "x", no newline: it will queue behind complete requests
+    finally:
+        preparer.stop()
+        for left, right in pairs:
+            left.close()
+            right.close()
+
+
 def test_in_place_steps_wait_and_time_out_on_the_calling_thread(pair: Any) -> None:
     conn = Connection(pair[0], "peer")
     with pytest.raises(TimeoutError, match="first bytes"):

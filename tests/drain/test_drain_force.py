@@ -105,7 +105,12 @@ def test_a_handler_that_ignores_the_abort_is_reported_still_running(kind: str) -
 
 def test_pool_requests_still_queued_at_the_deadline_are_dropped() -> None:
     server = socketserver.ThreadPoolTCPServer(
-        ("127.0.0.1", 0), stuck_handler(), max_workers=1, max_pending=2
+        ("127.0.0.1", 0),
+        stuck_handler(),
+        max_workers=1,
+        max_pending=2,
+        dispatch="immediate",
+        min_rate=None,  # the stuck handler is what this test is about
     )
     with serving(server), contextlib.ExitStack() as stack:
         clients = [stack.enter_context(connect(server.server_address)) for _ in range(3)]

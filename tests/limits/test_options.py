@@ -19,7 +19,15 @@ class Handler(socketserver.StreamRequestHandler):
 
 
 STREAM_LIMITS = ["max_connections", "max_connections_per_ip", "idle_timeout", "max_line"]
-POOL_OPTIONS = ["max_workers", "max_pending", "overflow", "dispatch", "first_byte_timeout"]
+POOL_OPTIONS = [
+    "max_workers",
+    "max_pending",
+    "overflow",
+    "dispatch",
+    "first_byte_timeout",
+    "min_rate",
+    "min_rate_grace",
+]
 ALL_OPTIONS = STREAM_LIMITS + POOL_OPTIONS
 
 #: A valid value that differs from every default, and what the server stores.
@@ -33,6 +41,8 @@ GOOD: dict[str, tuple[Any, Any]] = {
     "overflow": ("reject", "reject"),
     "dispatch": ("readable", "readable"),
     "first_byte_timeout": (0.5, 0.5),
+    "min_rate": (10, 10.0),
+    "min_rate_grace": (3, 3.0),
 }
 
 _BAD_INT = [0, -1, "x", True, 1.5]
@@ -47,6 +57,8 @@ BAD: dict[str, list[Any]] = {
     "overflow": ["drop", "", None, "BLOCK"],
     "dispatch": ["lazy", None],
     "first_byte_timeout": _BAD_SECONDS,
+    "min_rate": [0, -1, "x", True, math.nan],
+    "min_rate_grace": [*_BAD_SECONDS, None],
 }
 
 BAD_CASES = [
@@ -295,8 +307,10 @@ def test_stream_pool_servers_have_safe_defaults(server_class: type[Any], unix_di
         assert server.max_workers == 32
         assert server.max_pending == 32
         assert server.overflow == "block"
-        assert server.dispatch == "immediate"
-        assert server.first_byte_timeout == 60
+        assert server.dispatch == "auto"
+        assert server.first_byte_timeout == 30
+        assert server.min_rate == 256
+        assert server.min_rate_grace == 1
     finally:
         server.server_close()
 
@@ -314,6 +328,8 @@ def test_datagram_pool_servers_have_no_stream_limits(
         for name in STREAM_LIMITS:
             assert getattr(server, name) is None, name
         assert server.max_workers == 32
-        assert server.dispatch == "immediate"
+        # Datagrams have no connection to wait for: "auto" adds no holding stage.
+        assert server.dispatch == "auto"
+        assert server._pipeline.steps == ()
     finally:
         server.server_close()

@@ -47,6 +47,9 @@ def make_server(
     **options: object,
 ) -> socketserver.ThreadPoolTCPServer:
     handler = echo_when_released(release)
+    # Back-pressure through the kernel backlog is the "immediate" dispatch's; "auto"
+    # holds connections past the pool (tests/hostile, tests/pool/test_auto_dispatch.py).
+    options.setdefault("dispatch", "immediate")
     return server_class(("127.0.0.1", 0), handler, max_workers=2, max_pending=1, **options)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,36 @@ def test_a_long_first_byte_timeout_still_serves(monkeypatch: pytest.MonkeyPatch)
             assert recv_line(client) == b"hello\n"
         finally:
             assert died == []
+
+
+def test_verify_request_runs_on_the_worker_when_the_first_bytes_come_late() -> None:
+    """Bytes there at accept: the stdlib's order. Bytes later: verify after process_request.
+
+    ``verify_request`` may do slow look-ups, so it never runs on the holding
+    stage's thread: a connection that waited there is verified by its worker.
+    """
+    hooks: list[tuple[str, str]] = []
+
+    class Recording(socketserver.ThreadPoolTCPServer):
+        def verify_request(self, request: Any, client_address: Any) -> bool:
+            hooks.append(("verify_request", threading.current_thread().name))
+            return True
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            hooks.append(("process_request", threading.current_thread().name))
+            super().process_request(request, client_address)
+
+    server = Recording(("127.0.0.1", 0), LineEcho, max_workers=2, dispatch="readable")
+    early = connect(server.server_address)
+    early.sendall(b"early\n")  # in the backlog, bytes and all, before serving starts
+    with serving(server):
+        with early:
+            assert recv_line(early) == b"early\n"
+        assert [name for name, _thread in hooks] == ["verify_request", "process_request"]
+        hooks.clear()
+        with connect(server.server_address) as late:
+            assert server.wait_for(lambda st: st.preparing == 1, WAIT)
+            late.sendall(b"late\n")
+            assert recv_line(late) == b"late\n"
+        assert [name for name, _thread in hooks] == ["process_request", "verify_request"]
+        assert "worker" in hooks[1][1]

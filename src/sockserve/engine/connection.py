@@ -21,6 +21,8 @@ the access log prints and ``stats()`` counts:
 ``aborted``    a drain's deadline cut it while its handler was still running
 ``closed-idle`` a drain closed it before any handler started (it had sent nothing)
 ``denied``     ``verify_request`` returned False
+``slow``       the slow-client defence took its worker back (too few bytes a second
+               while others waited: see ``sockserve.security.slowclients``)
 ``refused:R``  a limit refused it before admission; ``R`` names the limit
                (``max_connections``, ``max_connections_per_ip``, ``overflow``, ...)
 ============== =====================================================================
@@ -123,6 +125,7 @@ COUNTER_OF: Final = {
     ABORTED: "aborted",
     CLOSED_IDLE: "closed_idle",
     DENIED: "denied",
+    "slow": "slow_cuts",
 }
 
 
@@ -207,6 +210,7 @@ class Connection:
         "client_address",
         "ip",
         "outcome",
+        "partial",
         "peer",
         "proxy",
         "request",
@@ -237,6 +241,9 @@ class Connection:
         self.steps_done = 0
         #: The PROXY protocol header the load balancer sent, if one was read.
         self.proxy: Any = None
+        #: The first bytes it sent were a fragment (no full line): it may wait
+        #: behind complete requests for a worker (slow-client defence).
+        self.partial = False
 
     def end_as(self, outcome: str) -> None:
         """Record how the connection ended unless something decided it first.

@@ -27,6 +27,7 @@ counts it on release.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from sockserve._types import Address, Request
 from sockserve.core.accept import AcceptThrottle
 from sockserve.core.connopts import ConnectionOptions
+from sockserve.core.timeouts import IdleTimeoutSocket
 from sockserve.engine.connection import (
     CLOSED_IDLE,
     DENIED,
@@ -51,6 +53,7 @@ from sockserve.engine.prepare import DONE, Preparer, Step, advance_cheap, prepar
 from sockserve.engine.tracker import ConnectionTracker
 from sockserve.observability.access import log_access
 from sockserve.observability.logs import RateLimitedLog, describe_address, server_logger
+from sockserve.security.slowclients import GuardedSocket
 from sockserve.strategies.base import Strategy
 
 if TYPE_CHECKING:
@@ -62,6 +65,8 @@ __all__ = ["LOG_INTERVAL", "ConnectionPipeline"]
 LOG_INTERVAL = 10.0
 #: Prefix of the tracker's counters of pre-handler step failures ("step:tls:timeout").
 STEP_FAILURE = "step:"
+#: Socket classes a connection may be switched from to GuardedSocket.
+_GUARDABLE = (socket.socket, IdleTimeoutSocket)
 #: Outcome words of refusals start with it.
 REFUSED = refused("")
 
@@ -117,7 +122,16 @@ class ConnectionPipeline:
         for gate in self._gates:
             if not gate():
                 return False
-        return (self._preparer is not None and bool(self.steps)) or self.strategy.has_room()
+        return self._holds_connections() or self.strategy.has_room()
+
+    def _holds_connections(self) -> bool:
+        """Whether the pre-handler stage takes connections past the strategy's room.
+
+        It then accepts up to ``max_connections`` (the bound of everything it
+        and the strategy hold), and what it hands on is never refused as
+        overflow.
+        """
+        return self._preparer is not None and bool(self.steps)
 
     def accepting_now(self) -> tuple[bool, float | None]:
         """(whether to watch the listener, seconds until an accept back-off ends, if one runs)."""
@@ -161,8 +175,9 @@ class ConnectionPipeline:
                 self._connection_options.apply(
                     server._listening_socket(), request, idle_timeout, nodelay
                 )
-            if self.steps:
-                self._prepare(conn)
+            if self.strategy.guards_slow_clients and type(request) in _GUARDABLE:
+                request.__class__ = GuardedSocket  # same layout: I/O the guard can see
+            if self.steps and self._prepare(conn):
                 return True
             # Unlike the stdlib, an exception from verify_request goes to
             # handle_error: it ends this request, not the serving loop.
@@ -210,12 +225,17 @@ class ConnectionPipeline:
     def submit(self, conn: Connection) -> None:
         """Hand ``conn`` to the strategy (``process_request``'s work); refuse it if full.
 
-        A prepared connection (``verify_pending``) and the backlog a drain
-        empties are bounded by ``max_connections``, not by the strategy's
-        queue: they are taken even past it.
+        A prepared connection (``verify_pending``), any connection while the
+        pre-handler stage holds connections, and the backlog a drain empties
+        are bounded by ``max_connections``, not by the strategy's queue: they
+        are taken even past it.
         """
-        force = conn.verify_pending or self.lifecycle.state is State.DRAINING
-        if not self.strategy.submit(conn, force=force):
+        force = (
+            conn.verify_pending
+            or self.lifecycle.state is State.DRAINING
+            or self._holds_connections()
+        )
+        if not self.strategy.submit(conn, force=force, later=conn.partial):
             self.overflowed(conn)
 
     def overflowed(self, conn: Connection) -> None:
@@ -247,21 +267,31 @@ class ConnectionPipeline:
         """A step replaced the connection's request (TLS wraps the socket): follow it."""
         self.tracker.rekey(conn, request)
 
-    def _prepare(self, conn: Connection) -> None:
-        """Start the pre-handler steps: the cheap ones here, the rest where they belong."""
+    def _prepare(self, conn: Connection) -> bool:
+        """Start the pre-handler steps: the cheap ones here, the rest where they belong.
+
+        Returns False when every step finished right here (the client's bytes
+        were there, a free worker took a connection that may speak first): the
+        caller then goes on as without steps, ``verify_request`` before
+        ``process_request`` on this thread, in the stdlib's order.
+        """
         conn.verify_pending = True
         try:
             want = advance_cheap(conn, self.steps)
         except Exception:
             self.failed(conn)
             self.end(conn)
-            return
-        if self._preparer is None or want == DONE:
-            # Done, or the strategy runs what is left where it serves (inline,
-            # a forked child, the connection's task).
+            return True
+        if want == DONE:
+            conn.verify_pending = False
+            return False
+        if self._preparer is None:
+            # The strategy runs what is left where it serves (inline, a forked
+            # child, the connection's task).
             self.server.process_request(conn.request, conn.client_address)
         elif not self._preparer.prepare(conn, self.steps, max(want, 0)):
             self.end(conn)  # the preparer is stopping (a drain): nothing starts now
+        return True
 
     def _prepared(self, conn: Connection) -> None:
         """Preparer callback: every step is done; ``process_request`` hands it on."""

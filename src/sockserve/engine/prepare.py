@@ -103,7 +103,22 @@ class WaitForData:
 
     A client that connects and says nothing then costs a descriptor, not a
     worker. End of stream counts as data: the handler reads it and ends.
+    First bytes with no complete line among them (fewer than ``FULL``) mark
+    the connection ``partial``: under pressure it waits behind complete
+    requests (see :mod:`sockserve.security.slowclients`).
+
+    ``handover`` (``dispatch="auto"``): a predicate that says a worker is
+    free. While it holds, a connection does not wait for its first bytes at
+    all, so a server that speaks first (a banner) keeps working without
+    declaring it; the drivers that hold connections ask it again every
+    ``RECHECK`` seconds and hand silent connections over, oldest first, as
+    workers free up. Only a busy server makes new connections earn a worker.
     """
+
+    #: This many bytes count as a request under way even without a newline.
+    FULL = 1024
+    #: Seconds between two looks at ``handover`` while connections are held.
+    RECHECK = 0.1
 
     name = "first bytes"
     kind = "first-bytes"
@@ -112,8 +127,9 @@ class WaitForData:
     #: (Steps without this attribute hold clients that are talking: a drain lets them finish.)
     waiting_is_idle = True
 
-    def __init__(self, timeout: float | None) -> None:
+    def __init__(self, timeout: float | None, handover: Callable[[], bool] | None = None) -> None:
         self.timeout = timeout
+        self.handover = handover
 
     def advance(self, conn: Connection) -> int:
         request = conn.request
@@ -122,9 +138,12 @@ class WaitForData:
         try:
             # The C method itself: a socket with a kernel idle timeout turns
             # EAGAIN into TimeoutError in its own recv (core/timeouts.py).
-            _raw_recv(request, 1, _PEEK_NOW)
+            first = _raw_recv(request, self.FULL, _PEEK_NOW)
         except BlockingIOError:
+            if self.handover is not None and self.handover():
+                return DONE
             return READ
+        conn.partial = 0 < len(first) < self.FULL and b"\n" not in first
         return DONE
 
 
@@ -265,6 +284,9 @@ class Preparer:
         self._leftovers: list[Connection] = []
         self._order = itertools.count()
         self._held = 0
+        #: Held entries whose step may end early (``WaitForData.handover``), oldest first.
+        self._rechecks: dict[int, _Entry] = {}
+        self._next_recheck = 0.0
 
     def prepare(self, conn: Connection, steps: Sequence[Step], want: int = 0) -> bool:
         """Take ``conn`` over from its next step of ``steps``; False if stopping.
@@ -316,6 +338,8 @@ class Preparer:
                 wait = None
                 if deadlines:
                     wait = min(_MAX_WAIT, max(0.0, deadlines[0][0] - time.monotonic()))
+                if self._rechecks:
+                    wait = WaitForData.RECHECK if wait is None else min(wait, WaitForData.RECHECK)
                 for key, _events in selector.select(wait):
                     if key.fileobj is self._waker:
                         self._waker.drain()
@@ -324,6 +348,8 @@ class Preparer:
                     if entry is not None:
                         self._advance(entry, selector, held, deadlines)
                 self._expire(selector, held, deadlines)
+                if self._rechecks:
+                    self._recheck(selector, held, deadlines)
                 self._held = len(held)
                 if len(deadlines) > 2 * len(held) + 64:
                     # Items of connections that moved on stay in the heap until
@@ -360,6 +386,8 @@ class Preparer:
             self._start_step(entry, deadlines)
             if entry.want:
                 self._watch(entry, selector)
+                if getattr(entry.steps[entry.conn.steps_done], "handover", None) is not None:
+                    self._rechecks.setdefault(entry.fd, entry)
             else:
                 self._advance(entry, selector, held, deadlines)
 
@@ -375,10 +403,28 @@ class Preparer:
         except KeyError:
             selector.register(entry.fd, entry.want)
 
+    def _recheck(
+        self,
+        selector: selectors.BaseSelector,
+        held: dict[int, _Entry],
+        deadlines: list[tuple[float, int, _Entry]],
+    ) -> None:
+        """Hand held connections over, oldest first, while their step's ``handover`` allows."""
+        now = time.monotonic()
+        if now < self._next_recheck:
+            return
+        self._next_recheck = now + WaitForData.RECHECK
+        for entry in list(self._rechecks.values()):
+            handover = getattr(entry.steps[entry.conn.steps_done], "handover", None)
+            if handover is not None and not handover():
+                break  # no worker free: nobody further back gets one either
+            self._advance(entry, selector, held, deadlines)
+
     def _release(
         self, entry: _Entry, selector: selectors.BaseSelector, held: dict[int, _Entry]
     ) -> None:
         del held[entry.fd]
+        self._rechecks.pop(entry.fd, None)
         try:
             selector.unregister(entry.fd)
         except KeyError:
@@ -396,10 +442,13 @@ class Preparer:
         conn = entry.conn
         try:
             while True:
-                want = steps[conn.steps_done].advance(conn)
+                step = steps[conn.steps_done]
+                want = step.advance(conn)
                 if want:
                     entry.want = want
                     self._watch(entry, selector)
+                    if getattr(step, "handover", None) is not None:
+                        self._rechecks.setdefault(entry.fd, entry)
                     return
                 conn.steps_done += 1
                 if conn.steps_done == len(steps):

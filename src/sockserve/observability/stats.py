@@ -47,6 +47,8 @@ class ServerStats:
     denied: int = 0
     #: Connections a drain closed before any handler started (``closed-idle``).
     closed_idle: int = 0
+    #: Connections the slow-client defence took a worker back from (``slow``).
+    slow_cuts: int = 0
     #: Connections in the pre-handler stage now (waiting for first bytes, ...).
     preparing: int = 0
     #: Pre-handler steps the peer failed, by kind: "tls:timeout", "tls:not-tls",

@@ -38,6 +38,9 @@ class ChargenStreamHandler(sockserve.BaseRequestHandler):
     closing the connection, which surfaces here as a failed send.
     """
 
+    #: The server speaks first: the pool does not wait for the client's bytes.
+    speaks_first = True
+
     request: socket.socket  # stream servers pass the connected socket
 
     #: Cycles per ``sendall``: about 63 KiB per call keeps the per-call overhead low.

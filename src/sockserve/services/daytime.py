@@ -49,6 +49,9 @@ class DaytimeStreamHandler(sockserve.BaseRequestHandler):
     Anything the client sends is ignored, as the RFC says.
     """
 
+    #: The server speaks first: the pool does not wait for the client's bytes.
+    speaks_first = True
+
     request: socket.socket  # stream servers pass the connected socket
 
     def handle(self) -> None:

@@ -146,6 +146,7 @@ class AsyncStrategy:
     prepares_in_place = True
     #: The loop's sockets are non-blocking: the kernel's timeouts would do nothing.
     blocking_sockets = False
+    guards_slow_clients = False
 
     def __init__(
         self,
@@ -248,7 +249,7 @@ class AsyncStrategy:
 
     # -- connections ---------------------------------------------------------------------
 
-    def submit(self, conn: Connection, *, force: bool = False) -> bool:
+    def submit(self, conn: Connection, *, force: bool = False, later: bool = False) -> bool:
         """Start the connection's task (on the loop's thread, or while the loop is idle).
 
         A datagram's handler is usually done before it waits for anything (a

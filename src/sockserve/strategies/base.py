@@ -57,12 +57,22 @@ class Strategy(Protocol):
     #: the kernel (SO_RCVTIMEO/SO_SNDTIMEO); an event loop keeps its own.
     blocking_sockets: bool
 
-    def submit(self, conn: Connection, *, force: bool = False) -> bool:
+    @property
+    def guards_slow_clients(self) -> bool:
+        """Whether accepted sockets must let the slow-client guard see their I/O.
+
+        (:class:`~sockserve.security.slowclients.GuardedSocket`.)
+        """
+        ...
+
+    def submit(self, conn: Connection, *, force: bool = False, later: bool = False) -> bool:
         """Serve ``conn``; False if there is no room now (the engine refuses it).
 
         ``force``: take it even past the strategy's own queue bound, because
         something else bounds it (``max_connections``): a connection that
         finished its pre-handler steps, or the backlog taken during a drain.
+        ``later``: if it has to wait, it may wait behind the others (it has
+        sent only a fragment so far). Strategies without a queue ignore it.
         """
         ...
 

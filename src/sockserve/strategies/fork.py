@@ -122,6 +122,7 @@ class ForkPerConnection:
     background = True
     prepares_in_place = True
     blocking_sockets = True
+    guards_slow_clients = False
 
     def __init__(
         self,
@@ -141,7 +142,7 @@ class ForkPerConnection:
         self._children: dict[int, Connection] = {}
         self._reports = _FailureReports()
 
-    def submit(self, conn: Connection, *, force: bool = False) -> bool:
+    def submit(self, conn: Connection, *, force: bool = False, later: bool = False) -> bool:
         self._reports.open()
         pid = os.fork()
         if pid:

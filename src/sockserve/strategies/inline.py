@@ -22,12 +22,13 @@ class InlineStrategy:
     background = False
     prepares_in_place = True
     blocking_sockets = True
+    guards_slow_clients = False
 
     def __init__(self, run: RunConnection, tracker: ConnectionTracker) -> None:
         self._run = run
         self._tracker = tracker
 
-    def submit(self, conn: Connection, *, force: bool = False) -> bool:
+    def submit(self, conn: Connection, *, force: bool = False, later: bool = False) -> bool:
         self._run(conn)
         return True
 

@@ -8,11 +8,15 @@ returns, and at a drain's deadline the queued connections handed back.
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
 from collections.abc import Callable
 
 from sockserve.engine.connection import Connection
 from sockserve.engine.tracker import ConnectionTracker
+from sockserve.observability.logs import RateLimitedLog
+from sockserve.security.slowclients import SLOW, SlowClientGuard, release
 from sockserve.strategies.base import (
     RunConnection,
     WorkerCounts,
@@ -43,23 +47,64 @@ class PoolStrategy:
         blocks_when_full: bool,
         wake: Callable[[], None],
         name: str,
+        min_rate: float | None = None,
+        min_rate_grace: float = 1.0,
+        log: RateLimitedLog | None = None,
     ) -> None:
         self._tracker = tracker
         self._blocks = blocks_when_full
         self._wake = wake
         self._waiting_for_room = False
+        self._guard: SlowClientGuard | None = None
+        if min_rate is not None:
+            self._guard = SlowClientGuard(
+                running=self._running,
+                waiting=self._waiting,
+                starved=self._starved,
+                cut=_take_back,
+                min_rate=min_rate,
+                grace=min_rate_grace,
+                log=log or RateLimitedLog(logging.getLogger("sockserve.pool")),
+                name=f"{name}-slow-clients",
+            )
+        self._run = run
         self.pool: WorkerPool[Connection] = WorkerPool(
-            run,
+            self._run_guarded if self._guard is not None else run,
             max_workers=max_workers,
             max_pending=max_pending,
             eager_workers=eager_workers,
             grow_after=grow_after,
             name=name,
             on_room=self._room_again,
+            on_pressure=self._guard.pressure if self._guard is not None else None,
         )
 
-    def submit(self, conn: Connection, *, force: bool = False) -> bool:
-        return self.pool.submit(conn, force=force)
+    @property
+    def guards_slow_clients(self) -> bool:
+        """Whether accepted sockets should be :class:`GuardedSocket` (the rule needs them)."""
+        return self._guard is not None
+
+    def has_idle_worker(self) -> bool:
+        """Whether a connection handed over now would start at once (``dispatch="auto"``)."""
+        return self.pool.has_idle_worker()
+
+    def _running(self) -> list[Connection]:
+        return self.pool.running()
+
+    def _waiting(self) -> int:
+        return self.pool.waiting()
+
+    def _starved(self) -> int:
+        return self.pool.starved()
+
+    def _run_guarded(self, conn: Connection) -> None:
+        try:
+            self._run(conn)
+        finally:
+            release(conn.request)  # its id may be reused by another socket
+
+    def submit(self, conn: Connection, *, force: bool = False, later: bool = False) -> bool:
+        return self.pool.submit(conn, force=force, later=later)
 
     def has_room(self) -> bool:
         """Back-pressure: room while a worker or a queue slot is free (always, with "reject")."""
@@ -96,3 +141,16 @@ class PoolStrategy:
 
     def close(self, *, wait: bool, timeout: float | None) -> None:
         self.pool.close(wait=wait, timeout=timeout)
+        if self._guard is not None:
+            self._guard.stop()
+
+
+def _take_back(conn: Connection) -> None:
+    """The guard's verdict: end ``conn`` as ``slow``; its blocked read or write returns now."""
+    conn.end_as(SLOW)
+    request = conn.request
+    if isinstance(request, socket.socket):
+        try:
+            socket.socket.shutdown(request, socket.SHUT_RDWR)
+        except OSError:
+            pass  # ended meanwhile

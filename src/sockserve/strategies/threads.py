@@ -90,12 +90,13 @@ class ThreadPerConnection:
     background = True
     prepares_in_place = False
     blocking_sockets = True
+    guards_slow_clients = False
 
     def __init__(self, host: ThreadingHost, tracker: ConnectionTracker) -> None:
         self._host = host
         self._tracker = tracker
 
-    def submit(self, conn: Connection, *, force: bool = False) -> bool:
+    def submit(self, conn: Connection, *, force: bool = False, later: bool = False) -> bool:
         host = self._host
         if host.block_on_close:
             # Per instance, so servers never share one list through the class.

@@ -57,6 +57,7 @@ class WorkerPool(Generic[_Job]):
         grow_after: float = 0.0,
         name: str = "sockserve",
         on_room: Callable[[], None] = lambda: None,
+        on_pressure: Callable[[], None] | None = None,
     ) -> None:
         if max_workers < 1 or max_pending < 0:
             raise ValueError(
@@ -76,6 +77,12 @@ class WorkerPool(Generic[_Job]):
         self._capacity = max_workers + max_pending
         self._name = name
         self._on_room = on_room
+        #: Called (outside the lock) when a job has to wait with every worker busy.
+        self._on_pressure = on_pressure
+        #: Jobs queued behind the others (``submit(..., later=True)``).
+        self._later: deque[tuple[_Job, float]] = deque()
+        #: The jobs workers are running now.
+        self._running: set[_Job] = set()
         self._lock = threading.Lock()
         #: Idle workers wait here, without a deadline.
         self._work_available = threading.Condition(self._lock)
@@ -95,22 +102,57 @@ class WorkerPool(Generic[_Job]):
         steps, and reading between them would promise room that is not there.
         """
         with self._lock:
-            return self._busy + len(self._queue) < self._capacity
+            return self._busy + self._queued() < self._capacity
 
-    def submit(self, job: _Job, *, force: bool = False) -> bool:
+    def _queued(self) -> int:
+        return len(self._queue) + len(self._later)
+
+    def submit(self, job: _Job, *, force: bool = False, later: bool = False) -> bool:
         """Queue ``job``; False if the pool is full (or closing) and ``force`` is not set.
 
         ``force`` skips the capacity check, for callers bounded elsewhere (the
-        readable dispatcher, bounded by ``max_connections``).
+        readable dispatcher, bounded by ``max_connections``). ``later`` queues
+        it behind every job queued without it (a connection that has sent only
+        a fragment so far waits behind complete requests).
         """
         with self._lock:
-            if self._closing or (not force and self._busy + len(self._queue) >= self._capacity):
+            if self._closing or (not force and self._busy + self._queued() >= self._capacity):
                 return False
-            self._queue.append((job, time.monotonic()))
+            (self._later if later else self._queue).append((job, time.monotonic()))
             new_worker = self._see_to_queue()
+            # Jobs wait with no worker idle: the guard (if any) watches until the
+            # queue empties. It acts only on what the pool cannot start soon
+            # (``starved``), so a pool still growing loses nobody to it.
+            pressed = self._on_pressure is not None and new_worker is None and not self._idle
         if new_worker is not None:
             new_worker.start()  # outside the lock: start() waits for the thread to run
+        if pressed and self._on_pressure is not None:
+            self._on_pressure()
         return True
+
+    def has_idle_worker(self) -> bool:
+        """Whether one more job would find a worker free (a snapshot, without the lock).
+
+        The ``dispatch="auto"`` hand-over asks this many times a second while
+        connections are held; an answer off by one for an instant only hands
+        one connection over a tick early or late.
+        """
+        return self._busy + len(self._queue) + len(self._later) < self.max_workers
+
+    def waiting(self) -> int:
+        """Jobs queued for a worker (a snapshot)."""
+        return len(self._queue) + len(self._later)
+
+    def starved(self) -> int:
+        """Queued jobs no worker will take soon: beyond the idle workers and those
+        the pool may still start (a snapshot, without the lock)."""
+        spare = self._idle + self.max_workers - len(self._threads)
+        return max(0, len(self._queue) + len(self._later) - spare)
+
+    def running(self) -> list[_Job]:
+        """The jobs being run now (a snapshot)."""
+        with self._lock:
+            return list(self._running)
 
     def _may_start_now(self) -> bool:
         return self._busy < self.eager_workers or self._closing
@@ -126,9 +168,7 @@ class WorkerPool(Generic[_Job]):
             return None  # the timer will grow the pool when the head is due
         # Someone must act now: run the job, or become the timer.
         if self._idle and (
-            not start_now
-            or self._idle >= len(self._queue)
-            or len(self._threads) >= self.max_workers
+            not start_now or self._idle >= self._queued() or len(self._threads) >= self.max_workers
         ):
             self._work_available.notify()
             return None
@@ -151,10 +191,10 @@ class WorkerPool(Generic[_Job]):
         still waiting, so the caller sees to them.
         """
         while True:
-            if self._queue:
+            if self._queue or self._later:
                 if hot or self._may_start_now():
                     break
-                waited = time.monotonic() - self._queue[0][1]
+                waited = time.monotonic() - (self._queue or self._later)[0][1]
                 if waited >= self.grow_after:
                     break  # the busy workers are taking too long: grow by this one
                 if not self._timer_running:
@@ -172,9 +212,19 @@ class WorkerPool(Generic[_Job]):
                 self._work_available.wait()
             finally:
                 self._idle -= 1
-        job, _queued_at = self._queue.popleft()
+        queue = self._queue or self._later
+        # Adaptive LIFO: while more jobs wait than there are workers, the
+        # newest goes first. Under overload the oldest are the likeliest to be
+        # a crowd that arrived together (an attack) or clients that gave up;
+        # a fresh client is served in one round instead of waiting its turn
+        # behind all of them. (The same idea as Facebook's adaptive LIFO.)
+        if len(queue) > self.max_workers:
+            job, _queued_at = queue.pop()
+        else:
+            job, _queued_at = queue.popleft()
         self._busy += 1
-        return job, bool(self._queue)
+        self._running.add(job)
+        return job, bool(self._queue or self._later)
 
     def _work(self) -> None:
         hot = False
@@ -197,8 +247,9 @@ class WorkerPool(Generic[_Job]):
                 # or the pool would shrink a thread at a time.
                 _log.exception("%s: a worker survived an exception", self._name)
             with self._lock:
-                was_full = self._busy + len(self._queue) >= self._capacity
+                was_full = self._busy + self._queued() >= self._capacity
                 self._busy -= 1
+                self._running.discard(job)
             if was_full:
                 self._on_room()
             hot = True
@@ -206,8 +257,9 @@ class WorkerPool(Generic[_Job]):
     def discard_pending(self) -> list[_Job]:
         """Take every job that has not started out of the queue and return them."""
         with self._lock:
-            jobs = [job for job, _queued_at in self._queue]
+            jobs = [job for job, _queued_at in (*self._queue, *self._later)]
             self._queue.clear()
+            self._later.clear()
         if jobs:
             self._on_room()
         return jobs
@@ -228,4 +280,4 @@ class WorkerPool(Generic[_Job]):
         """(worker threads, busy workers, queued jobs)."""
         with self._lock:
             alive = sum(1 for thread in self._threads if thread.is_alive())
-            return alive, self._busy, len(self._queue)
+            return alive, self._busy, self._queued()
