@@ -7,6 +7,7 @@ import errno
 import logging
 import queue
 import socket
+import time
 import warnings
 from typing import Any
 
@@ -299,6 +300,12 @@ def test_held_silent_connections_are_handed_over_oldest_first_as_room_appears() 
         conns = [Connection(left, "peer") for left, _right in pairs]
         for conn in conns:
             assert preparer.prepare(conn, steps)
+        # All three are held before a worker frees up (else the last one could
+        # still be in the inbox and be handed over on its first try).
+        deadline = time.monotonic() + WAIT
+        while preparer.preparing != 3 or preparer._inbox:
+            assert time.monotonic() < deadline, "the preparer never took the connections"
+            time.sleep(0.01)
         for expected in conns[:2]:
             assert done.empty()  # no free worker, no bytes: held
             workers[0] += 1  # a worker frees up
