@@ -21,6 +21,9 @@ the access log prints and ``stats()`` counts:
 ``aborted``    a drain's deadline cut it while its handler was still running
 ``closed-idle`` a drain closed it before any handler started (it had sent nothing)
 ``denied``     ``verify_request`` returned False
+``empty``      the peer closed before sending a byte where a pre-handler step
+               waited for one (a load balancer's TCP health check): ended
+               quietly, no handler, no log line, not an error
 ``refused:R``  a limit refused it before admission; ``R`` names the limit
                (``max_connections``, ``max_connections_per_ip``, ``overflow``, ...)
 ============== =====================================================================
@@ -47,6 +50,7 @@ __all__ = [
     "CLOSED_IDLE",
     "COUNTER_OF",
     "DENIED",
+    "EMPTY",
     "ERROR",
     "OK",
     "PEER_ERROR",
@@ -55,6 +59,7 @@ __all__ = [
     "Connection",
     "ConnectionInfo",
     "Failure",
+    "NothingSent",
     "Refused",
     "StepFailed",
     "StepTimedOut",
@@ -71,6 +76,7 @@ ERROR: Final = "error"
 ABORTED: Final = "aborted"
 CLOSED_IDLE: Final = "closed-idle"
 DENIED: Final = "denied"
+EMPTY: Final = "empty"
 
 #: Exceptions that mean the peer went away: an event to note, not a bug to trace.
 CLIENT_GONE_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
@@ -86,6 +92,15 @@ class Refused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NothingSent(Exception):
+    """The peer closed before sending anything a pre-handler step waited for.
+
+    What a load balancer's plain TCP health check does (connect, close). Not a
+    failure: the connection ends quietly as ``empty``, with no handler, no
+    ``handle_error`` and no counter but ``completed``.
+    """
 
 
 class StepFailed(PeerError):

@@ -38,8 +38,10 @@ from sockserve.core.connopts import ConnectionOptions
 from sockserve.engine.connection import (
     CLOSED_IDLE,
     DENIED,
+    EMPTY,
     OK,
     Connection,
+    NothingSent,
     Refused,
     StepFailed,
     StepTimedOut,
@@ -316,14 +318,18 @@ class ConnectionPipeline:
 
         A pre-handler step's refusal (``Refused``: access control, an untrusted
         proxy) is a refusal, not a failure: the connection is refused as a
-        limit would refuse it. A step's failure is also counted by its kind
-        (``stats().step_failures``).
+        limit would refuse it. A peer that closed before sending anything
+        (``NothingSent``: a health check) ends quietly as ``empty``. A step's
+        failure is also counted by its kind (``stats().step_failures``).
         """
         exc = sys.exc_info()[1]
         if isinstance(exc, Refused):
             self.tracker.unadmit(conn, exc.reason)
             conn.end_as(refused(exc.reason))
             self.refuse(conn, exc.reason)
+            return
+        if isinstance(exc, NothingSent):
+            conn.end_as(EMPTY)  # a health check's connect and close: nothing to report
             return
         kind = getattr(exc, "kind", None) if isinstance(exc, StepFailed | StepTimedOut) else None
         if kind is not None:

@@ -101,7 +101,8 @@ class ConnectionTracker:
 
         The per-IP count moves from the old address to the new one; returns the
         refusal reason if the new address is over its limit (the connection
-        then keeps its old entry, and the caller refuses it).
+        then keeps its old entry, and the caller refuses it: ``unadmit``
+        counts the refusal).
         """
         limit = self.max_connections_per_ip
         new_ip = peer_ip(client_address) if limit is not None else None
@@ -109,7 +110,6 @@ class ConnectionTracker:
             if new_ip is not None and limit is not None and new_ip != conn.ip:
                 reason = self._take_ip_slot(new_ip, limit)
                 if reason is not None:
-                    self.rejected[reason] += 1
                     return reason
             if conn.ip is not None and new_ip != conn.ip:
                 self._drop_ip_slot(conn.ip)

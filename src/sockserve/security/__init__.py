@@ -9,10 +9,14 @@ puts them in their order.
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from sockserve._types import Address
+from sockserve.engine.connection import Connection
 from sockserve.engine.prepare import Step
+from sockserve.protocols.proxy import Mode
 from sockserve.security.access import AccessRules, AccessStep
+from sockserve.security.proxy import ProxyHeaderStep, TrustedProxies
 
 if TYPE_CHECKING:
     from sockserve.servers import BaseServer
@@ -28,8 +32,27 @@ def steps_for(server: BaseServer) -> list[Step]:
     handshake (no crypto is spent on a client that will be refused).
     """
     steps: list[Step] = []
+    unix = getattr(server, "address_family", None) == socket.AF_UNIX
+    stream = getattr(server, "socket_type", socket.SOCK_STREAM) == socket.SOCK_STREAM
+    if server.proxy_protocol != "off" and stream:
+        steps.append(_proxy_step(server, unix=unix))
     rules = AccessRules.parse(server.allow, server.deny)
     if rules.restricts:
-        unix = getattr(server, "address_family", None) == socket.AF_UNIX
         steps.append(AccessStep(rules, unix=unix))
     return steps
+
+
+def _proxy_step(server: BaseServer, *, unix: bool) -> ProxyHeaderStep:
+    def readdress(conn: Connection, address: Address) -> str | None:
+        # Looked up per call: the steps are made while the server's pipeline
+        # (and its tracker) is being built.
+        return server._pipeline.tracker.readdress(conn, address)
+
+    return ProxyHeaderStep(
+        cast(Mode, server.proxy_protocol),
+        TrustedProxies(server.proxy_trusted, unix=unix),
+        refuse_untrusted=server.proxy_untrusted == "refuse",
+        timeout=server.proxy_header_timeout,
+        readdress=readdress,
+        socket_of=server._raw_socket,
+    )

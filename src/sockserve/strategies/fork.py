@@ -38,6 +38,7 @@ _STATUS_OF = {
     outcomes.TIMEOUT: 3,
     outcomes.PEER_ERROR: 4,
     outcomes.DENIED: 5,
+    outcomes.EMPTY: 6,
 }
 _OUTCOME_OF = {status: word for word, status in _STATUS_OF.items() if word is not None}
 
