@@ -220,6 +220,7 @@ class Connection:
     __slots__ = (
         "admitted_at",
         "client_address",
+        "failed_step",
         "ip",
         "outcome",
         "peer",
@@ -252,6 +253,8 @@ class Connection:
         self.steps_done = 0
         #: The PROXY protocol header the load balancer sent, if one was read.
         self.proxy: Any = None
+        #: The kind of the pre-handler step failure that ended it ("proxy:timeout"), if one did.
+        self.failed_step: str | None = None
 
     def end_as(self, outcome: str) -> None:
         """Record how the connection ended unless something decided it first.

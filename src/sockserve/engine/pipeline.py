@@ -89,6 +89,13 @@ class ConnectionPipeline:
         self._gates: list[Callable[[], bool]] = []
         self.strategy: Strategy = server._make_strategy(self)
         self.steps: tuple[Step, ...] = tuple(server._pre_handler_steps())
+        for step in self.steps:
+            # A step that moves connections to their real client (the PROXY
+            # header) names the peers (the proxies) whose own address must
+            # not take per-IP slots at admission.
+            exempt = getattr(step, "per_ip_exempt", None)
+            if exempt is not None:
+                self.tracker.per_ip_exempt = exempt
         #: Handlers a drain aborted and gave up waiting for: server_close must not wait on them.
         self.abandoned = 0
         self._preparer: Preparer | None = None
@@ -333,6 +340,7 @@ class ConnectionPipeline:
             return
         kind = getattr(exc, "kind", None) if isinstance(exc, StepFailed | StepTimedOut) else None
         if kind is not None:
+            conn.failed_step = kind
             self.tracker.count(STEP_FAILURE + kind)
         conn.end_as(classify(exc).outcome)
         self.server.handle_error(conn.request, conn.client_address)

@@ -155,6 +155,9 @@ class ProxyHeaderStep:
         assert isinstance(first, NeedData)
         #: The most a header can take: what one peek asks for.
         self._peek_size = first.at_most
+        #: For the tracker: a trusted proxy's own address takes no per-IP slot
+        #: at admission; its connections count under the real client once read.
+        self.per_ip_exempt: Callable[[object], bool] = trusted.trusts
 
     def advance(self, conn: Connection) -> int:
         buf: bytearray | None = conn.step_state

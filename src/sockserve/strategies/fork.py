@@ -8,7 +8,14 @@ or drain is not held up.
 
 A child reports how its connection ended through its exit status (one code
 per outcome word), so the parent's counters and ``stats()`` stay exact even
-though the handler ran in another process.
+though the handler ran in another process. Pre-handler steps that could not
+finish on the accepting thread (a PROXY header still on its way, a TLS
+handshake) run in the child too: a refusal there (access control on the real
+client) and a step's failure kind (``proxy:timeout``) have codes of their own,
+so the parent counts them as it would have. One thing cannot travel back: a
+PROXY header read in the child moves the connection to the real client in the
+child only, so the parent's per-IP table counts that connection under the
+proxy's address for its lifetime.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import NoReturn, Protocol
 
 from sockserve.engine import connection as outcomes
 from sockserve.engine.connection import Connection
+from sockserve.engine.pipeline import STEP_FAILURE
 from sockserve.engine.tracker import ConnectionTracker
 from sockserve.strategies.base import RunConnection, WorkerCounts
 
@@ -41,6 +49,40 @@ _STATUS_OF = {
     outcomes.EMPTY: 6,
 }
 _OUTCOME_OF = {status: word for word, status in _STATUS_OF.items() if word is not None}
+#: Refusals by a pre-handler step in the child: exit status 16 + the index.
+_REFUSALS = (
+    "deny",
+    "not_allowed",
+    "proxy_untrusted",
+    "max_connections_per_ip",
+    "ip_table_full",
+)
+_REFUSED_BASE = 16
+#: Pre-handler step failures in the child: exit status 64 + the index. Kinds
+#: not listed are still reported by their outcome word, just not by kind.
+_STEP_FAILURES = (
+    "proxy:missing",
+    "proxy:malformed",
+    "proxy:truncated",
+    "proxy:timeout",
+    "first-bytes:timeout",
+    "tls:timeout",
+    "tls:not-tls",
+)
+_FAILED_BASE = 64
+_REFUSED_PREFIX = outcomes.refused("")
+
+
+def _exit_status(conn: Connection) -> int:
+    """How the child tells the parent the way ``conn`` ended (see the module doc)."""
+    outcome = conn.outcome
+    if outcome is not None and outcome.startswith(_REFUSED_PREFIX):
+        reason = outcome[len(_REFUSED_PREFIX) :]
+        if reason in _REFUSALS:
+            return _REFUSED_BASE + _REFUSALS.index(reason)
+    elif conn.failed_step in _STEP_FAILURES:
+        return _FAILED_BASE + _STEP_FAILURES.index(conn.failed_step)
+    return _STATUS_OF.get(outcome, 1)
 
 
 class ForkingHost(Protocol):
@@ -98,7 +140,7 @@ class ForkPerConnection:
             if listener is not None:
                 listener.close()
             self._run(conn)
-            status = _STATUS_OF.get(conn.outcome, 1)
+            status = _exit_status(conn)
         finally:
             os._exit(status)
 
@@ -130,10 +172,21 @@ class ForkPerConnection:
         if self._host.active_children is not None:
             self._host.active_children.discard(pid)
         conn = self._children.pop(pid, None)
-        if conn is not None:
-            if code is not None:
-                conn.end_as(_OUTCOME_OF.get(code, outcomes.ERROR))
-            self._tracker.release(conn)
+        if conn is None:
+            return
+        if code is not None and _REFUSED_BASE <= code < _REFUSED_BASE + len(_REFUSALS):
+            # Refused in the child (which logged it): not accepted after all.
+            reason = _REFUSALS[code - _REFUSED_BASE]
+            conn.end_as(outcomes.refused(reason))
+            self._tracker.unadmit(conn, reason)
+            return
+        if code is not None and _FAILED_BASE <= code < _FAILED_BASE + len(_STEP_FAILURES):
+            kind = _STEP_FAILURES[code - _FAILED_BASE]
+            self._tracker.count(STEP_FAILURE + kind)
+            conn.end_as(outcomes.TIMEOUT if kind.endswith(":timeout") else outcomes.PEER_ERROR)
+        elif code is not None:
+            conn.end_as(_OUTCOME_OF.get(code, outcomes.ERROR))
+        self._tracker.release(conn)
 
     def has_room(self) -> bool:
         return True  # collect() makes the loop wait at max_children
