@@ -124,12 +124,15 @@ def revisions_section(results: dict[str, Any], units: dict[str, str]) -> list[st
 
 
 #: The pairs the versus table shows unless ``--versus`` names others: where the
-#: async strategy stands against hand-written event-loop code (its targets).
+#: async strategy stands against hand-written event-loop code (its targets), and
+#: what reading a PROXY header costs a connection (with it / without it).
 DEFAULT_VERSUS: tuple[tuple[str, str], ...] = (
     ("sockserve-async", "uvloop-protocol"),
     ("sockserve-async", "uvloop-streams"),
     ("sockserve-async", "asyncio-streams"),
     ("sockserve-run-async-1", "uvloop-protocol"),
+    ("sockserve-pool-proxy", "sockserve-pool"),
+    ("sockserve-async-proxy", "sockserve-async"),
 )
 
 
