@@ -9,6 +9,7 @@ behind when it asks to wait would make a level-triggered selector spin).
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -124,6 +125,20 @@ def test_a_close_before_any_byte_is_nothing_sent(pair: tuple[socket.socket, ...]
     client.close()
     with pytest.raises(NothingSent):
         make_step().advance(Connection(server, PROXY_PEER))
+
+
+def test_a_reset_before_any_byte_is_nothing_sent() -> None:
+    """HAProxy ends its plain TCP checks with a reset: as quiet as a close."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()) as peer:
+            accepted, address = listener.accept()
+            with accepted:
+                peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                peer.close()  # linger 0: a reset
+                with pytest.raises(NothingSent):
+                    make_step().advance(Connection(accepted, address))
 
 
 def test_a_close_inside_the_header_is_truncated(pair: tuple[socket.socket, ...]) -> None:

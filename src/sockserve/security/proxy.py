@@ -18,9 +18,9 @@ sends something else is failed (``proxy:missing`` when the bytes do not even
 begin like a header, which is a proxy not configured to send one;
 ``proxy:malformed``; ``proxy:truncated`` when it closes inside the header;
 ``proxy:timeout`` after ``proxy_header_timeout``, which also bounds a peer
-that dribbles its header a byte at a time). A trusted peer that closes before
-sending any byte is a load balancer's plain TCP health check: it ends quietly
-(outcome ``empty``), with no log line and no failure counted.
+that dribbles its header a byte at a time). A trusted peer that closes (or
+resets) before sending any byte is a load balancer's plain TCP health check:
+it ends quietly (outcome ``empty``), with no log line and no failure counted.
 
 On a Unix stream listener peers have no address to judge. A Unix peer is
 trusted whenever ``proxy_protocol`` is on: whoever can connect was let in by
@@ -174,6 +174,8 @@ class ProxyHeaderStep:
                 data = _recv(sock, self._peek_size, _PEEK)
             except BlockingIOError:
                 return READ
+            except ConnectionResetError:
+                data = b""  # the same health check, closed with a reset (HAProxy's way)
             if not data:
                 conn.step_state = None
                 raise NothingSent("closed before sending anything (a TCP health check)")
