@@ -113,6 +113,9 @@ class ConnectionTracker:
         counts the refusal).
         """
         limit = self.max_connections_per_ip
+        if limit is None and conn.ip is None:
+            conn.client_address = client_address  # no per-IP table to move in: no lock
+            return None
         new_ip = peer_ip(client_address) if limit is not None else None
         with self._lock:
             if new_ip is not None and limit is not None and new_ip != conn.ip:
