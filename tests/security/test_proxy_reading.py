@@ -141,6 +141,26 @@ def test_a_reset_before_any_byte_is_nothing_sent() -> None:
                     make_step().advance(Connection(accepted, address))
 
 
+@pytest.mark.parametrize("ending", ["close", "reset"])
+@pytest.mark.parametrize("header", [V1, encode_v2(command=Command.LOCAL)], ids=["v1", "local"])
+def test_a_peer_gone_right_after_its_header_is_a_health_check(ending: str, header: bytes) -> None:
+    """HAProxy's check-send-proxy checks: a header, then a reset at once. No client to serve."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()) as peer:
+            accepted, address = listener.accept()
+            with accepted:
+                peer.sendall(header)
+                if ending == "reset":
+                    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                peer.close()
+                moves = Moves()
+                with pytest.raises(NothingSent):
+                    make_step(moves=moves).advance(Connection(accepted, address))
+                assert moves.calls == []  # not counted as a client
+
+
 def test_a_close_inside_the_header_is_truncated(pair: tuple[socket.socket, ...]) -> None:
     server, client = pair
     step = make_step()
@@ -202,11 +222,11 @@ def test_an_untrusted_peer_is_refused_without_a_read(pair: tuple[socket.socket, 
 def test_a_real_client_over_its_limit_is_refused(pair: tuple[socket.socket, ...]) -> None:
     server, client = pair
     client.sendall(V1)
+    conn = Connection(server, PROXY_PEER)
     with pytest.raises(Refused) as refused:
-        make_step(moves=Moves(refuse="max_connections_per_ip")).advance(
-            Connection(server, PROXY_PEER)
-        )
+        make_step(moves=Moves(refuse="max_connections_per_ip")).advance(conn)
     assert refused.value.reason == "max_connections_per_ip"
+    assert conn.client_address == REAL  # what the refusal's log line and reject_request name
 
 
 @pytest.mark.parametrize(
@@ -229,6 +249,19 @@ def test_headers_without_a_client_keep_the_peer(
     assert moves.calls == [] and conn.client_address == PROXY_PEER
     assert conn.proxy is not None and not conn.proxy.proxied
     assert pending(server) == b"x"
+    assert conn.probe == (conn.proxy.command == Command.LOCAL)  # UNKNOWN is a client
+
+
+def test_a_header_naming_the_connection_itself_is_the_proxys_probe(
+    pair: tuple[socket.socket, ...],
+) -> None:
+    """HAProxy's v1 health checks name their own socket: a check, not a client."""
+    server, client = pair
+    client.sendall(encode_v1(PROXY_PEER, SERVICE) + b"x")
+    moves = Moves()
+    conn = Connection(server, PROXY_PEER)
+    assert make_step(moves=moves).advance(conn) == DONE
+    assert conn.probe and moves.calls == [] and conn.client_address == PROXY_PEER
 
 
 def test_trusted_proxies() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from sockserve.protocols.proxy import Command, encode_v1, encode_v2
 from sockserve.testing import serving
 
 from ._proxy_support import (
+    HOLD,
     KINDS,
     AsyncReporter,
     RecvReporter,
@@ -187,6 +189,24 @@ def test_a_connect_and_close_health_check_ends_quietly(
         0,
         0,
     )
+    assert [r for r in caplog.records if r.name == "sockserve.server"] == []
+
+
+# Not fork: the child holds a copy of the test's client socket, so closing it resets nothing.
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "fork"])
+def test_a_health_check_reset_while_its_handler_runs_is_no_error(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HAProxy resets its check connections whenever it likes: for a LOCAL one, that is fine."""
+    server = make_server(kind, proxy_protocol="v2")
+    with caplog.at_level(logging.DEBUG, logger="sockserve"), serving(server):
+        with connect(server.server_address) as sock:
+            sock.sendall(encode_v2(command=Command.LOCAL) + HOLD)
+            assert read_report(sock)["proxy"]["command"] == "LOCAL"  # the handler runs
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        waits_for(server, lambda st: st.completed == 1)
+        stats = server.stats()
+    assert (stats.disconnects, stats.handler_errors, stats.peer_errors) == (0, 0, 0)
     assert [r for r in caplog.records if r.name == "sockserve.server"] == []
 
 

@@ -224,6 +224,7 @@ class Connection:
         "ip",
         "outcome",
         "peer",
+        "probe",
         "proxy",
         "request",
         "step_state",
@@ -255,6 +256,9 @@ class Connection:
         self.proxy: Any = None
         #: The kind of the pre-handler step failure that ended it ("proxy:timeout"), if one did.
         self.failed_step: str | None = None
+        #: A load balancer's own health check (a PROXY LOCAL header): a reset or a
+        #: vanished peer ends it as ``empty``, quietly, not as an error.
+        self.probe = False
 
     def end_as(self, outcome: str) -> None:
         """Record how the connection ended unless something decided it first.

@@ -36,6 +36,7 @@ from sockserve._types import Address, Request
 from sockserve.core.accept import AcceptThrottle
 from sockserve.core.connopts import ConnectionOptions
 from sockserve.engine.connection import (
+    CLIENT_GONE_ERRORS,
     CLOSED_IDLE,
     DENIED,
     EMPTY,
@@ -335,8 +336,9 @@ class ConnectionPipeline:
             conn.end_as(refused(exc.reason))
             self.refuse(conn, exc.reason)
             return
-        if isinstance(exc, NothingSent):
-            conn.end_as(EMPTY)  # a health check's connect and close: nothing to report
+        if isinstance(exc, NothingSent) or (conn.probe and isinstance(exc, CLIENT_GONE_ERRORS)):
+            # A health check's connect and close (or reset): nothing to report.
+            conn.end_as(EMPTY)
             return
         kind = getattr(exc, "kind", None) if isinstance(exc, StepFailed | StepTimedOut) else None
         if kind is not None:

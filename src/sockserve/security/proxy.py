@@ -19,8 +19,11 @@ begin like a header, which is a proxy not configured to send one;
 ``proxy:malformed``; ``proxy:truncated`` when it closes inside the header;
 ``proxy:timeout`` after ``proxy_header_timeout``, which also bounds a peer
 that dribbles its header a byte at a time). A trusted peer that closes (or
-resets) before sending any byte is a load balancer's plain TCP health check:
-it ends quietly (outcome ``empty``), with no log line and no failure counted.
+resets) before sending any byte is a load balancer's plain TCP health check,
+and one that is already gone right after its header is a check that sends a
+header (HAProxy ``check-send-proxy``: the header, then a reset): both end
+quietly (outcome ``empty``), with no handler, no log line and no failure
+counted.
 
 On a Unix stream listener peers have no address to judge. A Unix peer is
 trusted whenever ``proxy_protocol`` is on: whoever can connect was let in by
@@ -31,7 +34,12 @@ such deployment spell out a rule that decides nothing.
 
 What the header says is applied as the specification asks: a PROXY command
 with a known family replaces the client address; LOCAL (the proxy's own
-health check), v1 ``UNKNOWN`` and v2 ``UNSPEC`` keep the proxy's address. The
+health check), v1 ``UNKNOWN`` and v2 ``UNSPEC`` keep the proxy's address. A
+LOCAL header, or one naming the connection's own source address (what
+HAProxy's v1 health checks send), marks the connection as the proxy's own
+probe: it takes no per-IP slot, and a reset that ends it is no error (HAProxy
+resets every check connection, sometimes before, sometimes after the header
+is read). The
 header itself is kept on the connection (``server.connection_info(request)
 .proxy``: addresses, TLVs).
 
@@ -60,6 +68,7 @@ from sockserve.errors import ProxyHeaderError
 from sockserve.protocols.proxy import (
     DEFAULT_MAX_V2_LENGTH,
     V2_SIGNATURE,
+    Command,
     Mode,
     NeedData,
     ProxyHeader,
@@ -108,6 +117,16 @@ class TrustedProxies:
                 self._known.clear()
             self._known[host] = known
         return known
+
+
+def _gone(sock: socket.socket) -> bool:
+    """Whether the peer has already closed or reset, without waiting (one peek)."""
+    try:
+        return not _recv(sock, 1, _PEEK)
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
 
 
 def _kind_of(data: bytes | bytearray, eof: bool) -> str:
@@ -184,7 +203,7 @@ class ProxyHeaderStep:
                 # Take out exactly the header: what follows is the application's.
                 taken = _recv(sock, result.length, _NOW)
                 if len(taken) == result.length:
-                    return self._apply(conn, result)
+                    return self._apply(conn, sock, result, more=len(data) > result.length)
                 buf += taken
             else:
                 # Part of a header: everything peeked is header bytes. Take it
@@ -199,7 +218,7 @@ class ProxyHeaderStep:
             if type(result) is ProxyHeader:
                 # buf holds header bytes only (no read asked for more than the
                 # parser's lower bound), so the header is all of it.
-                return self._apply(conn, result)
+                return self._apply(conn, sock, result, more=False)
             assert isinstance(result, NeedData)
             try:
                 chunk = _recv(sock, result.at_least - len(buf), _NOW)
@@ -215,11 +234,24 @@ class ProxyHeaderStep:
         except ProxyHeaderError as exc:
             raise StepFailed(_kind_of(data, eof), str(exc)) from None
 
-    def _apply(self, conn: Connection, header: ProxyHeader) -> int:
+    def _apply(
+        self, conn: Connection, sock: socket.socket, header: ProxyHeader, *, more: bool
+    ) -> int:
+        """Serve the client ``header`` names; ``more``: bytes are known to follow it."""
         conn.step_state = None
+        if not more and _gone(sock):
+            # HAProxy's checks send a header (LOCAL, or its own addresses in v1)
+            # and reset at once: a health check, not a client to serve.
+            raise NothingSent("closed right after its PROXY header (a health check)")
         conn.proxy = header
-        if header.source is not None:  # PROXY with a known family: the real client
+        if header.command == Command.LOCAL or header.source == conn.peer:
+            # The proxy's own connection: LOCAL, or (HAProxy's v1 checks) a header
+            # naming the connection's own source. A health check: it keeps the
+            # proxy's address, and its reset is no error (Connection.probe).
+            conn.probe = True
+        elif header.source is not None:  # PROXY with a known family: the real client
             reason = self._readdress(conn, header.source)
             if reason is not None:
+                conn.client_address = header.source  # the refusal names the real client
                 raise Refused(reason)
         return DONE
