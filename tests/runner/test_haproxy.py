@@ -156,12 +156,13 @@ def proxied_instance(sockserve: Any, *flags: str) -> Any:
     )  # fmt: skip
 
 
-def refusals(server: Any) -> list[str]:
-    """The clients and limits of the server's "refused connection" lines."""
-    return [
-        f"{m[1]} {m[2]}"
-        for m in server.lines(r".*refused connection from (\S+?):\d+: (\S+) reached$")
-    ]
+#: The log line of a refusal: the client and the limit.
+REFUSED = r".*refused connection from (\S+?):\d+: (\S+) reached$"
+
+
+def refusals(server: Any, count: int) -> list[str]:
+    """The clients and limits of the server's first ``count`` "refused connection" lines."""
+    return sorted(f"{m[1]} {m[2]}" for m in server.wait_for(REFUSED, count=count))
 
 
 @pytest.mark.parametrize("keyword", ["send-proxy", "send-proxy-v2"])
@@ -181,15 +182,17 @@ def test_haproxy_tells_sockserve_each_clients_own_address(
     assert ask_from(front, "127.0.0.3", "addr") == "127.0.0.3"
     # --deny judges the real client.
     assert ask_from(front, "127.0.0.4", "addr") is None
-    # --max-per-ip counts real clients: a second connection of 127.0.0.2 is
-    # refused while its first is open; 127.0.0.3, behind the same proxy, is not.
-    with held_from(front, "127.0.0.2") as first:
-        assert first.ask("addr") == "127.0.0.2"
-        assert ask_from(front, "127.0.0.2", "addr") is None
-        assert ask_from(front, "127.0.0.3", "addr") == "127.0.0.3"
-    assert sorted(refusals(server)) == [
-        "127.0.0.2 max_connections_per_ip",
+    # --max-per-ip counts real clients: a second connection of 127.0.0.5 is
+    # refused while its first is open; 127.0.0.6, behind the same proxy, is not.
+    # (Addresses not used yet: the end of an earlier connection frees its
+    # slot a moment after the client sees it end.)
+    with held_from(front, "127.0.0.5") as first:
+        assert first.ask("addr") == "127.0.0.5"
+        assert ask_from(front, "127.0.0.5", "addr") is None, server.output
+        assert ask_from(front, "127.0.0.6", "addr") == "127.0.0.6", server.output
+    assert refusals(server, 2) == [
         "127.0.0.4 deny",
+        "127.0.0.5 max_connections_per_ip",
     ]
     assert not server.lines(f".*{FAILURES}.*"), server.output
     assert "[ALERT]" not in haproxy.output and "is DOWN" not in haproxy.output
