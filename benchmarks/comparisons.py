@@ -177,7 +177,8 @@ def versus_section(results: dict[str, Any], units: dict[str, str]) -> list[str]:
         "",
         (
             "Ratios of one server to a chosen peer instead of the stdlib (`--versus A/B,...`; "
-            "by default the async strategy against hand-written uvloop and asyncio code). Each "
+            "by default the async strategy against hand-written uvloop and asyncio code, and "
+            "the PROXY kinds against their plain kinds: what reading a header costs). Each "
             f"is the median over {rounds} round(s) of A/B within a round, the per-round range "
             "in brackets. Main metric: above 1.00x favours A (below, where lower is better: "
             "memory, shutdown time); server CPU per operation: below 1.00x favours A."

@@ -9,6 +9,8 @@ connection ended through its exit status.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from typing import Any
 
 from helpers.clients import closed_by_peer, connect
@@ -16,7 +18,7 @@ from helpers.net import wait_until
 from sockserve.protocols.proxy import encode_v1
 from sockserve.testing import serving
 
-from ._proxy_support import make_server, read_report, waits_for
+from ._proxy_support import WAIT, make_server, read_report, waits_for
 
 SERVICE = ("198.51.100.1", 7000)
 
@@ -65,9 +67,29 @@ def test_a_timeout_in_the_child_is_counted_by_kind() -> None:
 
 
 def test_an_empty_connection_in_the_child_is_no_error() -> None:
+    """The client is another process: a child forked from this one would hold its socket.
+
+    (And no pipe to it either: the child would hold that too. It is killed, and
+    the kernel closes its socket.)
+    """
     server = make_server("fork", proxy_protocol="v1")
+    port = server.server_address[1]
+    client_code = (
+        "import socket, time\n"
+        f"s = socket.create_connection(('127.0.0.1', {port}))\n"
+        f"time.sleep({WAIT})\n"
+    )
     with serving(server):
-        forked(server).close()
+        with subprocess.Popen([sys.executable, "-c", client_code]) as client:
+            assert wait_until(lambda: bool(server.active_children)), server.stats()
+            client.kill()  # its socket closes: the child sees the end, and no header
+            client.wait(WAIT)
         waits_for(server, lambda st: st.completed == 1)
         stats = server.stats()
-        assert (stats.handler_errors, stats.peer_errors, stats.disconnects) == (0, 0, 0)
+    assert stats.step_failures == {}
+    assert (stats.handler_errors, stats.peer_errors, stats.disconnects, stats.timed_out) == (
+        0,
+        0,
+        0,
+        0,
+    )

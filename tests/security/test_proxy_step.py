@@ -176,10 +176,12 @@ def test_a_connect_and_close_health_check_ends_quietly(
 ) -> None:
     """A trusted peer that sends nothing and closes: no handler, no log line, no error."""
     server = make_server(kind, proxy_protocol="auto")
+    # Closed before the server accepts them: a forked child would otherwise hold
+    # a copy of a client socket still open in this process, and see no end.
+    for _ in range(3):
+        with connect(server.server_address):
+            pass
     with caplog.at_level(logging.DEBUG, logger="sockserve"), serving(server):
-        for _ in range(3):
-            with connect(server.server_address):
-                pass
         waits_for(server, lambda st: st.completed == 3)
         stats = server.stats()
     assert stats.step_failures == {} and stats.rejected == {}

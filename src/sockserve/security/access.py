@@ -128,6 +128,8 @@ class AccessStep:
     kind = "access"
     cheap = True
     timeout: float | None = None
+    #: It never waits: it may run wherever the step before it finished.
+    waits_in_place = True
 
     def __init__(self, rules: AccessRules, *, unix: bool) -> None:
         self.rules = rules

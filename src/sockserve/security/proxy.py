@@ -151,6 +151,11 @@ class ProxyHeaderStep:
     name = "PROXY header"
     kind = "proxy"
     cheap = True
+    #: A header still on its way is waited for where the connection will be
+    #: served (a worker, for the pool and thread strategies), not on the
+    #: preparer's thread: only trusted load balancers are waited for, they send
+    #: at once, and the hop through another thread costs more than the wait.
+    waits_in_place = True
 
     def __init__(
         self,
