@@ -129,7 +129,7 @@ def _gone(sock: socket.socket) -> bool:
         return True
 
 
-def _kind_of(data: bytes | bytearray, eof: bool) -> str:
+def _kind_of(data: bytes | bytearray, *, eof: bool) -> str:
     """The failure kind of bad header bytes: truncated, missing or malformed."""
     if eof:
         return "proxy:truncated"
@@ -184,36 +184,41 @@ class ProxyHeaderStep:
         self.per_ip_exempt: Callable[[object], bool] = trusted.trusts
 
     def advance(self, conn: Connection) -> int:
+        # conn.step_state: None before the first call; then the header bytes
+        # taken out of the socket so far (a bytearray, empty if none yet).
         buf: bytearray | None = conn.step_state
-        if buf is None:
-            if not self.trusted.trusts(conn.peer):
-                if self.refuse_untrusted:
-                    raise Refused("proxy_untrusted")
-                return DONE  # its bytes are data: never parsed
-            buf = conn.step_state = bytearray()
+        if buf is None and not self.trusted.trusts(conn.peer):
+            if self.refuse_untrusted:
+                raise Refused("proxy_untrusted")
+            return DONE  # its bytes are data: never parsed
         sock = self._socket_of(conn)
         if not buf:
             # Nothing taken yet: one peek usually holds the whole header.
             try:
                 data = _recv(sock, self._peek_size, _PEEK)
             except BlockingIOError:
+                conn.step_state = bytearray()  # trusted; wait for its first bytes
                 return READ
             except ConnectionResetError:
                 data = b""  # the same health check, closed with a reset (HAProxy's way)
             if not data:
                 conn.step_state = None
                 raise NothingSent("closed before sending anything (a TCP health check)")
-            result = self._parse(data, eof=False)
+            try:
+                result = parse_proxy_header(data, self.mode, max_v2_length=self._max_v2_length)
+            except ProxyHeaderError as exc:
+                raise StepFailed(_kind_of(data, eof=False), str(exc)) from None
             if type(result) is ProxyHeader:
                 # Take out exactly the header: what follows is the application's.
                 taken = _recv(sock, result.length, _NOW)
                 if len(taken) == result.length:
                     return self._apply(conn, sock, result, more=len(data) > result.length)
-                buf += taken
+                buf = bytearray(taken)
             else:
                 # Part of a header: everything peeked is header bytes. Take it
                 # out, so that waiting for more does not find it again.
-                buf += _recv(sock, len(data), _NOW)
+                buf = bytearray(_recv(sock, len(data), _NOW))
+            conn.step_state = buf
         return self._read_rest(conn, sock, buf)
 
     def _read_rest(self, conn: Connection, sock: socket.socket, buf: bytearray) -> int:
@@ -237,7 +242,7 @@ class ProxyHeaderStep:
         try:
             return parse_proxy_header(data, self.mode, max_v2_length=self._max_v2_length, eof=eof)
         except ProxyHeaderError as exc:
-            raise StepFailed(_kind_of(data, eof), str(exc)) from None
+            raise StepFailed(_kind_of(data, eof=eof), str(exc)) from None
 
     def _apply(
         self, conn: Connection, sock: socket.socket, header: ProxyHeader, *, more: bool
