@@ -66,6 +66,9 @@ class ServerSpec:
     protocols: tuple[str, ...] = ("tcp",)
     #: workload keys (cell keys or workload names) this kind sits out, with why
     skips: tuple[tuple[str, str], ...] = ()
+    #: "v1"/"v2": the server reads PROXY protocol headers and the load generator
+    #: opens each connection with one, as a load balancer would ("": neither)
+    proxy_header: str = ""
 
     def describe(self, proto: str) -> str:
         """What implements ``proto`` for this kind, in the words of its API."""
@@ -82,6 +85,14 @@ class ServerSpec:
 
 
 _SOCKSERVE_PROTOS = ("tcp", "udp", "http", "shutdown")
+#: The PROXY kinds measure what a header costs per connection: churn shows it;
+#: round trips on open connections, bursts and idle memory would only repeat
+#: their plain kind's numbers.
+_PROXY_SKIPS = (
+    ("pingpong", "one header per connection: round trips on open connections never see it"),
+    ("burst", "measured on the plain kind; the header's cost shows in churn"),
+    ("idle", "measured on the plain kind; the header's cost shows in churn"),
+)
 
 SERVERS: tuple[ServerSpec, ...] = (
     ServerSpec(
@@ -117,6 +128,24 @@ SERVERS: tuple[ServerSpec, ...] = (
         tls="sockserve.AsyncTCPServer(..., ssl_context=ctx) (the event loop's TLS; uvloop when"
         " installed)",
         protocols=("tcp", "udp", "shutdown", "tls"),
+    ),
+    ServerSpec(
+        name="sockserve-pool-proxy",
+        family="sockserve",
+        tcp="sockserve.ThreadPoolTCPServer(proxy_protocol='v2'), each connection opened by a "
+        "PROXY v2 header from the load generator (sockserve-pool with the header's cost)",
+        protocols=("tcp",),
+        skips=_PROXY_SKIPS,
+        proxy_header="v2",
+    ),
+    ServerSpec(
+        name="sockserve-async-proxy",
+        family="sockserve",
+        tcp="sockserve.AsyncTCPServer(proxy_protocol='v2'), each connection opened by a "
+        "PROXY v2 header from the load generator (sockserve-async with the header's cost)",
+        protocols=("tcp",),
+        skips=_PROXY_SKIPS,
+        proxy_header="v2",
     ),
     ServerSpec(
         name="sockserve-run-1",

@@ -81,8 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--versus",
         metavar="A/B,...",
         help="server/peer pairs for the report's versus table (default: sockserve-async "
-        "against uvloop-protocol, uvloop-streams and asyncio-streams, and "
-        "sockserve-run-async-1 against uvloop-protocol); shown where both ran",
+        "against uvloop-protocol, uvloop-streams and asyncio-streams, "
+        "sockserve-run-async-1 against uvloop-protocol, and the PROXY kinds against their "
+        "plain kinds); shown where both ran",
     )
     parser.add_argument(
         "--tls-key",

@@ -124,12 +124,15 @@ def revisions_section(results: dict[str, Any], units: dict[str, str]) -> list[st
 
 
 #: The pairs the versus table shows unless ``--versus`` names others: where the
-#: async strategy stands against hand-written event-loop code (its targets).
+#: async strategy stands against hand-written event-loop code (its targets), and
+#: what reading a PROXY header costs a connection (with it / without it).
 DEFAULT_VERSUS: tuple[tuple[str, str], ...] = (
     ("sockserve-async", "uvloop-protocol"),
     ("sockserve-async", "uvloop-streams"),
     ("sockserve-async", "asyncio-streams"),
     ("sockserve-run-async-1", "uvloop-protocol"),
+    ("sockserve-pool-proxy", "sockserve-pool"),
+    ("sockserve-async-proxy", "sockserve-async"),
 )
 
 
@@ -174,7 +177,8 @@ def versus_section(results: dict[str, Any], units: dict[str, str]) -> list[str]:
         "",
         (
             "Ratios of one server to a chosen peer instead of the stdlib (`--versus A/B,...`; "
-            "by default the async strategy against hand-written uvloop and asyncio code). Each "
+            "by default the async strategy against hand-written uvloop and asyncio code, and "
+            "the PROXY kinds against their plain kinds: what reading a header costs). Each "
             f"is the median over {rounds} round(s) of A/B within a round, the per-round range "
             "in brackets. Main metric: above 1.00x favours A (below, where lower is better: "
             "memory, shutdown time); server CPU per operation: below 1.00x favours A."

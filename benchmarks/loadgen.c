@@ -37,6 +37,15 @@
  * 127.0.0.K: each source address has its own ephemeral port range, for more
  * connections than net.ipv4.ip_local_port_range holds.
  *
+ * --proxy v1|v2 opens every TCP connection with a PROXY protocol header, as a
+ * load balancer does (HAProxy send-proxy / send-proxy-v2), naming the client
+ * --proxy-src (default 192.0.2.1; its port changes with every connection) and
+ * the server's address.  Over plain TCP the header goes out in the same
+ * segment as the first message (one sendmsg), as a proxy that already holds
+ * the client's first bytes sends it; over TLS it goes first, on its own,
+ * before the handshake.  The server consumes it: echoes never include it, so
+ * a server not reading headers shows up as mismatches.
+ *
  * Output: one JSON object on one line on stdout.  Latencies go into a
  * log-linear histogram (128 sub-buckets per power of two, < 0.8% error).
  */
@@ -58,6 +67,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,6 +80,7 @@
 #define MAX_EVENTS 512
 #define SCRATCH_SIZE (256 * 1024)
 #define UDP_HEADER 8
+#define PROXY_MAX 108 /* a v1 line is at most 107 bytes; a v2 TCP4 header 28 */
 
 enum mode { M_PINGPONG, M_CHURN, M_BURST, M_HOLD, M_UDP };
 enum state { S_IDLE, S_CONNECTING, S_HANDSHAKE, S_ACTIVE, S_DONE, S_FAILED };
@@ -91,6 +102,8 @@ struct options {
     const char *server_name;
     int resume;        /* TLS: offer the last session ticket to the next connection */
     int warmup;        /* pingpong: connect (and handshake) before the clock starts */
+    int proxy;         /* 0: no PROXY header; 1 or 2: that version first on each connection */
+    const char *proxy_src; /* the client address the header names */
 };
 
 struct conn {
@@ -107,6 +120,9 @@ struct conn {
     int ever_connected;
     int in_flight;      /* a round trip is under way (sent, or being sent, not yet echoed) */
     struct tls_session *tls; /* NULL over plain TCP */
+    unsigned char proxy[PROXY_MAX]; /* this connection's PROXY header (--proxy) */
+    size_t proxy_len;
+    size_t proxy_sent;
 };
 
 struct counters {
@@ -135,6 +151,9 @@ static int n_sources = 1;
 static int use_tls;
 static struct rusage ru_start; /* CPU used before the run (set-up, loading the CA) */
 static int warming_up;         /* --warmup: sessions are being set up, no round trips yet */
+static int proxy_version;      /* --proxy: 0 (none), 1 or 2 */
+static struct in_addr proxy_src;
+static uint64_t proxy_serial;  /* gives each header a source port of its own */
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -221,6 +240,35 @@ static const unsigned char *message_for(const struct conn *c) {
     return pattern + (((uint64_t)c->id * 31u + c->seq) % PATTERN_PERIOD);
 }
 
+/* The PROXY header of the connection being opened: --proxy-src, a fresh port, the server. */
+static void build_proxy_header(struct conn *c) {
+    uint16_t sport = (uint16_t)(1024 + proxy_serial++ % 64000);
+    uint16_t dport = ntohs(server_addr.sin_port);
+    c->proxy_sent = 0;
+    if (proxy_version == 1) {
+        char src[INET_ADDRSTRLEN], dst[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &proxy_src, src, sizeof src);
+        inet_ntop(AF_INET, &server_addr.sin_addr, dst, sizeof dst);
+        int n = snprintf((char *)c->proxy, sizeof c->proxy, "PROXY TCP4 %s %s %u %u\r\n", src,
+                         dst, (unsigned)sport, (unsigned)dport);
+        c->proxy_len = (size_t)n;
+        return;
+    }
+    static const unsigned char sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                          0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+    unsigned char *h = c->proxy;
+    memcpy(h, sig, sizeof sig);
+    h[12] = 0x21; /* version 2, PROXY */
+    h[13] = 0x11; /* TCP over IPv4 */
+    h[14] = 0;
+    h[15] = 12; /* addresses: 4 + 4 + 2 + 2 bytes */
+    memcpy(h + 16, &proxy_src.s_addr, 4);
+    memcpy(h + 20, &server_addr.sin_addr.s_addr, 4);
+    uint16_t ports[2] = {htons(sport), htons(dport)};
+    memcpy(h + 24, ports, 4);
+    c->proxy_len = 28;
+}
+
 static void count_mismatch(const unsigned char *got, const unsigned char *want, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (got[i] != want[i]) ctr.mismatches++;
@@ -251,6 +299,8 @@ static int start_connect(struct conn *c, uint64_t t) {
     c->events = 0;
     c->t_connect = t;
     c->sent = c->recvd = 0;
+    c->proxy_len = c->proxy_sent = 0;
+    if (proxy_version) build_proxy_header(c);
     ctr.attempts++;
     int rc = connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr);
     if (rc < 0 && errno != EINPROGRESS) {
@@ -308,10 +358,43 @@ static ssize_t io_recv(struct conn *c, void *buf, size_t n) {
     }
 }
 
+/*
+ * Plain TCP with a PROXY header not all sent: what is left of it and of the
+ * message in one sendmsg, so both go out in one segment.  Returns the message
+ * bytes sent (0 if only header bytes went), IO_AGAIN or IO_ERROR.
+ */
+static ssize_t send_with_header(struct conn *c, const unsigned char *msg, size_t n) {
+    struct iovec iov[2] = {
+        {.iov_base = c->proxy + c->proxy_sent, .iov_len = c->proxy_len - c->proxy_sent},
+        {.iov_base = (void *)msg, .iov_len = n},
+    };
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+    for (;;) {
+        ssize_t r = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        if (r >= 0) {
+            size_t header = c->proxy_len - c->proxy_sent;
+            size_t took = (size_t)r < header ? (size_t)r : header;
+            c->proxy_sent += took;
+            return (ssize_t)((size_t)r - took);
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return IO_AGAIN;
+        if (errno == EINTR) continue;
+        if (errno == ECONNRESET || errno == EPIPE) ctr.resets++;
+        else ctr.other_errors++;
+        return IO_ERROR;
+    }
+}
+
 /* Send what is left of the current message; ask for EPOLLOUT if it did not fit. */
 static int pump_send(struct conn *c, size_t size) {
     const unsigned char *msg = message_for(c);
-    while (c->sent < size) {
+    while (c->proxy_sent < c->proxy_len && !c->tls) {
+        ssize_t n = send_with_header(c, msg + c->sent, size - c->sent);
+        if (n == IO_AGAIN) break;
+        if (n < 0) return -1;
+        c->sent += (size_t)n;
+    }
+    while (c->sent < size && c->proxy_sent == c->proxy_len) {
         ssize_t n = io_send(c, msg + c->sent, size - c->sent);
         if (n > 0) {
             c->sent += (size_t)n;
@@ -320,7 +403,8 @@ static int pump_send(struct conn *c, size_t size) {
         if (n == IO_AGAIN) break;
         return -1;
     }
-    set_interest(c, c->sent < size ? (EPOLLIN | EPOLLOUT) : EPOLLIN);
+    int more = c->sent < size || c->proxy_sent < c->proxy_len;
+    set_interest(c, more ? (EPOLLIN | EPOLLOUT) : EPOLLIN);
     return 0;
 }
 
@@ -374,6 +458,16 @@ static int finish_connect(struct conn *c) {
     if (!use_tls) {
         c->state = S_ACTIVE;
         return 0;
+    }
+    if (c->proxy_len) {
+        /* Before the handshake, on its own: a fresh socket's buffer takes 108 bytes. */
+        ssize_t n = send(c->fd, c->proxy, c->proxy_len, MSG_NOSIGNAL);
+        if (n != (ssize_t)c->proxy_len) {
+            ctr.other_errors++;
+            close_conn(c, S_FAILED);
+            return -1;
+        }
+        c->proxy_sent = c->proxy_len;
     }
     c->tls = tls_start(c->fd);
     if (!c->tls) {
@@ -481,7 +575,8 @@ static void on_tcp_event(const struct options *o, struct conn *c, uint32_t ev, u
     if (c->state != S_ACTIVE) return;
     /* A TLS record may need the other direction (a write waiting for a read): try both. */
     int tls = c->tls != NULL;
-    if (((ev & EPOLLOUT) || tls) && c->sent < o->size && pump_send(c, o->size) < 0) {
+    int unsent = c->sent < o->size || c->proxy_sent < c->proxy_len;
+    if (((ev & EPOLLOUT) || tls) && unsent && pump_send(c, o->size) < 0) {
         close_conn(c, S_FAILED);
         return;
     }
@@ -738,6 +833,7 @@ static void usage(void) {
             "               [--duration S] [--timeout S] [--hold S] [--udp-timeout-ms MS]\n"
             "               [--max-ops N] [--ramp N] [--sources N]\n"
             "               [--ca FILE [--server-name NAME] [--resume 0|1]] [--warmup 0|1]\n"
+            "               [--proxy v1|v2 [--proxy-src IPV4]]\n"
             "MODE: pingpong | churn | burst | hold | udp\n");
     exit(2);
 }
@@ -769,6 +865,11 @@ static void parse(int argc, char **argv, struct options *o) {
         else if (!strcmp(k, "--server-name")) o->server_name = v;
         else if (!strcmp(k, "--resume")) o->resume = atoi(v);
         else if (!strcmp(k, "--warmup")) o->warmup = atoi(v);
+        else if (!strcmp(k, "--proxy")) {
+            if (!strcmp(v, "v1")) o->proxy = 1;
+            else if (!strcmp(v, "v2")) o->proxy = 2;
+            else usage();
+        } else if (!strcmp(k, "--proxy-src")) o->proxy_src = v;
         else usage();
     }
     if (o->port <= 0 || o->port > 65535 || o->conns <= 0 || o->size == 0 || o->ramp < 0 ||
@@ -780,6 +881,10 @@ static void parse(int argc, char **argv, struct options *o) {
     }
     if (o->mode == M_UDP && o->ca) {
         fprintf(stderr, "loadgen: TLS (--ca) is for the TCP modes\n");
+        exit(2);
+    }
+    if (o->mode == M_UDP && o->proxy) {
+        fprintf(stderr, "loadgen: PROXY headers (--proxy) are for the TCP modes\n");
         exit(2);
     }
     if (o->mode == M_UDP && o->size < UDP_HEADER + 1) {
@@ -856,9 +961,15 @@ int main(int argc, char **argv) {
         .host = "127.0.0.1", .port = 0, .conns = 1, .size = 64, .duration = 2.0,
         .timeout = 10.0, .hold = 30.0, .udp_timeout_ms = 200, .max_ops = 100000000ull,
         .ramp = 0, .sources = 1, .ca = NULL, .server_name = "127.0.0.1", .resume = 0, .warmup = 0,
+        .proxy = 0, .proxy_src = "192.0.2.1",
     };
     parse(argc, argv, &o);
     n_sources = o.sources;
+    proxy_version = o.proxy;
+    if (inet_pton(AF_INET, o.proxy_src, &proxy_src) != 1) {
+        fprintf(stderr, "loadgen: --proxy-src must be an IPv4 address\n");
+        return 2;
+    }
     if (o.ca) {
         if (tls_init(o.ca, o.server_name, o.resume) != 0) return 2;
         use_tls = 1;

@@ -32,7 +32,7 @@ from http.server import ThreadingHTTPServer
 from types import FrameType, ModuleType
 from typing import Any, cast
 
-from benchmarks.catalog import SERVERS
+from benchmarks.catalog import BY_NAME, SERVERS
 from benchmarks.handlers import (
     RECV_SIZE,
     datagram_echo_handler_class,
@@ -150,6 +150,8 @@ _SOCKETSERVER_CLASSES: dict[tuple[str, str], str] = {
     ("sockserve-forking", "tcp"): "ForkingTCPServer",
     ("sockserve-async", "tcp"): "AsyncTCPServer",
     ("sockserve-async", "udp"): "AsyncUDPServer",
+    ("sockserve-pool-proxy", "tcp"): "ThreadPoolTCPServer",
+    ("sockserve-async-proxy", "tcp"): "AsyncTCPServer",
     ("sockserve-sync", "udp"): "UDPServer",
     ("stdlib-threading-backlog5", "tcp"): "ThreadingTCPServer",
     ("stdlib-threading-somaxconn", "tcp"): "ThreadingTCPServer",
@@ -243,7 +245,7 @@ def _handler_class(kind: str, proto: str) -> type[Any]:
             handlers = importlib.import_module("benchmarks.sockserve_handlers")
         except IMPORT_FAILURES as exc:
             raise Unavailable(f"sockserve does not import: {exc!r}") from exc
-        if kind == "sockserve-async":
+        if kind.startswith("sockserve-async"):
             name = "AsyncDatagramEchoHandler" if proto == "udp" else "AsyncEchoHandler"
             async_handler: type[Any] | None = getattr(handlers, name, None)
             if async_handler is None:
@@ -266,6 +268,9 @@ def make_socketserver(kind: str, proto: str, **options: Any) -> Any:
     """
     cls = _server_class(kind, proto)
     handler = _handler_class(kind, _STREAM.get(proto, proto))
+    spec = BY_NAME.get(kind)
+    if spec is not None and spec.proxy_header:
+        options = {**options, "proxy_protocol": spec.proxy_header}
     try:
         return cls((HOST, 0), handler, **options)
     except TypeError as exc:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import loadgen, wrk
-from benchmarks.catalog import split_name
+from benchmarks.catalog import spec_for, split_name
 from benchmarks.cells import UDP_TIMEOUT_MS, Cell
 from benchmarks.handlers import AS_WRITTEN_ENV
 from benchmarks.harness import ServerProcess, ServerUnavailable, check_origin, run_python_module
@@ -118,6 +118,9 @@ def _run_loadgen_mode(
     p = cell.params
     proto = "udp" if mode == "udp" else "tls" if tls else "tcp"
     options: dict[str, Any] = {"conns": p["conns"], "size": p["size"]}
+    if mode != "udp":
+        # A PROXY kind's connections open with a header, as behind a load balancer.
+        options["proxy"] = spec_for(kind).proxy_header or None
     if tls:
         if ctx.tls is None:
             raise ServerUnavailable("no certificates were made for this run")

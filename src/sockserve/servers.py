@@ -189,6 +189,11 @@ class BaseServer:
         """Whether ``server_close`` waits for connections being served (``block_on_close``)."""
         return False
 
+    def _raw_socket(self, conn: Connection) -> socket.socket:
+        """The socket the pre-handler steps read and wait on: here, the request itself."""
+        sock: socket.socket = conn.request
+        return sock
+
     # -- the serving loop -------------------------------------------------
 
     def server_activate(self) -> None:

@@ -129,6 +129,25 @@ def test_readdressing_moves_the_per_ip_count_to_the_real_client() -> None:
     assert tracker.in_flight == 0
 
 
+def test_trusted_proxies_take_no_per_ip_slot_until_readdressed() -> None:
+    tracker = ConnectionTracker(max_connections_per_ip=1)
+    tracker.per_ip_exempt = lambda address: address[0] == "10.0.0.9"  # type: ignore[index]
+    behind = [Connection(object(), ("10.0.0.9", n)) for n in range(3)]
+    for conn in behind:
+        assert tracker.admit(conn) is None  # the proxy's own address is never limited
+    assert tracker.readdress(behind[0], ("192.0.2.1", 1)) is None
+    assert tracker.readdress(behind[1], ("192.0.2.1", 2)) == "max_connections_per_ip"
+    tracker.unadmit(behind[1], "max_connections_per_ip")  # what refusing it does
+    assert dict(tracker.rejected) == {"max_connections_per_ip": 1}  # counted once
+    assert tracker.readdress(behind[2], ("192.0.2.2", 3)) is None
+    direct = Connection(object(), ("192.0.2.1", 4))
+    assert tracker.admit(direct) == "max_connections_per_ip"  # the real client's slot is taken
+    for conn in (behind[0], behind[2]):
+        assert tracker.release(conn)
+    assert tracker.admit(direct) is None
+    assert tracker.release(direct) and tracker.in_flight == 0
+
+
 # -- the strategies' contract -----------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ and ``spawn`` fixtures).
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,32 @@ def ask(port: int, line: bytes | str = b"pid", timeout: float = TIMEOUT) -> str:
     """One connection, one line, one answer."""
     with Conn(port, timeout=timeout) as conn:
         return conn.ask(line)
+
+
+class SourceConn(Conn):
+    """A ``Conn`` from a chosen loopback address (127.0.0.2 ...: a client of its own)."""
+
+    def __init__(self, port: int, source_ip: str, timeout: float = TIMEOUT) -> None:
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout, source_address=(source_ip, 0)
+        )
+        self._buffer = b""
+
+
+def ask_from(port: int, source_ip: str, line: str) -> str | None:
+    """One connection from ``source_ip``, one line, the answer; None if it was closed instead."""
+    with SourceConn(port, source_ip) as conn:
+        try:
+            return conn.ask(line)
+        except (ConnectionError, OSError):
+            return None
+
+
+@contextlib.contextmanager
+def held_from(port: int, source_ip: str) -> Iterator[SourceConn]:
+    """A connection from ``source_ip`` held open (its handler in flight) for the block."""
+    with SourceConn(port, source_ip) as conn:
+        yield conn
 
 
 def pids_serving(port: int, want: int, attempts: int = 400) -> set[str]:

@@ -1,9 +1,13 @@
-"""A real HAProxy in front of two sockserve instances: spread, health checks, rolling restart.
+"""A real HAProxy in front of sockserve: spread, health checks, rolling restart, PROXY protocol.
 
-HAProxy runs deploy/haproxy/haproxy.cfg itself, with the test's addresses put in, so
-the documented configuration is the tested one. HAProxy is a Debian package
-(``apt-get install haproxy``); .ci/run installs it. Without it this test skips,
-except in CI, where it fails (``helpers.programs``).
+HAProxy runs deploy/haproxy/haproxy.cfg (two instances, rolling restart) and
+deploy/haproxy/haproxy-proxy-protocol.cfg (``send-proxy``/``send-proxy-v2``)
+itself, with the test's addresses put in, so the documented configurations
+are the tested ones. Clients bound to distinct loopback addresses (127.0.0.2,
+127.0.0.3, ...) show that sockserve sees each one's own address through
+HAProxy. HAProxy is a Debian package (``apt-get install haproxy``); .ci/run
+installs it. Without it these tests skip, except in CI, where they fail
+(``helpers.programs``).
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from helpers.processes import REPO, child_env
 from helpers.programs import require_program
 from sockserve.exitcodes import ExitCode
 
-from .support import HANDLER, Load, ask, render_deploy_config
+from .support import HANDLER, Load, ask, ask_from, held_from, render_deploy_config
 
 CONFIG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
+PROXY_CONFIG = REPO / "deploy" / "haproxy" / "haproxy-proxy-protocol.cfg"
 BACKEND = "sockserve"
 
 
@@ -63,24 +68,33 @@ def instance(sockserve: Any, name: str, port: int = 0, workers: str = "1") -> An
     )  # fmt: skip
 
 
+def launch(
+    spawn: Any, binary: str, tmp_path: Path, config: Path, replacements: dict[str, str]
+) -> tuple[Any, int]:
+    """HAProxy on ``config`` (its frontend address taken from us); it and its frontend port."""
+    with socket.create_server(("127.0.0.1", 0)) as front:
+        # HAProxy takes the listening socket from us (bind fd@N): no free-port race.
+        front_port = front.getsockname()[1]
+        rendered = tmp_path / config.name
+        rendered.write_text(
+            render_deploy_config(config, {"127.0.0.1:7000": f"fd@{front.fileno()}", **replacements})
+        )
+        haproxy = spawn([binary, "-f", str(rendered), "-db"], pass_fds=[front.fileno()])
+    return haproxy, front_port
+
+
 def start_haproxy(
     spawn: Any, binary: str, tmp_path: Path, port1: int, port2: int
 ) -> tuple[Any, int, Path]:
     """HAProxy on deploy/haproxy/haproxy.cfg; returns it, its frontend port and its admin socket."""
     admin_socket = tmp_path / "haproxy.sock"
-    with socket.create_server(("127.0.0.1", 0)) as front:
-        # HAProxy takes the listening socket from us (bind fd@N): no free-port race.
-        front_port = front.getsockname()[1]
-        config = tmp_path / "haproxy.cfg"
-        config.write_text(
-            render_config({
-                "127.0.0.1:7000": f"fd@{front.fileno()}",
-                "127.0.0.1:7001": f"127.0.0.1:{port1}",
-                "127.0.0.1:7002": f"127.0.0.1:{port2}",
-                "/run/haproxy/sockserve.sock": str(admin_socket),
-            })
-        )  # fmt: skip
-        haproxy = spawn([binary, "-f", str(config), "-db"], pass_fds=[front.fileno()])
+    haproxy, front_port = launch(
+        spawn, binary, tmp_path, CONFIG, {
+            "127.0.0.1:7001": f"127.0.0.1:{port1}",
+            "127.0.0.1:7002": f"127.0.0.1:{port2}",
+            "/run/haproxy/sockserve.sock": str(admin_socket),
+        },
+    )  # fmt: skip
     assert wait_until(lambda: admin_ready(admin_socket)), haproxy.describe()
     return haproxy, front_port, admin_socket
 
@@ -125,3 +139,73 @@ def test_rolling_restart_behind_haproxy_loses_no_connection(
     assert Counter(load.answers[back_from:])["s1"] > 0
     assert "[ALERT]" not in haproxy.output
     assert "s1 is DOWN" in haproxy.output and "s2 is DOWN" not in haproxy.output
+
+
+# -- the PROXY protocol ----------------------------------------------------------------
+
+#: The access-log line of a health check (check-send-proxy: a header, then a reset).
+HEALTH_CHECK = r"INFO sockserve\.access: 127\.0\.0\.1:\d+ empty "
+#: Log lines that would mean a failure (a refusal is logged at WARNING: see ``refusals``).
+FAILURES = r"(ERROR|CRITICAL|Traceback|proxy:|disconnected|timed out)"
+
+
+def proxied_instance(sockserve: Any, *flags: str) -> Any:
+    return sockserve(
+        "run", HANDLER, "--bind", "127.0.0.1:0", "--workers", "1", "--grace", "5",
+        "--proxy-protocol", "auto", "--proxy-allow", "127.0.0.1/32", *flags,
+    )  # fmt: skip
+
+
+#: The log line of a refusal: the client and the limit.
+REFUSED = r".*refused connection from (\S+?):\d+: (\S+) reached$"
+
+
+def refusals(server: Any, count: int) -> list[str]:
+    """The clients and limits of the server's first ``count`` "refused connection" lines."""
+    return sorted(f"{m[1]} {m[2]}" for m in server.wait_for(REFUSED, count=count))
+
+
+@pytest.mark.parametrize("keyword", ["send-proxy", "send-proxy-v2"])
+def test_haproxy_tells_sockserve_each_clients_own_address(
+    sockserve: Any, spawn: Any, haproxy_binary: str, tmp_path: Path, keyword: str
+) -> None:
+    server = proxied_instance(sockserve, "--deny", "127.0.0.4", "--max-per-ip", "1")
+    port = server.port()
+    haproxy, front = launch(
+        spawn, haproxy_binary, tmp_path, PROXY_CONFIG,
+        {"127.0.0.1:7001": f"127.0.0.1:{port}", "send-proxy-v2 check": f"{keyword} check"},
+    )  # fmt: skip
+    # Health checks with a header of their own (check-send-proxy), reset at once:
+    # ended quietly, no handler, no error.
+    server.wait_for(HEALTH_CHECK, count=2)
+    assert ask_from(front, "127.0.0.2", "addr") == "127.0.0.2"
+    assert ask_from(front, "127.0.0.3", "addr") == "127.0.0.3"
+    # --deny judges the real client.
+    assert ask_from(front, "127.0.0.4", "addr") is None
+    # --max-per-ip counts real clients: a second connection of 127.0.0.5 is
+    # refused while its first is open; 127.0.0.6, behind the same proxy, is not.
+    # (Addresses not used yet: the end of an earlier connection frees its
+    # slot a moment after the client sees it end.)
+    with held_from(front, "127.0.0.5") as first:
+        assert first.ask("addr") == "127.0.0.5"
+        assert ask_from(front, "127.0.0.5", "addr") is None, server.output
+        assert ask_from(front, "127.0.0.6", "addr") == "127.0.0.6", server.output
+    assert refusals(server, 2) == [
+        "127.0.0.4 deny",
+        "127.0.0.5 max_connections_per_ip",
+    ]
+    assert not server.lines(f".*{FAILURES}.*"), server.output
+    assert "[ALERT]" not in haproxy.output and "is DOWN" not in haproxy.output
+
+
+def test_a_direct_client_cannot_forge_its_address(sockserve: Any) -> None:
+    """Only --proxy-allow peers are believed: a header from anyone else is the client's data."""
+    server = proxied_instance(sockserve)
+    port = server.port()
+    forged = "PROXY TCP4 203.0.113.9 127.0.0.1 4000 7000"
+    with held_from(port, "127.0.0.2") as direct:
+        assert direct.ask(forged) == "?"  # a line the handler does not know
+        assert direct.ask("addr") == "127.0.0.2"
+    # From a trusted address the header is required: a plain client is refused.
+    assert ask_from(port, "127.0.0.1", "addr") is None
+    server.wait_for(r".*client 127\.0\.0\.1:\d+: proxy:missing")

@@ -1,7 +1,8 @@
-"""A real nginx ``stream`` proxy in front of two sockserve instances: spread, rolling restart.
+"""A real nginx ``stream`` proxy in front of sockserve: spread, rolling restart, PROXY protocol.
 
-nginx runs deploy/nginx/sockserve-stream.conf itself, with the test's addresses
-put in. nginx and its stream module are Debian packages
+nginx runs deploy/nginx/sockserve-stream.conf (two instances, rolling restart)
+and deploy/nginx/sockserve-stream-proxy-protocol.conf (``proxy_protocol on``)
+itself, with the test's addresses put in. nginx and its stream module are Debian packages
 (``apt-get install nginx libnginx-mod-stream``); without them this test
 skips, except in CI, where it fails (``helpers.programs``).
 """
@@ -21,9 +22,10 @@ from helpers.processes import REPO, child_env, run
 from helpers.programs import missing, require_program
 from sockserve.exitcodes import ExitCode
 
-from .support import HANDLER, Load, ask, render_deploy_config
+from .support import HANDLER, Load, ask, ask_from, held_from, render_deploy_config
 
 CONFIG = REPO / "deploy" / "nginx" / "sockserve-stream.conf"
+PROXY_CONFIG = REPO / "deploy" / "nginx" / "sockserve-stream-proxy-protocol.conf"
 INSTALL = "apt-get install nginx libnginx-mod-stream"
 WORKER_EXITED = r"\[notice\] \d+#\d+: worker process \d+ exited with code 0$"
 
@@ -49,6 +51,32 @@ def render(replacements: dict[str, str]) -> str:
     return render_deploy_config(CONFIG, replacements)
 
 
+def start_nginx(
+    spawn: Any, nginx: tuple[str, str], tmp_path: Path, stream_conf: Path, front: socket.socket
+) -> Any:
+    """nginx with ``stream_conf`` included, serving on the listening socket ``front``."""
+    binary, load_module = nginx
+    main_conf = tmp_path / "nginx.conf"
+    main_conf.write_text(
+        "daemon off;\n"
+        "worker_processes 1;\n"
+        f"pid {tmp_path}/nginx.pid;\n"
+        "error_log stderr notice;\n"
+        f"{load_module}\n"
+        "events { worker_connections 1024; }\n"
+        f"include {stream_conf};\n"
+    )
+    # nginx takes the listening socket from us, as in its binary upgrade: no port race.
+    proxy = spawn(
+        [binary, "-e", "stderr", "-p", str(tmp_path), "-c", str(main_conf)],
+        env=child_env(NGINX=f"{front.fileno()};"),
+        pass_fds=[front.fileno()],
+    )
+    proxy.wait_for(r"\[notice\] \d+#\d+: start worker process \d+$")
+    assert proxy.lines(r'using inherited sockets from "\d+;"$')
+    return proxy
+
+
 def instance(sockserve: Any, name: str, port: int = 0) -> Any:
     return sockserve(
         "run", HANDLER, "--bind", f"127.0.0.1:{port}", "--workers", "1", "--no-access-log",
@@ -59,7 +87,6 @@ def instance(sockserve: Any, name: str, port: int = 0) -> Any:
 def test_rolling_restart_behind_nginx_loses_no_connection(
     sockserve: Any, spawn: Any, nginx: tuple[str, str], tmp_path: Path
 ) -> None:
-    binary, load_module = nginx
     s1, s2 = instance(sockserve, "s1"), instance(sockserve, "s2")
     port1, port2 = s1.port(), s2.port()
     stream_conf = tmp_path / "sockserve-stream.conf"
@@ -77,24 +104,7 @@ def test_rolling_restart_behind_nginx_loses_no_connection(
     with socket.create_server(("127.0.0.1", 0)) as front:
         front_port = front.getsockname()[1]
         configure(s1_down=False)
-        main_conf = tmp_path / "nginx.conf"
-        main_conf.write_text(
-            "daemon off;\n"
-            "worker_processes 1;\n"
-            f"pid {tmp_path}/nginx.pid;\n"
-            "error_log stderr notice;\n"
-            f"{load_module}\n"
-            "events { worker_connections 1024; }\n"
-            f"include {stream_conf};\n"
-        )
-        # nginx takes the listening socket from us, as in its binary upgrade: no port race.
-        proxy = spawn(
-            [binary, "-e", "stderr", "-p", str(tmp_path), "-c", str(main_conf)],
-            env=child_env(NGINX=f"{front.fileno()};"),
-            pass_fds=[front.fileno()],
-        )
-        proxy.wait_for(r"\[notice\] \d+#\d+: start worker process \d+$")
-        assert proxy.lines(r'using inherited sockets from "\d+;"$')
+        proxy = start_nginx(spawn, nginx, tmp_path, stream_conf, front)
 
     spread = Counter(ask(front_port, "id") for _ in range(10))
     assert set(spread) == {"s1", "s2"}
@@ -124,3 +134,40 @@ def test_rolling_restart_behind_nginx_loses_no_connection(
         load.wait_answers(len(load.answers) + 20)
     assert load.errors == []
     assert not re.search(r"\[(error|crit|alert|emerg)\]", proxy.output), proxy.output
+
+
+def test_nginx_proxy_protocol_tells_sockserve_each_clients_own_address(
+    sockserve: Any, spawn: Any, nginx: tuple[str, str], tmp_path: Path
+) -> None:
+    server = sockserve(
+        "run", HANDLER, "--bind", "127.0.0.1:0", "--workers", "1", "--grace", "5",
+        "--proxy-protocol", "v1", "--proxy-allow", "127.0.0.1/32",
+        "--deny", "127.0.0.4", "--max-per-ip", "1",
+    )  # fmt: skip
+    port = server.port()
+    stream_conf = tmp_path / PROXY_CONFIG.name
+    with socket.create_server(("127.0.0.1", 0)) as front:
+        front_port = front.getsockname()[1]
+        stream_conf.write_text(
+            render_deploy_config(PROXY_CONFIG, {
+                "127.0.0.1:7001": f"127.0.0.1:{port}",
+                "127.0.0.1:7000": f"127.0.0.1:{front_port}",
+            })
+        )  # fmt: skip
+        proxy = start_nginx(spawn, nginx, tmp_path, stream_conf, front)
+    assert ask_from(front_port, "127.0.0.2", "addr") == "127.0.0.2"
+    assert ask_from(front_port, "127.0.0.3", "addr") == "127.0.0.3"
+    assert ask_from(front_port, "127.0.0.4", "addr") is None  # --deny, on the real client
+    # (Addresses not used yet: the end of an earlier connection frees its
+    # slot a moment after the client sees it end.)
+    with held_from(front_port, "127.0.0.5") as first:
+        assert first.ask("addr") == "127.0.0.5"
+        assert ask_from(front_port, "127.0.0.5", "addr") is None  # --max-per-ip
+        assert ask_from(front_port, "127.0.0.6", "addr") == "127.0.0.6"
+    refused = server.wait_for(r".*refused connection from (\S+?):\d+: (\S+) reached$", count=2)
+    assert sorted(f"{m[1]} {m[2]}" for m in refused) == [
+        "127.0.0.4 deny",
+        "127.0.0.5 max_connections_per_ip",
+    ]
+    assert not server.lines(r".*(ERROR|Traceback|proxy:).*"), server.output
+    assert not re.search(r"\[(crit|alert|emerg)\]", proxy.output), proxy.output

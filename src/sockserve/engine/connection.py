@@ -23,6 +23,9 @@ the access log prints and ``stats()`` counts:
 ``denied``     ``verify_request`` returned False
 ``slow``       the slow-client defence took its worker back (too few bytes a second
                while others waited: see ``sockserve.security.slowclients``)
+``empty``      the peer closed before sending a byte where a pre-handler step
+               waited for one (a load balancer's TCP health check): ended
+               quietly, no handler, no log line, not an error
 ``refused:R``  a limit refused it before admission; ``R`` names the limit
                (``max_connections``, ``max_connections_per_ip``, ``overflow``, ...)
 ============== =====================================================================
@@ -49,6 +52,7 @@ __all__ = [
     "CLOSED_IDLE",
     "COUNTER_OF",
     "DENIED",
+    "EMPTY",
     "ERROR",
     "OK",
     "PEER_ERROR",
@@ -57,6 +61,7 @@ __all__ = [
     "Connection",
     "ConnectionInfo",
     "Failure",
+    "NothingSent",
     "Refused",
     "StepFailed",
     "StepTimedOut",
@@ -73,6 +78,7 @@ ERROR: Final = "error"
 ABORTED: Final = "aborted"
 CLOSED_IDLE: Final = "closed-idle"
 DENIED: Final = "denied"
+EMPTY: Final = "empty"
 
 #: Exceptions that mean the peer went away: an event to note, not a bug to trace.
 CLIENT_GONE_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
@@ -88,6 +94,15 @@ class Refused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NothingSent(Exception):
+    """The peer closed before sending anything a pre-handler step waited for.
+
+    What a load balancer's plain TCP health check does (connect, close). Not a
+    failure: the connection ends quietly as ``empty``, with no handler, no
+    ``handle_error`` and no counter but ``completed``.
+    """
 
 
 class StepFailed(PeerError):
@@ -212,6 +227,7 @@ class Connection:
         "outcome",
         "partial",
         "peer",
+        "probe",
         "proxy",
         "request",
         "step_state",
@@ -241,6 +257,9 @@ class Connection:
         self.steps_done = 0
         #: The PROXY protocol header the load balancer sent, if one was read.
         self.proxy: Any = None
+        #: A load balancer's own health check (a PROXY LOCAL header): a reset or a
+        #: vanished peer ends it as ``empty``, quietly, not as an error.
+        self.probe = False
         #: The first bytes it sent were a fragment (no full line): it may wait
         #: behind complete requests for a worker (slow-client defence).
         self.partial = False

@@ -83,6 +83,10 @@ class Step(Protocol):
     timeout: float | None
     #: Cheap enough (one non-blocking system call, no crypto) to try on the accept loop.
     cheap: bool
+    # Optional: ``waits_in_place = True`` says that when the step must wait, it
+    # may wait on the thread that will serve the connection instead of the
+    # preparer's (it waits only on peers that send at once, or never waits),
+    # provided every later step says so too.
 
     def advance(self, conn: Connection) -> int:
         """Make what progress is possible without blocking.
@@ -181,9 +185,14 @@ def prepare_in_place(conn: Connection, steps: Sequence[Step]) -> None:
     while conn.steps_done < len(steps):
         step = steps[conn.steps_done]
         deadline = None if step.timeout is None else time.monotonic() + step.timeout
+        want = step.advance(conn)
+        if not want:
+            # Done at the first try (the bytes were there): no selector to make.
+            conn.steps_done += 1
+            continue
         with selectors.DefaultSelector() as selector:
             registered = 0
-            while want := step.advance(conn):
+            while want:
                 if want != registered:
                     if registered:
                         selector.modify(conn.request, want)
@@ -195,6 +204,7 @@ def prepare_in_place(conn: Connection, steps: Sequence[Step]) -> None:
                     None if wait is None else min(wait, _MAX_WAIT)
                 ):
                     raise _step_timed_out(step)
+                want = step.advance(conn)
         conn.steps_done += 1
 
 

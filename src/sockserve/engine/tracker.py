@@ -45,6 +45,11 @@ class ConnectionTracker:
         self.max_connections = max_connections
         self.max_connections_per_ip = max_connections_per_ip
         self.max_tracked_ips = max_tracked_ips
+        #: Peers whose own address takes no per-IP slot at admission: the
+        #: trusted proxies, whose connections are counted under the real
+        #: client once their PROXY header is read (``readdress``). Without it
+        #: every client behind a proxy would share the proxy's slots.
+        self.per_ip_exempt: Callable[[object], bool] | None = None
         self._clock = clock
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -62,6 +67,9 @@ class ConnectionTracker:
         """Record a new connection; return None if admitted, else the limit that refused it."""
         per_ip_limit = self.max_connections_per_ip
         ip = peer_ip(conn.client_address) if per_ip_limit is not None else None
+        exempt = self.per_ip_exempt
+        if ip is not None and exempt is not None and exempt(conn.client_address):
+            ip = None
         with self._lock:
             reason = None
             if self.max_connections is not None and len(self._in_flight) >= self.max_connections:
@@ -101,15 +109,18 @@ class ConnectionTracker:
 
         The per-IP count moves from the old address to the new one; returns the
         refusal reason if the new address is over its limit (the connection
-        then keeps its old entry, and the caller refuses it).
+        then keeps its old entry, and the caller refuses it: ``unadmit``
+        counts the refusal).
         """
         limit = self.max_connections_per_ip
+        if limit is None and conn.ip is None:
+            conn.client_address = client_address  # no per-IP table to move in: no lock
+            return None
         new_ip = peer_ip(client_address) if limit is not None else None
         with self._lock:
             if new_ip is not None and limit is not None and new_ip != conn.ip:
                 reason = self._take_ip_slot(new_ip, limit)
                 if reason is not None:
-                    self.rejected[reason] += 1
                     return reason
             if conn.ip is not None and new_ip != conn.ip:
                 self._drop_ip_slot(conn.ip)

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from sockserve._types import Address
+from sockserve.engine.connection import Connection
 from sockserve.engine.prepare import Step
+from sockserve.protocols.proxy import Mode
 from sockserve.security.access import AccessRules, AccessStep
+from sockserve.security.proxy import ProxyHeaderStep, TrustedProxies
 from sockserve.security.tls import HandshakeStep, record_server_names
 
 if TYPE_CHECKING:
@@ -30,11 +34,13 @@ def steps_for(server: BaseServer) -> list[Step]:
     handshake (no crypto is spent on a client that will be refused).
     """
     steps: list[Step] = []
+    unix = getattr(server, "address_family", None) == socket.AF_UNIX
+    stream = getattr(server, "socket_type", socket.SOCK_STREAM) == socket.SOCK_STREAM
+    if server.proxy_protocol != "off" and stream:
+        steps.append(_proxy_step(server, unix=unix))
     rules = AccessRules.parse(server.allow, server.deny)
     if rules.restricts:
-        unix = getattr(server, "address_family", None) == socket.AF_UNIX
         steps.append(AccessStep(rules, unix=unix))
-    stream = getattr(server, "socket_type", socket.SOCK_STREAM) == socket.SOCK_STREAM
     if stream and tls_context_of(server) is not None:
         steps.append(
             HandshakeStep(
@@ -63,3 +69,19 @@ def tls_context_of(server: BaseServer) -> ssl.SSLContext | None:
         if isinstance(listener, ssl.SSLSocket):
             context = listener.context
     return record_server_names(context) if context is not None else None
+
+
+def _proxy_step(server: BaseServer, *, unix: bool) -> ProxyHeaderStep:
+    def readdress(conn: Connection, address: Address) -> str | None:
+        # Looked up per call: the steps are made while the server's pipeline
+        # (and its tracker) is being built.
+        return server._pipeline.tracker.readdress(conn, address)
+
+    return ProxyHeaderStep(
+        cast(Mode, server.proxy_protocol),
+        TrustedProxies(server.proxy_trusted, unix=unix),
+        refuse_untrusted=server.proxy_untrusted == "refuse",
+        timeout=server.proxy_header_timeout,
+        readdress=readdress,
+        socket_of=server._raw_socket,
+    )

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from sockserve.engine.connection import Connection, Refused
 from sockserve.engine.prepare import DONE
 
-__all__ = ["AccessRules", "AccessStep"]
+__all__ = ["AccessRules", "AccessStep", "IPNetwork", "ip_of", "peer_ids"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -63,7 +63,7 @@ class AccessRules:
 
     def verdict(self, address: object, ids: frozenset[str]) -> str | None:
         """None if the client may be served, else the refusal reason."""
-        ip = _ip_of(address)
+        ip = ip_of(address)
         if self.deny_all or _matches(ip, ids, self.deny_networks, self.deny_ids):
             return "deny"
         if self.allow_all or _matches(ip, ids, self.allow_networks, self.allow_ids):
@@ -82,7 +82,8 @@ def _split(rules: Sequence[str]) -> tuple[bool, tuple[IPNetwork, ...], frozenset
     return everyone, networks, ids
 
 
-def _ip_of(address: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def ip_of(address: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP of an ``(host, port, ...)`` address (IPv4 for an IPv4-mapped one); else None."""
     if not (isinstance(address, tuple) and address and isinstance(address[0], str)):
         return None
     host = address[0].split("%", 1)[0]  # a scope id (fe80::1%eth0) is not part of the address
@@ -127,6 +128,8 @@ class AccessStep:
     kind = "access"
     cheap = True
     timeout: float | None = None
+    #: It never waits: it may run wherever the step before it finished.
+    waits_in_place = True
 
     def __init__(self, rules: AccessRules, *, unix: bool) -> None:
         self.rules = rules

@@ -8,11 +8,17 @@ or drain is not held up.
 
 A child reports how its connection ended through its exit status (one code
 per outcome word), so the parent's counters and ``stats()`` stay exact even
-though the handler ran in another process. The pre-handler steps run in the
-child too: why one failed (``tls:certificate``...) does not fit in an exit
-status, so children write it, one line each, to a pipe all of them share
-(:class:`_FailureReports`), which the parent reads before it counts the
-child's end.
+though the handler ran in another process. Pre-handler steps that could not
+finish on the accepting thread (a PROXY header still on its way, a TLS
+handshake) run in the child too. A refusal there (access control on the real
+client) has an exit status of its own, so the parent counts it as it would
+have; why a step failed (``tls:certificate``, ``proxy:timeout``...) does not
+fit in an exit status, so children write it, one line each, to a pipe all of
+them share (:class:`_FailureReports`), which the parent reads before it counts
+the child's end. One thing cannot travel back: a PROXY header read in the
+child moves the connection to the real client in the child only, so the
+parent's per-IP table counts that connection under the proxy's address for
+its lifetime.
 """
 
 from __future__ import annotations
@@ -43,8 +49,29 @@ _STATUS_OF = {
     outcomes.TIMEOUT: 3,
     outcomes.PEER_ERROR: 4,
     outcomes.DENIED: 5,
+    outcomes.EMPTY: 6,
 }
 _OUTCOME_OF = {status: word for word, status in _STATUS_OF.items() if word is not None}
+#: Refusals by a pre-handler step in the child: exit status 16 + the index.
+_REFUSALS = (
+    "deny",
+    "not_allowed",
+    "proxy_untrusted",
+    "max_connections_per_ip",
+    "ip_table_full",
+)
+_REFUSED_BASE = 16
+_REFUSED_PREFIX = outcomes.refused("")
+
+
+def _exit_status(conn: Connection) -> int:
+    """How the child tells the parent the way ``conn`` ended (see the module doc)."""
+    outcome = conn.outcome
+    if outcome is not None and outcome.startswith(_REFUSED_PREFIX):
+        reason = outcome[len(_REFUSED_PREFIX) :]
+        if reason in _REFUSALS:
+            return _REFUSED_BASE + _REFUSALS.index(reason)
+    return _STATUS_OF.get(outcome, 1)
 
 
 class _FailureReports:
@@ -166,7 +193,7 @@ class ForkPerConnection:
                 listener.close()
             before = self._reports.snapshot(self._tracker)
             self._run(conn)
-            status = _STATUS_OF.get(conn.outcome, 1)
+            status = _exit_status(conn)
             self._reports.report(self._tracker, before)
         finally:
             os._exit(status)
@@ -199,11 +226,18 @@ class ForkPerConnection:
         if self._host.active_children is not None:
             self._host.active_children.discard(pid)
         conn = self._children.pop(pid, None)
-        if conn is not None:
-            self._reports.collect(self._tracker)  # before its end is counted
-            if code is not None:
-                conn.end_as(_OUTCOME_OF.get(code, outcomes.ERROR))
-            self._tracker.release(conn)
+        if conn is None:
+            return
+        self._reports.collect(self._tracker)  # before its end is counted
+        if code is not None and _REFUSED_BASE <= code < _REFUSED_BASE + len(_REFUSALS):
+            # Refused in the child (which logged it): not accepted after all.
+            reason = _REFUSALS[code - _REFUSED_BASE]
+            conn.end_as(outcomes.refused(reason))
+            self._tracker.unadmit(conn, reason)
+            return
+        if code is not None:
+            conn.end_as(_OUTCOME_OF.get(code, outcomes.ERROR))
+        self._tracker.release(conn)
 
     def has_room(self) -> bool:
         return True  # collect() makes the loop wait at max_children

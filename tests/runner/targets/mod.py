@@ -5,6 +5,8 @@ The handler answers one line per line received, until the client closes:
 * ``pid``: the serving process's pid (which worker answered);
 * ``id``: ``$SOCKSERVE_TEST_ID``, the instance's name (behind a proxy);
 * ``echo TEXT``: ``TEXT`` back;
+* ``addr``: the client's address as the server sees it (its host; behind a
+  PROXY header, the real client's);
 * ``block``: never answer: the handler waits forever (a stuck worker);
 * anything else: ``?``.
 
@@ -35,7 +37,7 @@ class Handler(sockserve.StreamRequestHandler):
             line = self.rfile.readline()
             if not line:
                 return
-            self.wfile.write(answer(line.strip()))
+            self.wfile.write(answer(line.strip(), self.client_address))
 
 
 class AsyncHandler(sockserve.AsyncStreamRequestHandler):
@@ -49,11 +51,14 @@ class AsyncHandler(sockserve.AsyncStreamRequestHandler):
             if command == b"threads":
                 self.writer.write(b"%d\n" % threading.active_count())
             else:
-                self.writer.write(answer(command))
+                self.writer.write(answer(command, self.client_address))
             await self.writer.drain()
 
 
-def answer(command: bytes) -> bytes:
+def answer(command: bytes, client_address: object = None) -> bytes:
+    if command == b"addr":
+        host = client_address[0] if isinstance(client_address, tuple) else client_address
+        return str(host).encode() + b"\n"
     if command == b"pid":
         return b"%d\n" % os.getpid()
     if command == b"id":
