@@ -139,13 +139,15 @@ class WaitForData:
         request = conn.request
         if isinstance(request, ssl.SSLSocket) and request.pending():
             return DONE  # decrypted bytes wait in the TLS layer, not in the socket
+        if self.handover is not None and self.handover():
+            # A worker is free: it takes the connection whatever it sent, so
+            # there is nothing to look at (and no system call to pay for).
+            return DONE
         try:
             # The C method itself: a socket with a kernel idle timeout turns
             # EAGAIN into TimeoutError in its own recv (core/timeouts.py).
             first = _raw_recv(request, self.FULL, _PEEK_NOW)
         except BlockingIOError:
-            if self.handover is not None and self.handover():
-                return DONE
             return READ
         conn.partial = 0 < len(first) < self.FULL and b"\n" not in first
         return DONE
