@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import threading
 from typing import Any
 
 import pytest
@@ -260,3 +261,37 @@ def test_the_step_comes_before_access_control() -> None:
         assert [type(s) for s in steps] == [ProxyHeaderStep, AccessStep]
     finally:
         server.server_close()
+
+
+def _preparer_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.endswith("-prepare")]
+
+
+def test_a_late_header_with_a_free_worker_is_read_on_that_worker() -> None:
+    """PROXY with ``dispatch="auto"`` (the pool's default): a header not there yet at
+    the accept goes straight to a free worker, never through the preparer thread."""
+    before = _preparer_threads()
+    server = make_server("pool", proxy_protocol="v1")
+    with serving(server), connect(server.server_address) as sock:
+        waits_for(server, lambda st: st.accepted == 1)  # accepted before a byte was sent
+        sock.sendall(HEADERS["v1"] + b"late\n")
+        report = read_report(sock)
+        assert _preparer_threads() == before
+    assert report["client"] == list(REAL)
+    assert report["line"] == "late\n"
+
+
+def test_a_late_header_with_no_free_worker_waits_without_a_worker() -> None:
+    """With every worker busy, the same connection is held by the preparer (no worker
+    waits for its header or its first bytes) and served once a worker frees up."""
+    server = make_server("pool", proxy_protocol="v1", max_workers=1)
+    with serving(server), connect(server.server_address) as busy:
+        busy.sendall(HEADERS["v1"] + HOLD)
+        assert read_report(busy)["line"] == HOLD.decode()  # the one worker now waits on it
+        with connect(server.server_address) as late:
+            waits_for(server, lambda st: st.preparing == 1)
+            late.sendall(HEADERS["v1"] + b"second\n")
+            busy.close()  # frees the worker
+            report = read_report(late)
+    assert report["line"] == "second\n"
+    assert report["client"] == list(REAL)

@@ -223,6 +223,7 @@ class Connection:
     __slots__ = (
         "admitted_at",
         "client_address",
+        "handed_over",
         "ip",
         "outcome",
         "partial",
@@ -263,6 +264,9 @@ class Connection:
         #: The first bytes it sent were a fragment (no full line): it may wait
         #: behind complete requests for a worker (slow-client defence).
         self.partial = False
+        #: A free worker took it before its first bytes (``dispatch="auto"``):
+        #: the wait for them is waived, the handler reads under ``idle_timeout``.
+        self.handed_over = False
 
     def end_as(self, outcome: str) -> None:
         """Record how the connection ended unless something decided it first.

@@ -311,7 +311,11 @@ class ConnectionPipeline:
         if want == DONE:
             conn.verify_pending = False
             return False
-        if self._preparer is None or self._in_place_from[conn.steps_done]:
+        if (
+            self._preparer is None
+            or self._in_place_from[conn.steps_done]
+            or self._free_worker_takes(conn)
+        ):
             # The strategy runs what is left where it serves (inline, a forked
             # child, the connection's task), or what is left may wait there:
             # steps that wait only on trusted peers that send at once (a PROXY
@@ -321,6 +325,25 @@ class ConnectionPipeline:
             self.server.process_request(conn.request, conn.client_address)
         elif not self._preparer.prepare(conn, self.steps, max(want, 0)):
             self.end(conn)  # the preparer is stopping (a drain): nothing starts now
+        return True
+
+    def _free_worker_takes(self, conn: Connection) -> bool:
+        """Whether what is left may run on a worker because one is free now.
+
+        The steps left either wait in place (a PROXY header that is on its
+        way) or wait for first bytes only while no worker is free
+        (``dispatch="auto"``): with a free worker the connection goes to it,
+        which finishes the in-place steps and then skips the wait (the handler
+        reads under ``idle_timeout``), instead of a hop through the preparer
+        thread and back.
+        """
+        for step in self.steps[conn.steps_done :]:
+            if getattr(step, "waits_in_place", False):
+                continue
+            handover = getattr(step, "handover", None)
+            if handover is None or not handover():
+                return False
+        conn.handed_over = True
         return True
 
     def _prepared(self, conn: Connection) -> None:

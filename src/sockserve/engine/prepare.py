@@ -139,9 +139,10 @@ class WaitForData:
         request = conn.request
         if isinstance(request, ssl.SSLSocket) and request.pending():
             return DONE  # decrypted bytes wait in the TLS layer, not in the socket
-        if self.handover is not None and self.handover():
-            # A worker is free: it takes the connection whatever it sent, so
-            # there is nothing to look at (and no system call to pay for).
+        if conn.handed_over or (self.handover is not None and self.handover()):
+            # A worker is free (or took it already): it takes the connection
+            # whatever it sent, so there is nothing to look at (and no system
+            # call to pay for).
             return DONE
         try:
             # The C method itself: a socket with a kernel idle timeout turns
