@@ -402,11 +402,25 @@ def main(argv: list[str] | None = None) -> int:
     runs = results["runs"]
     failures = [r for r in runs if not r.get("ok") and r.get("error")]
     mismatched = [r for r in runs if r.get("ok") and r["metrics"].get("mismatches")]
+    # A run that completed but whose every operation failed (a server that
+    # refused the load generator's TLS, say) measured nothing: not a success.
+    served_none = [
+        r
+        for r in runs
+        if r.get("ok") and not r["metrics"].get("ops") and _error_count(r["metrics"])
+    ]
     say(
         f"done in {results['meta']['elapsed_s'] / 60:.1f} min: {len(runs)} runs, "
-        f"{len(failures)} failed, {len(mismatched)} with mismatched bytes"
+        f"{len(failures)} failed, {len(mismatched)} with mismatched bytes, "
+        f"{len(served_none)} with errors and no operation"
     )
-    return 1 if failures or mismatched else 0
+    return 1 if failures or mismatched or served_none else 0
+
+
+def _error_count(metrics: dict[str, Any]) -> int:
+    """The load generator's errors of one run (a number, or counts by kind)."""
+    errors = metrics.get("errors") or 0
+    return sum(errors.values()) if isinstance(errors, dict) else int(errors)
 
 
 def render_only(args: argparse.Namespace) -> int:
