@@ -10,14 +10,14 @@ letting the kernel spread connections across them.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import socket
 import stat
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from sockserve.core.addresses import BindSpec, Transport
+from sockserve.core.unixfiles import SocketFileRecord, record_socket_file, remove_socket_file
 
 __all__ = ["Listener", "ListenerError", "adopt_fd", "close_listeners", "open_listeners"]
 
@@ -37,9 +37,9 @@ class Listener:
 
     spec: BindSpec
     sock: socket.socket
-    #: Socket file this process created (removed by ``close_listeners``).
-    unix_path: str | None = None
-    owner_pid: int = field(default_factory=os.getpid)
+    #: The socket file this process created (``close_listeners`` removes it,
+    #: if the path still names that very file, from this very process).
+    socket_file: SocketFileRecord | None = None
 
     @property
     def datagram(self) -> bool:
@@ -92,7 +92,7 @@ def _open_one(spec: BindSpec, *, backlog: int, reuse_port: bool) -> Listener:
             return _open_one(ipv4, backlog=backlog, reuse_port=reuse_port)
         raise ListenerError(spec, exc) from exc
     try:
-        unix_path = None
+        socket_file = None
         if spec.transport is Transport.UNIX:
             assert isinstance(spec.address, str)
             _remove_stale_socket_file(spec, spec.address)
@@ -108,8 +108,8 @@ def _open_one(spec: BindSpec, *, backlog: int, reuse_port: bool) -> Listener:
             sock.bind(address)
         except OSError as exc:
             raise ListenerError(spec, exc) from exc
-        if spec.transport is Transport.UNIX and isinstance(spec.address, str):
-            unix_path = None if spec.address.startswith("\0") else spec.address
+        if spec.transport is Transport.UNIX:
+            socket_file = record_socket_file(spec.address)
         # With reuse_port the workers listen on their own sockets: a listening
         # socket here would get a share of the connections and never accept them.
         if kind == socket.SOCK_STREAM and not reuse_port:
@@ -117,7 +117,7 @@ def _open_one(spec: BindSpec, *, backlog: int, reuse_port: bool) -> Listener:
     except BaseException:
         sock.close()
         raise
-    return Listener(spec.bound_to(sock.getsockname()), sock, unix_path)
+    return Listener(spec.bound_to(sock.getsockname()), sock, socket_file)
 
 
 def _remove_stale_socket_file(spec: BindSpec, path: str) -> None:
@@ -167,9 +167,13 @@ def _spec_of(sock: socket.socket, fd: int) -> BindSpec:
 
 
 def close_listeners(listeners: list[Listener]) -> None:
-    """Close the sockets; remove the socket files this process created."""
+    """Close the sockets; remove the socket files this process created.
+
+    Only the very file each listener bound is removed: if the path was
+    removed and bound again by a newer instance (a restart that overlapped
+    this one), that instance's file is left alone.
+    """
     for listener in listeners:
         listener.sock.close()
-        if listener.unix_path and listener.owner_pid == os.getpid():
-            with contextlib.suppress(OSError):
-                os.unlink(listener.unix_path)
+        remove_socket_file(listener.socket_file)
+        listener.socket_file = None
