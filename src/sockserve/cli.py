@@ -33,12 +33,14 @@ from typing import Any
 
 import sockserve
 from sockserve.core.addresses import BindSpec, BindSpecError, parse_bind_spec
+from sockserve.core.unixfiles import group_id, user_id
 from sockserve.exitcodes import ExitCode
 from sockserve.options import Switch
 from sockserve.runner import systemd
 from sockserve.runner.listeners import (
     Listener,
     ListenerError,
+    SocketFileOptions,
     adopt_fd,
     close_listeners,
     open_listeners,
@@ -151,7 +153,16 @@ def resolve_listeners(config: RunConfig) -> list[Listener]:
             specs.append(parse_bind_spec(text))
         except BindSpecError as exc:  # validated already; kept for direct callers
             raise ConfigError(str(exc)) from None
-    return open_listeners(specs, reuse_port=config.reuse_port)
+    return open_listeners(specs, reuse_port=config.reuse_port, socket_files=socket_files(config))
+
+
+def socket_files(config: RunConfig) -> SocketFileOptions:
+    """How the Unix socket files are created (names were checked with the configuration)."""
+    return SocketFileOptions(
+        mode=config.value("socket_mode"),
+        uid=user_id(config.value("socket_owner")),
+        gid=group_id(config.value("socket_group")),
+    )
 
 
 def serve_in_process(

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
+from sockserve.core.unixfiles import group_id, user_id
 from sockserve.strategies.eventloop import EVENT_LOOP_KINDS
 
 __all__ = [
@@ -259,6 +260,53 @@ class TLSContext(Kind):
         return "must be an ssl.SSLContext or None"
 
 
+class FileMode(Kind):
+    """Permission bits of a file, 0 to 0o777 (text: octal, ``660``), or None."""
+
+    optional = True
+
+    def check(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+            raise ValueError(self.wanted())
+        return value
+
+    def parse_one(self, text: str) -> Any:
+        return self.check(int(text, 8))
+
+    def wanted(self) -> str:
+        return "must be permission bits from 0 to 0o777 (octal text: 660), or None"
+
+
+class Account(Kind):
+    """A user or group: a name that exists, or a number; or None (unchanged)."""
+
+    optional = True
+
+    def __init__(self, what: Literal["user", "group"]) -> None:
+        self.what = what
+        self.lookup = user_id if what == "user" else group_id
+
+    def check(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+            raise ValueError(self.wanted())
+        if isinstance(value, int) and value < 0:
+            raise ValueError(self.wanted())
+        self.lookup(value)  # ValueError: "no user named ..."
+        return value
+
+    def parse_one(self, text: str) -> Any:
+        return self.check(text)
+
+    def wanted(self) -> str:
+        return f"must be a {self.what} name or number, or None"
+
+
 # -- the table -------------------------------------------------------------------
 
 
@@ -280,8 +328,8 @@ class Option:
     metavar: str = "VALUE"
     #: Where ``--help`` lists it.
     group: str = "limits"
-    #: Which servers take it: "any", "pool" or "async" (their mix-ins define it).
-    owner: Literal["any", "pool", "async", "runner"] = "any"
+    #: Which servers take it: "any", "pool", "async" (their mix-ins define it) or "unix".
+    owner: Literal["any", "pool", "async", "unix", "runner"] = "any"
     #: Only meaningful for connections (stream sockets).
     stream_only: bool = False
     #: Several values (a repeatable flag, a TOML list).
@@ -468,6 +516,39 @@ OPTIONS: tuple[Option, ...] = (
         stream_only=True,
         metavar="SECONDS",
         group="pool",
+    ),
+    _server(
+        "socket_mode",
+        FileMode(),
+        "permissions of the Unix socket files created, octal (660: the owner and group may "
+        "connect; none: the umask's); the file appears with them, never without",
+        all_=None,
+        flag="socket-mode",
+        owner="unix",
+        metavar="MODE",
+        group="listening",
+    ),
+    _server(
+        "socket_owner",
+        Account("user"),
+        "owner of the Unix socket files created: a user name or uid (root only; none: this "
+        "process's user)",
+        all_=None,
+        flag="socket-owner",
+        owner="unix",
+        metavar="USER",
+        group="listening",
+    ),
+    _server(
+        "socket_group",
+        Account("group"),
+        "group of the Unix socket files created: a group name or gid (one of this process's "
+        "groups, or any for root; none: this process's group)",
+        all_=None,
+        flag="socket-group",
+        owner="unix",
+        metavar="GROUP",
+        group="listening",
     ),
     _server(
         "event_loop",
@@ -814,9 +895,16 @@ class ServerOptions(TypedDict, total=False):
     proxy_header_timeout: float
     ssl_context: ssl.SSLContext | None
     handshake_timeout: float
+    socket_mode: int | None
+    socket_owner: int | str | None
+    socket_group: int | str | None
 
 
-_OWNER_TEXT = {"async": "async servers (AsyncMixIn)", "pool": "pool servers (ThreadPoolMixIn)"}
+_OWNER_TEXT = {
+    "async": "async servers (AsyncMixIn)",
+    "pool": "pool servers (ThreadPoolMixIn)",
+    "unix": "Unix socket servers (UnixStreamServer, UnixDatagramServer and their variants)",
+}
 
 
 def apply_options(server: object, options: dict[str, object]) -> None:

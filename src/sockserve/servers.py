@@ -26,6 +26,7 @@ What differs, on purpose, where no caller can tell:
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import socket
 import ssl
@@ -37,7 +38,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, Unpack
 
 from sockserve._types import Address, HandlerFactory, Request
-from sockserve.core.unixfiles import SocketFileRecord, record_socket_file, remove_socket_file
+from sockserve.core.unixfiles import (
+    SocketFileRecord,
+    bind_socket_file,
+    group_id,
+    is_socket_path,
+    record_socket_file,
+    remove_socket_file,
+    user_id,
+)
 from sockserve.core.wakeup import Waker
 from sockserve.engine.connection import (
     PEER_ERROR,
@@ -796,13 +805,41 @@ class UDPServer(TCPServer):
 
 
 class _OwnsSocketFile(TCPServer):
-    """Removes, on ``server_close``, the Unix socket file that ``server_bind`` created."""
+    """Creates the Unix socket file with the mode and owner asked for; removes it when closed.
 
+    Without ``socket_mode``, ``socket_owner`` or ``socket_group`` the file
+    is bound as by the stdlib (the umask's mode). With them it is bound in a
+    private directory and linked into place (see
+    :mod:`sockserve.core.unixfiles`): ``server_address`` is then the path
+    asked for, while ``socket.getsockname()`` names the private one.
+    """
+
+    #: Permission bits of the socket file (0o660: owner and group may connect). None: umask's.
+    socket_mode: int | None = family_default("socket_mode", "stdlib")
+    #: Owner and group of the socket file: a name or a number. None: this process's.
+    socket_owner: int | str | None = family_default("socket_owner", "stdlib")
+    socket_group: int | str | None = family_default("socket_group", "stdlib")
     _socket_file: SocketFileRecord | None = None
 
     def server_bind(self) -> None:
-        super().server_bind()
-        self._socket_file = record_socket_file(self.server_address)
+        address = self.server_address
+        custom = (self.socket_mode, self.socket_owner, self.socket_group) != (None, None, None)
+        if not custom or not is_socket_path(address):
+            super().server_bind()
+            self._socket_file = record_socket_file(self.server_address)
+            return
+        try:
+            self._socket_file = bind_socket_file(
+                self.socket,
+                address,
+                mode=self.socket_mode,
+                uid=user_id(self.socket_owner),
+                gid=group_id(self.socket_group),
+            )
+        except OSError as exc:
+            exc.add_note(f"sockserve: could not bind {describe_address(address)}")
+            raise
+        self.server_address = os.fsdecode(address)  # as getsockname() reports a path
 
     def server_close(self) -> None:
         super().server_close()

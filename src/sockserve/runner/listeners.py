@@ -17,9 +17,16 @@ import stat
 from dataclasses import dataclass, replace
 
 from sockserve.core.addresses import BindSpec, Transport
-from sockserve.core.unixfiles import SocketFileRecord, record_socket_file, remove_socket_file
+from sockserve.core.unixfiles import SocketFileRecord, bind_socket_file, remove_socket_file
 
-__all__ = ["Listener", "ListenerError", "adopt_fd", "close_listeners", "open_listeners"]
+__all__ = [
+    "Listener",
+    "ListenerError",
+    "SocketFileOptions",
+    "adopt_fd",
+    "close_listeners",
+    "open_listeners",
+]
 
 
 class ListenerError(Exception):
@@ -42,6 +49,17 @@ class Listener:
     socket_file: SocketFileRecord | None = None
 
     @property
+    def address(self) -> object:
+        """What clients connect to: the socket file's path, else ``getsockname()``.
+
+        A socket file created with a mode or owner was bound under a private
+        name and linked into place, so ``getsockname()`` names the former.
+        """
+        if self.socket_file is not None:
+            return self.socket_file.path
+        return self.sock.getsockname()
+
+    @property
     def datagram(self) -> bool:
         return self.sock.type == socket.SOCK_DGRAM
 
@@ -62,21 +80,36 @@ class Listener:
         return sock
 
 
+@dataclass(frozen=True)
+class SocketFileOptions:
+    """How the Unix socket files are created: mode (None: the umask's), uid and gid (-1: ours)."""
+
+    mode: int | None = None
+    uid: int = -1
+    gid: int = -1
+
+
 def open_listeners(
-    specs: list[BindSpec], *, backlog: int = socket.SOMAXCONN, reuse_port: bool = False
+    specs: list[BindSpec],
+    *,
+    backlog: int = socket.SOMAXCONN,
+    reuse_port: bool = False,
+    socket_files: SocketFileOptions = SocketFileOptions(),
 ) -> list[Listener]:
     """Open every spec or none: on the first failure close the others and raise."""
     opened: list[Listener] = []
     try:
         for spec in specs:
-            opened.append(_open_one(spec, backlog=backlog, reuse_port=reuse_port))
+            opened.append(_open_one(spec, backlog, reuse_port, socket_files))
     except BaseException:
         close_listeners(opened)
         raise
     return opened
 
 
-def _open_one(spec: BindSpec, *, backlog: int, reuse_port: bool) -> Listener:
+def _open_one(
+    spec: BindSpec, backlog: int, reuse_port: bool, socket_files: SocketFileOptions
+) -> Listener:
     if spec.transport is Transport.FD:
         assert isinstance(spec.address, int)
         return adopt_fd(spec.address)
@@ -89,7 +122,7 @@ def _open_one(spec: BindSpec, *, backlog: int, reuse_port: bool) -> Listener:
             # means all IPv4 addresses.
             port = spec.inet_address[1]
             ipv4 = replace(spec, family=socket.AF_INET, address=("0.0.0.0", port), dual_stack=False)
-            return _open_one(ipv4, backlog=backlog, reuse_port=reuse_port)
+            return _open_one(ipv4, backlog, reuse_port, socket_files)
         raise ListenerError(spec, exc) from exc
     try:
         socket_file = None
@@ -105,11 +138,16 @@ def _open_one(spec: BindSpec, *, backlog: int, reuse_port: bool) -> Listener:
         address = spec.address
         assert not isinstance(address, int)  # only fd:// specs carry a number
         try:
-            sock.bind(address)
+            if spec.transport is Transport.UNIX:
+                assert isinstance(address, str)
+                files = socket_files
+                socket_file = bind_socket_file(
+                    sock, address, mode=files.mode, uid=files.uid, gid=files.gid
+                )
+            else:
+                sock.bind(address)
         except OSError as exc:
             raise ListenerError(spec, exc) from exc
-        if spec.transport is Transport.UNIX:
-            socket_file = record_socket_file(spec.address)
         # With reuse_port the workers listen on their own sockets: a listening
         # socket here would get a share of the connections and never accept them.
         if kind == socket.SOCK_STREAM and not reuse_port:
