@@ -27,7 +27,7 @@ import ipaddress
 import math
 import socket
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
@@ -42,6 +42,7 @@ __all__ = [
     "ServerOptions",
     "apply_options",
     "family_default",
+    "keepalive_problem",
     "option",
 ]
 
@@ -86,14 +87,20 @@ class Kind:
 class Count(Kind):
     """A whole number >= ``minimum`` (or None, "none", when ``optional``)."""
 
-    def __init__(self, minimum: int, *, optional: bool = False) -> None:
+    def __init__(self, minimum: int, *, optional: bool = False, maximum: int | None = None) -> None:
         self.minimum = minimum
+        self.maximum = maximum
         self.optional = optional
 
     def check(self, value: Any) -> Any:
         if value is None and self.optional:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < self.minimum:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < self.minimum
+            or (self.maximum is not None and value > self.maximum)
+        ):
             raise ValueError(self.wanted())
         return value
 
@@ -102,6 +109,8 @@ class Count(Kind):
 
     def wanted(self) -> str:
         what = "a positive integer" if self.minimum == 1 else f"an integer >= {self.minimum}"
+        if self.maximum is not None:
+            what = f"an integer from {self.minimum} to {self.maximum}"
         return "must be " + what + (" or None" if self.optional else "")
 
 
@@ -109,11 +118,18 @@ class Seconds(Kind):
     """A finite duration: > 0 (``positive``) or >= ``minimum``, under a year; or None."""
 
     def __init__(
-        self, minimum: float = 0.0, *, positive: bool = False, optional: bool = False
+        self,
+        minimum: float = 0.0,
+        *,
+        positive: bool = False,
+        optional: bool = False,
+        maximum: float | None = None,
     ) -> None:
         self.minimum = minimum
         self.positive = positive
         self.optional = optional
+        #: The most the kernel keeps (inclusive); None: anything under a year.
+        self.maximum = maximum
 
     def check(self, value: Any) -> Any:
         if value is None and self.optional:
@@ -123,7 +139,7 @@ class Seconds(Kind):
             or not isinstance(value, int | float)
             or math.isnan(value)
             or not (value > 0 if self.positive else value >= self.minimum)
-            or not value < LONGEST_TIMEOUT
+            or not (value < LONGEST_TIMEOUT if self.maximum is None else value <= self.maximum)
         ):
             raise ValueError(self.wanted())
         return float(value)
@@ -133,7 +149,8 @@ class Seconds(Kind):
 
     def wanted(self) -> str:
         low = "> 0" if self.positive else f">= {self.minimum:g}"
-        return f"must be a finite number of seconds {low} and under a year" + (
+        high = "under a year" if self.maximum is None else f"at most {self.maximum:g}"
+        return f"must be a finite number of seconds {low} and {high}" + (
             ", or None" if self.optional else ""
         )
 
@@ -258,6 +275,50 @@ class TLSContext(Kind):
 
     def wanted(self) -> str:
         return "must be an ssl.SSLContext or None"
+
+
+#: The longest keepalive time the kernel takes (TCP_KEEPIDLE, TCP_KEEPINTVL: seconds).
+KEEPALIVE_MAX = 32767
+
+
+class KeepAlive(Kind):
+    """TCP keepalive: off (False, None), on (True) or on after this many seconds of silence."""
+
+    optional = True
+
+    def check(self, value: Any) -> Any:
+        if value is None or isinstance(value, bool):
+            return value
+        if (
+            not isinstance(value, int | float)
+            or math.isnan(value)
+            or not 0 < value <= KEEPALIVE_MAX
+        ):
+            raise ValueError(self.wanted())
+        return float(value)
+
+    def parse_one(self, text: str) -> Any:
+        lowered = text.lower()
+        if lowered in ("true", "yes", "on"):
+            return True
+        if lowered in ("false", "no"):
+            return False
+        return self.check(float(text))
+
+    def wanted(self) -> str:
+        return (
+            f"must be true, false, or the seconds of silence before the first probe "
+            f"(> 0 and at most {KEEPALIVE_MAX})"
+        )
+
+
+def keepalive_problem(value: Callable[[str], Any]) -> str | None:
+    """What is wrong with these keepalive options together (``value(name)`` reads one)."""
+    if value("tcp_keepalive") in (None, False):
+        for name in ("tcp_keepalive_interval", "tcp_keepalive_count"):
+            if value(name) is not None:
+                return f"{name} needs tcp_keepalive (true, or the seconds before the first probe)"
+    return None
 
 
 class FileMode(Kind):
@@ -617,6 +678,48 @@ OPTIONS: tuple[Option, ...] = (
         group="connections",
     ),
     _server(
+        "tcp_keepalive",
+        KeepAlive(),
+        "TCP keepalive on accepted connections: true (probes after the kernel's idle time, "
+        "2 h by default) or the seconds of silence before the first probe; finds dead peers",
+        all_=None,
+        flag="tcp-keepalive",
+        stream_only=True,
+        metavar="SECONDS",
+        group="connections",
+    ),
+    _server(
+        "tcp_keepalive_interval",
+        Seconds(positive=True, optional=True, maximum=KEEPALIVE_MAX),
+        "seconds between keepalive probes (none: the kernel's, 75 s)",
+        all_=None,
+        flag="tcp-keepalive-interval",
+        stream_only=True,
+        metavar="SECONDS",
+        group="connections",
+    ),
+    _server(
+        "tcp_keepalive_count",
+        Count(1, optional=True, maximum=127),
+        "unanswered keepalive probes before the connection is dropped (none: the kernel's, 9)",
+        all_=None,
+        flag="tcp-keepalive-count",
+        stream_only=True,
+        metavar="N",
+        group="connections",
+    ),
+    _server(
+        "tcp_user_timeout",
+        Seconds(positive=True, optional=True, maximum=2147483.0),
+        "seconds written data may stay unacknowledged before the kernel drops the connection "
+        "(TCP_USER_TIMEOUT: black-holed writes; none: the kernel's retries, ~15 min)",
+        all_=None,
+        flag="tcp-user-timeout",
+        stream_only=True,
+        metavar="SECONDS",
+        group="connections",
+    ),
+    _server(
         "access_log",
         Switch(),
         "log one line per connection: peer, outcome, duration, bytes in and out",
@@ -877,6 +980,10 @@ class ServerOptions(TypedDict, total=False):
     max_line: int | None
     access_log: bool
     tcp_nodelay: bool
+    tcp_keepalive: bool | float | None
+    tcp_keepalive_interval: float | None
+    tcp_keepalive_count: int | None
+    tcp_user_timeout: float | None
     max_workers: int
     max_pending: int
     eager_workers: int
@@ -927,6 +1034,9 @@ def apply_options(server: object, options: dict[str, object]) -> None:
         if name in options or not declared.server_option or not hasattr(cls, name):
             continue
         setattr(server, name, declared.validate(getattr(cls, name)))
+    problem = keepalive_problem(lambda name: getattr(server, name, None))
+    if problem:
+        raise ValueError(problem)
     if getattr(server, "socket_type", socket.SOCK_STREAM) == socket.SOCK_DGRAM:
         for name in sorted(STREAM_ONLY):
             value = getattr(server, name, None)

@@ -132,6 +132,16 @@ class BaseServer:
     #: waits on Nagle's algorithm and the client's delayed ACK, ~40 ms a request.
     #: Unix sockets are left alone.
     tcp_nodelay: bool = family_default("tcp_nodelay", "stdlib")
+    #: TCP keepalive on accepted connections: None/False off, True on (the
+    #: kernel's idle time), or seconds of silence before the first probe; with
+    #: the probes' interval and count. Set on the listener, which accepted
+    #: connections copy: no system call per connection.
+    tcp_keepalive: bool | float | None = family_default("tcp_keepalive", "stdlib")
+    tcp_keepalive_interval: float | None = family_default("tcp_keepalive_interval", "stdlib")
+    tcp_keepalive_count: int | None = family_default("tcp_keepalive_count", "stdlib")
+    #: Seconds sent data may stay unacknowledged before the kernel drops the
+    #: connection (TCP_USER_TIMEOUT): a peer that vanished mid-write. None: the kernel's.
+    tcp_user_timeout: float | None = family_default("tcp_user_timeout", "stdlib")
     #: Clients served / refused by address (networks; uid:N, gid:N on Unix
     #: sockets). Empty ``allow``: everyone; ``deny`` wins. See sockserve.security.access.
     allow: Sequence[str] = family_default("allow", "stdlib")

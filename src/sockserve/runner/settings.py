@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sockserve.core.addresses import BindSpecError, parse_bind_spec
-from sockserve.options import OPTIONS, Option, TextList
+from sockserve.options import OPTIONS, Option, TextList, keepalive_problem
 
 __all__ = ["ENV_PREFIX", "RUNNER_SETTINGS", "ConfigError", "RunConfig", "build_config"]
 
@@ -285,6 +285,14 @@ def _check_together(config: RunConfig) -> None:
         )
     _check_tls(config)
     _check_socket_files(config)
+    problem = keepalive_problem(config.value)
+    if problem:
+        sources = ", ".join(
+            f"{key} from {config.source(key)}"
+            for key in ("tcp_keepalive", "tcp_keepalive_interval", "tcp_keepalive_count")
+            if key in config.sources
+        )
+        raise ConfigError(f"{problem} ({sources})")
     if config.value("event_loop") == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ConfigError(
             f"event_loop = 'uvloop' (from {config.source('event_loop')}): uvloop is not "
