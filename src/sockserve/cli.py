@@ -33,6 +33,7 @@ from typing import Any
 
 import sockserve
 from sockserve.core.addresses import BindSpec, BindSpecError, parse_bind_spec
+from sockserve.core.fdlimit import ensure_descriptors
 from sockserve.core.unixfiles import group_id, user_id
 from sockserve.exitcodes import ExitCode
 from sockserve.options import Switch
@@ -165,6 +166,23 @@ def socket_files(config: RunConfig) -> SocketFileOptions:
     )
 
 
+def check_descriptors(config: RunConfig, listeners: list[Listener]) -> None:
+    """Raise the open-files limit for every stream listener's ``max_connections``, or warn.
+
+    Done by the master before any worker exists: the workers inherit the
+    raised limit, and the warning, if any, is logged once instead of once
+    per worker. (The master does not import the target, so an async handler
+    under the default worker class is counted with the pool's limit here; its
+    worker then checks its own, larger one.)
+    """
+    per_worker = config.value("max_connections")
+    streams = sum(1 for listener in listeners if not listener.datagram)
+    if per_worker is None or not streams:
+        return
+    where = f"{config.target} ({streams} stream listener(s))"
+    ensure_descriptors(per_worker * streams, where=where, logger=logger)
+
+
 def serve_in_process(
     config: RunConfig,
     listeners: list[Listener],
@@ -287,6 +305,7 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
         def reload() -> RunConfig:
             return config_from_args(args)
 
+        check_descriptors(config, listeners)
         if config.workers == 0:
             return serve_in_process(config, listeners, reload)
         return Master(config, listeners, reload_config=reload).run()

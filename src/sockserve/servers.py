@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, Unpack
 
 from sockserve._types import Address, HandlerFactory, Request
+from sockserve.core.fdlimit import ensure_descriptors
 from sockserve.core.unixfiles import (
     SocketFileRecord,
     bind_socket_file,
@@ -61,7 +62,7 @@ from sockserve.engine.drain import drain as run_drain
 from sockserve.engine.lifecycle import State
 from sockserve.engine.pipeline import STEP_FAILURE, ConnectionPipeline
 from sockserve.engine.prepare import Step
-from sockserve.observability.logs import describe_address
+from sockserve.observability.logs import describe_address, server_logger
 from sockserve.observability.stats import ServerStats
 from sockserve.options import ServerOptions, apply_options, family_default
 from sockserve.security import steps_for
@@ -227,6 +228,7 @@ class BaseServer:
         self.__is_shut_down.clear()
         self.__serving_thread = threading.get_ident()
         try:
+            self._check_descriptors()
             self._pipeline.lifecycle.move(State.SERVING)
             self._run_serving_loop(poll_interval)
         finally:
@@ -236,6 +238,25 @@ class BaseServer:
             self.__serving_thread = None
             self._pipeline.lifecycle.loop_stopped()
             self.__is_shut_down.set()
+
+    def _check_descriptors(self) -> None:
+        """Raise the open-files limit to what ``max_connections`` needs, or warn once.
+
+        At the start of serving, not at construction: a server built and not
+        served (a test, a parent that forks before serving) changes nothing
+        process-wide, and ``max_connections`` set after construction counts.
+        See :mod:`sockserve.core.fdlimit`.
+        """
+        limit = self.max_connections
+        if limit is None or getattr(self, "socket_type", socket.SOCK_STREAM) != socket.SOCK_STREAM:
+            return
+        per_connection = getattr(self._pipeline.strategy, "descriptors_per_connection", 1)
+        ensure_descriptors(
+            limit,
+            per_connection,
+            where=describe_address(self.server_address),
+            logger=server_logger,
+        )
 
     def _run_serving_loop(self, poll_interval: float | None) -> None:
         """Wait on the listener and a waker until a stop is requested (the sync strategies).
