@@ -160,7 +160,7 @@ def _bind_in(sock: socket.socket, private: str, temporary: str) -> None:
     if len(os.fsencode(temporary)) <= _SUN_PATH_MAX:
         sock.bind(temporary)
         return
-    directory = os.open(private, os.O_PATH | os.O_DIRECTORY)
+    directory = os.open(private, getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY)
     try:
         sock.bind(f"/proc/self/fd/{directory}/s")
     finally:
