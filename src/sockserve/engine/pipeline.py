@@ -179,7 +179,8 @@ class ConnectionPipeline:
             # Read per connection: the runner swaps the listener after construction.
             nodelay = server.tcp_nodelay and server._is_tcp()
             idle_timeout = server.idle_timeout if self._kernel_timeouts else None
-            tcp = self._tcp()
+            # Two attribute reads when neither is set (interval and count need keepalive).
+            tcp = self._tcp() if server.tcp_keepalive or server.tcp_user_timeout is not None else ()
             if idle_timeout is not None or nodelay or tcp:
                 self._connection_options.apply(
                     server._listening_socket(), request, idle_timeout, nodelay, tcp
