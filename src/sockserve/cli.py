@@ -33,12 +33,15 @@ from typing import Any
 
 import sockserve
 from sockserve.core.addresses import BindSpec, BindSpecError, parse_bind_spec
+from sockserve.core.fdlimit import ensure_descriptors
+from sockserve.core.unixfiles import group_id, user_id
 from sockserve.exitcodes import ExitCode
 from sockserve.options import Switch
 from sockserve.runner import systemd
 from sockserve.runner.listeners import (
     Listener,
     ListenerError,
+    SocketFileOptions,
     adopt_fd,
     close_listeners,
     open_listeners,
@@ -151,7 +154,33 @@ def resolve_listeners(config: RunConfig) -> list[Listener]:
             specs.append(parse_bind_spec(text))
         except BindSpecError as exc:  # validated already; kept for direct callers
             raise ConfigError(str(exc)) from None
-    return open_listeners(specs, reuse_port=config.reuse_port)
+    return open_listeners(specs, reuse_port=config.reuse_port, socket_files=socket_files(config))
+
+
+def socket_files(config: RunConfig) -> SocketFileOptions:
+    """How the Unix socket files are created (names were checked with the configuration)."""
+    return SocketFileOptions(
+        mode=config.value("socket_mode"),
+        uid=user_id(config.value("socket_owner")),
+        gid=group_id(config.value("socket_group")),
+    )
+
+
+def check_descriptors(config: RunConfig, listeners: list[Listener]) -> None:
+    """Raise the open-files limit for every stream listener's ``max_connections``, or warn.
+
+    Done by the master before any worker exists: the workers inherit the
+    raised limit, and the warning, if any, is logged once instead of once
+    per worker. (The master does not import the target, so an async handler
+    under the default worker class is counted with the pool's limit here; its
+    worker then checks its own, larger one.)
+    """
+    per_worker = config.value("max_connections")
+    streams = sum(1 for listener in listeners if not listener.datagram)
+    if per_worker is None or not streams:
+        return
+    where = f"{config.target} ({streams} stream listener(s))"
+    ensure_descriptors(per_worker * streams, where=where, logger=logger)
 
 
 def serve_in_process(
@@ -276,6 +305,7 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
         def reload() -> RunConfig:
             return config_from_args(args)
 
+        check_descriptors(config, listeners)
         if config.workers == 0:
             return serve_in_process(config, listeners, reload)
         return Master(config, listeners, reload_config=reload).run()

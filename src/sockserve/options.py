@@ -27,10 +27,11 @@ import ipaddress
 import math
 import socket
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
+from sockserve.core.unixfiles import group_id, user_id
 from sockserve.strategies.eventloop import EVENT_LOOP_KINDS
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "ServerOptions",
     "apply_options",
     "family_default",
+    "keepalive_problem",
     "option",
 ]
 
@@ -85,14 +87,20 @@ class Kind:
 class Count(Kind):
     """A whole number >= ``minimum`` (or None, "none", when ``optional``)."""
 
-    def __init__(self, minimum: int, *, optional: bool = False) -> None:
+    def __init__(self, minimum: int, *, optional: bool = False, maximum: int | None = None) -> None:
         self.minimum = minimum
+        self.maximum = maximum
         self.optional = optional
 
     def check(self, value: Any) -> Any:
         if value is None and self.optional:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < self.minimum:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < self.minimum
+            or (self.maximum is not None and value > self.maximum)
+        ):
             raise ValueError(self.wanted())
         return value
 
@@ -101,6 +109,8 @@ class Count(Kind):
 
     def wanted(self) -> str:
         what = "a positive integer" if self.minimum == 1 else f"an integer >= {self.minimum}"
+        if self.maximum is not None:
+            what = f"an integer from {self.minimum} to {self.maximum}"
         return "must be " + what + (" or None" if self.optional else "")
 
 
@@ -108,11 +118,18 @@ class Seconds(Kind):
     """A finite duration: > 0 (``positive``) or >= ``minimum``, under a year; or None."""
 
     def __init__(
-        self, minimum: float = 0.0, *, positive: bool = False, optional: bool = False
+        self,
+        minimum: float = 0.0,
+        *,
+        positive: bool = False,
+        optional: bool = False,
+        maximum: float | None = None,
     ) -> None:
         self.minimum = minimum
         self.positive = positive
         self.optional = optional
+        #: The most the kernel keeps (inclusive); None: anything under a year.
+        self.maximum = maximum
 
     def check(self, value: Any) -> Any:
         if value is None and self.optional:
@@ -122,7 +139,7 @@ class Seconds(Kind):
             or not isinstance(value, int | float)
             or math.isnan(value)
             or not (value > 0 if self.positive else value >= self.minimum)
-            or not value < LONGEST_TIMEOUT
+            or not (value < LONGEST_TIMEOUT if self.maximum is None else value <= self.maximum)
         ):
             raise ValueError(self.wanted())
         return float(value)
@@ -132,7 +149,8 @@ class Seconds(Kind):
 
     def wanted(self) -> str:
         low = "> 0" if self.positive else f">= {self.minimum:g}"
-        return f"must be a finite number of seconds {low} and under a year" + (
+        high = "under a year" if self.maximum is None else f"at most {self.maximum:g}"
+        return f"must be a finite number of seconds {low} and {high}" + (
             ", or None" if self.optional else ""
         )
 
@@ -259,6 +277,97 @@ class TLSContext(Kind):
         return "must be an ssl.SSLContext or None"
 
 
+#: The longest keepalive time the kernel takes (TCP_KEEPIDLE, TCP_KEEPINTVL: seconds).
+KEEPALIVE_MAX = 32767
+
+
+class KeepAlive(Kind):
+    """TCP keepalive: off (False, None), on (True) or on after this many seconds of silence."""
+
+    optional = True
+
+    def check(self, value: Any) -> Any:
+        if value is None or isinstance(value, bool):
+            return value
+        if (
+            not isinstance(value, int | float)
+            or math.isnan(value)
+            or not 0 < value <= KEEPALIVE_MAX
+        ):
+            raise ValueError(self.wanted())
+        return float(value)
+
+    def parse_one(self, text: str) -> Any:
+        lowered = text.lower()
+        if lowered in ("true", "yes", "on"):
+            return True
+        if lowered in ("false", "no"):
+            return False
+        return self.check(float(text))
+
+    def wanted(self) -> str:
+        return (
+            f"must be true, false, or the seconds of silence before the first probe "
+            f"(> 0 and at most {KEEPALIVE_MAX})"
+        )
+
+
+def keepalive_problem(value: Callable[[str], Any]) -> str | None:
+    """What is wrong with these keepalive options together (``value(name)`` reads one)."""
+    if value("tcp_keepalive") in (None, False):
+        for name in ("tcp_keepalive_interval", "tcp_keepalive_count"):
+            if value(name) is not None:
+                return f"{name} needs tcp_keepalive (true, or the seconds before the first probe)"
+    return None
+
+
+class FileMode(Kind):
+    """Permission bits of a file, 0 to 0o777 (text: octal, ``660``), or None."""
+
+    optional = True
+
+    def check(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+            raise ValueError(self.wanted())
+        return value
+
+    def parse_one(self, text: str) -> Any:
+        return self.check(int(text, 8))
+
+    def wanted(self) -> str:
+        return "must be permission bits from 0 to 0o777 (octal text: 660), or None"
+
+
+class Account(Kind):
+    """A user or group: a name that exists, or a number; or None (unchanged)."""
+
+    optional = True
+
+    def __init__(self, what: Literal["user", "group"]) -> None:
+        self.what = what
+        self.lookup = user_id if what == "user" else group_id
+
+    def check(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+            raise ValueError(self.wanted())
+        if isinstance(value, int) and value < 0:
+            raise ValueError(self.wanted())
+        self.lookup(value)  # ValueError: "no user named ..."
+        return value
+
+    def parse_one(self, text: str) -> Any:
+        return self.check(text)
+
+    def wanted(self) -> str:
+        return f"must be a {self.what} name or number, or None"
+
+
 # -- the table -------------------------------------------------------------------
 
 
@@ -280,8 +389,8 @@ class Option:
     metavar: str = "VALUE"
     #: Where ``--help`` lists it.
     group: str = "limits"
-    #: Which servers take it: "any", "pool" or "async" (their mix-ins define it).
-    owner: Literal["any", "pool", "async", "runner"] = "any"
+    #: Which servers take it: "any", "pool", "async" (their mix-ins define it) or "unix".
+    owner: Literal["any", "pool", "async", "unix", "runner"] = "any"
     #: Only meaningful for connections (stream sockets).
     stream_only: bool = False
     #: Several values (a repeatable flag, a TOML list).
@@ -470,6 +579,39 @@ OPTIONS: tuple[Option, ...] = (
         group="pool",
     ),
     _server(
+        "socket_mode",
+        FileMode(),
+        "permissions of the Unix socket files created, octal (660: the owner and group may "
+        "connect; none: the umask's); the file appears with them, never without",
+        all_=None,
+        flag="socket-mode",
+        owner="unix",
+        metavar="MODE",
+        group="listening",
+    ),
+    _server(
+        "socket_owner",
+        Account("user"),
+        "owner of the Unix socket files created: a user name or uid (root only; none: this "
+        "process's user)",
+        all_=None,
+        flag="socket-owner",
+        owner="unix",
+        metavar="USER",
+        group="listening",
+    ),
+    _server(
+        "socket_group",
+        Account("group"),
+        "group of the Unix socket files created: a group name or gid (one of this process's "
+        "groups, or any for root; none: this process's group)",
+        all_=None,
+        flag="socket-group",
+        owner="unix",
+        metavar="GROUP",
+        group="listening",
+    ),
+    _server(
         "event_loop",
         Choice(*EVENT_LOOP_KINDS),
         "event loop of the async worker class: auto (uvloop when installed), asyncio or uvloop",
@@ -533,6 +675,48 @@ OPTIONS: tuple[Option, ...] = (
         async_=True,
         flag="tcp-nodelay",
         stream_only=True,
+        group="connections",
+    ),
+    _server(
+        "tcp_keepalive",
+        KeepAlive(),
+        "TCP keepalive on accepted connections: true (probes after the kernel's idle time, "
+        "2 h by default) or the seconds of silence before the first probe; finds dead peers",
+        all_=None,
+        flag="tcp-keepalive",
+        stream_only=True,
+        metavar="SECONDS",
+        group="connections",
+    ),
+    _server(
+        "tcp_keepalive_interval",
+        Seconds(positive=True, optional=True, maximum=KEEPALIVE_MAX),
+        "seconds between keepalive probes (none: the kernel's, 75 s)",
+        all_=None,
+        flag="tcp-keepalive-interval",
+        stream_only=True,
+        metavar="SECONDS",
+        group="connections",
+    ),
+    _server(
+        "tcp_keepalive_count",
+        Count(1, optional=True, maximum=127),
+        "unanswered keepalive probes before the connection is dropped (none: the kernel's, 9)",
+        all_=None,
+        flag="tcp-keepalive-count",
+        stream_only=True,
+        metavar="N",
+        group="connections",
+    ),
+    _server(
+        "tcp_user_timeout",
+        Seconds(positive=True, optional=True, maximum=2147483.0),
+        "seconds written data may stay unacknowledged before the kernel drops the connection "
+        "(TCP_USER_TIMEOUT: black-holed writes; none: the kernel's retries, ~15 min)",
+        all_=None,
+        flag="tcp-user-timeout",
+        stream_only=True,
+        metavar="SECONDS",
         group="connections",
     ),
     _server(
@@ -796,6 +980,10 @@ class ServerOptions(TypedDict, total=False):
     max_line: int | None
     access_log: bool
     tcp_nodelay: bool
+    tcp_keepalive: bool | float | None
+    tcp_keepalive_interval: float | None
+    tcp_keepalive_count: int | None
+    tcp_user_timeout: float | None
     max_workers: int
     max_pending: int
     eager_workers: int
@@ -814,9 +1002,16 @@ class ServerOptions(TypedDict, total=False):
     proxy_header_timeout: float
     ssl_context: ssl.SSLContext | None
     handshake_timeout: float
+    socket_mode: int | None
+    socket_owner: int | str | None
+    socket_group: int | str | None
 
 
-_OWNER_TEXT = {"async": "async servers (AsyncMixIn)", "pool": "pool servers (ThreadPoolMixIn)"}
+_OWNER_TEXT = {
+    "async": "async servers (AsyncMixIn)",
+    "pool": "pool servers (ThreadPoolMixIn)",
+    "unix": "Unix socket servers (UnixStreamServer, UnixDatagramServer and their variants)",
+}
 
 
 def apply_options(server: object, options: dict[str, object]) -> None:
@@ -839,6 +1034,9 @@ def apply_options(server: object, options: dict[str, object]) -> None:
         if name in options or not declared.server_option or not hasattr(cls, name):
             continue
         setattr(server, name, declared.validate(getattr(cls, name)))
+    problem = keepalive_problem(lambda name: getattr(server, name, None))
+    if problem:
+        raise ValueError(problem)
     if getattr(server, "socket_type", socket.SOCK_STREAM) == socket.SOCK_DGRAM:
         for name in sorted(STREAM_ONLY):
             value = getattr(server, name, None)

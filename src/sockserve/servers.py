@@ -26,6 +26,7 @@ What differs, on purpose, where no caller can tell:
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import socket
 import ssl
@@ -37,7 +38,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, Unpack
 
 from sockserve._types import Address, HandlerFactory, Request
-from sockserve.core.unixfiles import SocketFileRecord, record_socket_file, remove_socket_file
+from sockserve.core.fdlimit import ensure_descriptors
+from sockserve.core.unixfiles import (
+    SocketFileRecord,
+    bind_socket_file,
+    group_id,
+    is_socket_path,
+    record_socket_file,
+    remove_socket_file,
+    user_id,
+)
 from sockserve.core.wakeup import Waker
 from sockserve.engine.connection import (
     PEER_ERROR,
@@ -52,7 +62,7 @@ from sockserve.engine.drain import drain as run_drain
 from sockserve.engine.lifecycle import State
 from sockserve.engine.pipeline import STEP_FAILURE, ConnectionPipeline
 from sockserve.engine.prepare import Step
-from sockserve.observability.logs import describe_address
+from sockserve.observability.logs import describe_address, server_logger
 from sockserve.observability.stats import ServerStats
 from sockserve.options import ServerOptions, apply_options, family_default
 from sockserve.security import steps_for
@@ -123,6 +133,16 @@ class BaseServer:
     #: waits on Nagle's algorithm and the client's delayed ACK, ~40 ms a request.
     #: Unix sockets are left alone.
     tcp_nodelay: bool = family_default("tcp_nodelay", "stdlib")
+    #: TCP keepalive on accepted connections: None/False off, True on (the
+    #: kernel's idle time), or seconds of silence before the first probe; with
+    #: the probes' interval and count. Set on the listener, which accepted
+    #: connections copy: no system call per connection.
+    tcp_keepalive: bool | float | None = family_default("tcp_keepalive", "stdlib")
+    tcp_keepalive_interval: float | None = family_default("tcp_keepalive_interval", "stdlib")
+    tcp_keepalive_count: int | None = family_default("tcp_keepalive_count", "stdlib")
+    #: Seconds sent data may stay unacknowledged before the kernel drops the
+    #: connection (TCP_USER_TIMEOUT): a peer that vanished mid-write. None: the kernel's.
+    tcp_user_timeout: float | None = family_default("tcp_user_timeout", "stdlib")
     #: Clients served / refused by address (networks; uid:N, gid:N on Unix
     #: sockets). Empty ``allow``: everyone; ``deny`` wins. See sockserve.security.access.
     allow: Sequence[str] = family_default("allow", "stdlib")
@@ -208,6 +228,7 @@ class BaseServer:
         self.__is_shut_down.clear()
         self.__serving_thread = threading.get_ident()
         try:
+            self._check_descriptors()
             self._pipeline.lifecycle.move(State.SERVING)
             self._run_serving_loop(poll_interval)
         finally:
@@ -217,6 +238,25 @@ class BaseServer:
             self.__serving_thread = None
             self._pipeline.lifecycle.loop_stopped()
             self.__is_shut_down.set()
+
+    def _check_descriptors(self) -> None:
+        """Raise the open-files limit to what ``max_connections`` needs, or warn once.
+
+        At the start of serving, not at construction: a server built and not
+        served (a test, a parent that forks before serving) changes nothing
+        process-wide, and ``max_connections`` set after construction counts.
+        See :mod:`sockserve.core.fdlimit`.
+        """
+        limit = self.max_connections
+        if limit is None or getattr(self, "socket_type", socket.SOCK_STREAM) != socket.SOCK_STREAM:
+            return
+        per_connection = getattr(self._pipeline.strategy, "descriptors_per_connection", 1)
+        ensure_descriptors(
+            limit,
+            per_connection,
+            where=describe_address(self.server_address),
+            logger=server_logger,
+        )
 
     def _run_serving_loop(self, poll_interval: float | None) -> None:
         """Wait on the listener and a waker until a stop is requested (the sync strategies).
@@ -796,13 +836,41 @@ class UDPServer(TCPServer):
 
 
 class _OwnsSocketFile(TCPServer):
-    """Removes, on ``server_close``, the Unix socket file that ``server_bind`` created."""
+    """Creates the Unix socket file with the mode and owner asked for; removes it when closed.
 
+    Without ``socket_mode``, ``socket_owner`` or ``socket_group`` the file
+    is bound as by the stdlib (the umask's mode). With them it is bound in a
+    private directory and linked into place (see
+    :mod:`sockserve.core.unixfiles`): ``server_address`` is then the path
+    asked for, while ``socket.getsockname()`` names the private one.
+    """
+
+    #: Permission bits of the socket file (0o660: owner and group may connect). None: umask's.
+    socket_mode: int | None = family_default("socket_mode", "stdlib")
+    #: Owner and group of the socket file: a name or a number. None: this process's.
+    socket_owner: int | str | None = family_default("socket_owner", "stdlib")
+    socket_group: int | str | None = family_default("socket_group", "stdlib")
     _socket_file: SocketFileRecord | None = None
 
     def server_bind(self) -> None:
-        super().server_bind()
-        self._socket_file = record_socket_file(self.server_address)
+        address = self.server_address
+        custom = (self.socket_mode, self.socket_owner, self.socket_group) != (None, None, None)
+        if not custom or not is_socket_path(address):
+            super().server_bind()
+            self._socket_file = record_socket_file(self.server_address)
+            return
+        try:
+            self._socket_file = bind_socket_file(
+                self.socket,
+                address,
+                mode=self.socket_mode,
+                uid=user_id(self.socket_owner),
+                gid=group_id(self.socket_group),
+            )
+        except OSError as exc:
+            exc.add_note(f"sockserve: could not bind {describe_address(address)}")
+            raise
+        self.server_address = os.fsdecode(address)  # as getsockname() reports a path
 
     def server_close(self) -> None:
         super().server_close()

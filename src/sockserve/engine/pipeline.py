@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from sockserve._types import Address, Request
 from sockserve.core.accept import AcceptThrottle
-from sockserve.core.connopts import ConnectionOptions
+from sockserve.core.connopts import ConnectionOptions, TcpSetting, tcp_settings
 from sockserve.core.timeouts import IdleTimeoutSocket
 from sockserve.engine.connection import (
     CLIENT_GONE_ERRORS,
@@ -88,6 +88,9 @@ class ConnectionPipeline:
         #: ``time.monotonic()`` before which the listener rests (accept back-off).
         self.resume_accepting_at = 0.0
         self._connection_options = ConnectionOptions()
+        #: The TCP options (keepalive, user timeout) last read, and their setsockopt calls.
+        self._tcp_options: tuple[object, ...] = ()
+        self._tcp_settings: tuple[TcpSetting, ...] = ()
         self._refusals = RateLimitedLog(server_logger, LOG_INTERVAL)
         #: handle_error's lines, rate-limited by kind (outcome, exception, place):
         #: the one limiter every peer-caused log line goes through.
@@ -176,9 +179,11 @@ class ConnectionPipeline:
             # Read per connection: the runner swaps the listener after construction.
             nodelay = server.tcp_nodelay and server._is_tcp()
             idle_timeout = server.idle_timeout if self._kernel_timeouts else None
-            if idle_timeout is not None or nodelay:
+            # Two attribute reads when neither is set (interval and count need keepalive).
+            tcp = self._tcp() if server.tcp_keepalive or server.tcp_user_timeout is not None else ()
+            if idle_timeout is not None or nodelay or tcp:
                 self._connection_options.apply(
-                    server._listening_socket(), request, idle_timeout, nodelay
+                    server._listening_socket(), request, idle_timeout, nodelay, tcp
                 )
             if self.strategy.guards_slow_clients and type(request) in _GUARDABLE:
                 request.__class__ = GuardedSocket  # same layout: I/O the guard can see
@@ -205,6 +210,21 @@ class ConnectionPipeline:
             # process_request served it (and called shutdown_request): release.
             self.tracker.release(conn)
         return True
+
+    def _tcp(self) -> tuple[TcpSetting, ...]:
+        """The setsockopt calls of the server's keepalive and user-timeout options (cached)."""
+        server = self.server
+        options = (
+            server.tcp_keepalive,
+            server.tcp_keepalive_interval,
+            server.tcp_keepalive_count,
+            server.tcp_user_timeout,
+            server._is_tcp(),
+        )
+        if options != self._tcp_options:
+            self._tcp_options = options
+            self._tcp_settings = tcp_settings(*options[:4]) if options[4] else ()
+        return self._tcp_settings
 
     def _accept_failed(self, exc: OSError) -> None:
         """Log a failed ``get_request`` by its class and rest the listener if needed."""

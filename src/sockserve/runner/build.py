@@ -113,11 +113,21 @@ def effective_worker_class(config: RunConfig, handler: Any, datagram: bool = Fal
 
 
 def build_server(
-    target: Target, sock: socket.socket, config: RunConfig, *, tls: ssl.SSLContext | None = None
+    target: Target,
+    sock: socket.socket,
+    config: RunConfig,
+    *,
+    tls: ssl.SSLContext | None = None,
+    address: Any = None,
 ) -> BaseServer:
-    """A server for ``sock`` (serving TLS with ``tls``); ``TargetError`` if the target cannot."""
+    """A server for ``sock`` (serving TLS with ``tls``); ``TargetError`` if the target cannot.
+
+    ``address`` is what clients connect to, when ``sock.getsockname()`` is not
+    (a Unix socket file linked into place: see ``Listener.address``).
+    """
     datagram = sock.type == socket.SOCK_DGRAM
-    address = sock.getsockname()
+    if address is None:
+        address = sock.getsockname()
     try:
         if target.kind in ("handler", "service"):
             handler = target.handler_for(datagram, asynchronous=config.worker_class == "async")

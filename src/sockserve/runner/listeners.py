@@ -10,16 +10,23 @@ letting the kernel spread connections across them.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import socket
 import stat
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from sockserve.core.addresses import BindSpec, Transport
+from sockserve.core.unixfiles import SocketFileRecord, bind_socket_file, remove_socket_file
 
-__all__ = ["Listener", "ListenerError", "adopt_fd", "close_listeners", "open_listeners"]
+__all__ = [
+    "Listener",
+    "ListenerError",
+    "SocketFileOptions",
+    "adopt_fd",
+    "close_listeners",
+    "open_listeners",
+]
 
 
 class ListenerError(Exception):
@@ -37,9 +44,20 @@ class Listener:
 
     spec: BindSpec
     sock: socket.socket
-    #: Socket file this process created (removed by ``close_listeners``).
-    unix_path: str | None = None
-    owner_pid: int = field(default_factory=os.getpid)
+    #: The socket file this process created (``close_listeners`` removes it,
+    #: if the path still names that very file, from this very process).
+    socket_file: SocketFileRecord | None = None
+
+    @property
+    def address(self) -> object:
+        """What clients connect to: the socket file's path, else ``getsockname()``.
+
+        A socket file created with a mode or owner was bound under a private
+        name and linked into place, so ``getsockname()`` names the former.
+        """
+        if self.socket_file is not None:
+            return self.socket_file.path
+        return self.sock.getsockname()
 
     @property
     def datagram(self) -> bool:
@@ -62,21 +80,36 @@ class Listener:
         return sock
 
 
+@dataclass(frozen=True)
+class SocketFileOptions:
+    """How the Unix socket files are created: mode (None: the umask's), uid and gid (-1: ours)."""
+
+    mode: int | None = None
+    uid: int = -1
+    gid: int = -1
+
+
 def open_listeners(
-    specs: list[BindSpec], *, backlog: int = socket.SOMAXCONN, reuse_port: bool = False
+    specs: list[BindSpec],
+    *,
+    backlog: int = socket.SOMAXCONN,
+    reuse_port: bool = False,
+    socket_files: SocketFileOptions = SocketFileOptions(),
 ) -> list[Listener]:
     """Open every spec or none: on the first failure close the others and raise."""
     opened: list[Listener] = []
     try:
         for spec in specs:
-            opened.append(_open_one(spec, backlog=backlog, reuse_port=reuse_port))
+            opened.append(_open_one(spec, backlog, reuse_port, socket_files))
     except BaseException:
         close_listeners(opened)
         raise
     return opened
 
 
-def _open_one(spec: BindSpec, *, backlog: int, reuse_port: bool) -> Listener:
+def _open_one(
+    spec: BindSpec, backlog: int, reuse_port: bool, socket_files: SocketFileOptions
+) -> Listener:
     if spec.transport is Transport.FD:
         assert isinstance(spec.address, int)
         return adopt_fd(spec.address)
@@ -89,10 +122,10 @@ def _open_one(spec: BindSpec, *, backlog: int, reuse_port: bool) -> Listener:
             # means all IPv4 addresses.
             port = spec.inet_address[1]
             ipv4 = replace(spec, family=socket.AF_INET, address=("0.0.0.0", port), dual_stack=False)
-            return _open_one(ipv4, backlog=backlog, reuse_port=reuse_port)
+            return _open_one(ipv4, backlog, reuse_port, socket_files)
         raise ListenerError(spec, exc) from exc
     try:
-        unix_path = None
+        socket_file = None
         if spec.transport is Transport.UNIX:
             assert isinstance(spec.address, str)
             _remove_stale_socket_file(spec, spec.address)
@@ -105,11 +138,16 @@ def _open_one(spec: BindSpec, *, backlog: int, reuse_port: bool) -> Listener:
         address = spec.address
         assert not isinstance(address, int)  # only fd:// specs carry a number
         try:
-            sock.bind(address)
+            if spec.transport is Transport.UNIX:
+                assert isinstance(address, str)
+                files = socket_files
+                socket_file = bind_socket_file(
+                    sock, address, mode=files.mode, uid=files.uid, gid=files.gid
+                )
+            else:
+                sock.bind(address)
         except OSError as exc:
             raise ListenerError(spec, exc) from exc
-        if spec.transport is Transport.UNIX and isinstance(spec.address, str):
-            unix_path = None if spec.address.startswith("\0") else spec.address
         # With reuse_port the workers listen on their own sockets: a listening
         # socket here would get a share of the connections and never accept them.
         if kind == socket.SOCK_STREAM and not reuse_port:
@@ -117,7 +155,7 @@ def _open_one(spec: BindSpec, *, backlog: int, reuse_port: bool) -> Listener:
     except BaseException:
         sock.close()
         raise
-    return Listener(spec.bound_to(sock.getsockname()), sock, unix_path)
+    return Listener(spec.bound_to(sock.getsockname()), sock, socket_file)
 
 
 def _remove_stale_socket_file(spec: BindSpec, path: str) -> None:
@@ -167,9 +205,13 @@ def _spec_of(sock: socket.socket, fd: int) -> BindSpec:
 
 
 def close_listeners(listeners: list[Listener]) -> None:
-    """Close the sockets; remove the socket files this process created."""
+    """Close the sockets; remove the socket files this process created.
+
+    Only the very file each listener bound is removed: if the path was
+    removed and bound again by a newer instance (a restart that overlapped
+    this one), that instance's file is left alone.
+    """
     for listener in listeners:
         listener.sock.close()
-        if listener.unix_path and listener.owner_pid == os.getpid():
-            with contextlib.suppress(OSError):
-                os.unlink(listener.unix_path)
+        remove_socket_file(listener.socket_file)
+        listener.socket_file = None

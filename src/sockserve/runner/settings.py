@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sockserve.core.addresses import BindSpecError, parse_bind_spec
-from sockserve.options import OPTIONS, Option, TextList
+from sockserve.options import OPTIONS, Option, TextList, keepalive_problem
 
 __all__ = ["ENV_PREFIX", "RUNNER_SETTINGS", "ConfigError", "RunConfig", "build_config"]
 
@@ -143,7 +143,8 @@ class RunConfig:
             value = self.value(opt.key, worker_class)
             if opt.key == "worker_class" and worker_class is not None:
                 value = worker_class
-            lines.append(f"{opt.key} = {value!r}")
+            shown = oct(value) if opt.key == "socket_mode" and value is not None else repr(value)
+            lines.append(f"{opt.key} = {shown}")
         lines.append(f"config_file = {self.config_file!r}")
         return "\n".join(lines)
 
@@ -283,11 +284,40 @@ def _check_together(config: RunConfig) -> None:
             "(--workers 1 or more)"
         )
     _check_tls(config)
+    _check_socket_files(config)
+    problem = keepalive_problem(config.value)
+    if problem:
+        sources = ", ".join(
+            f"{key} from {config.source(key)}"
+            for key in ("tcp_keepalive", "tcp_keepalive_interval", "tcp_keepalive_count")
+            if key in config.sources
+        )
+        raise ConfigError(f"{problem} ({sources})")
     if config.value("event_loop") == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ConfigError(
             f"event_loop = 'uvloop' (from {config.source('event_loop')}): uvloop is not "
             "installed (pip install 'sockserve[uvloop]')"
         )
+
+
+_SOCKET_FILE_SETTINGS = ("socket_mode", "socket_owner", "socket_group")
+
+
+def _check_socket_files(config: RunConfig) -> None:
+    """A socket file's mode or owner with no ``unix:`` listener to apply to is a mistake.
+
+    (Sockets systemd passes are created by systemd: its .socket unit sets
+    ``SocketMode=``, ``SocketUser=`` and ``SocketGroup=``.)
+    """
+    if any(spec.startswith(("unix:", "tls://unix:")) for spec in config.bind):
+        return
+    for key in _SOCKET_FILE_SETTINGS:
+        if config.value(key) is not None:
+            raise ConfigError(
+                f"{key} (from {config.source(key)}) applies to the socket files of unix: "
+                "listeners, and --bind names none (for sockets systemd passes: SocketMode=, "
+                "SocketUser=, SocketGroup= in the .socket unit)"
+            )
 
 
 _TLS_DETAILS = (

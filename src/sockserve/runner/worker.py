@@ -262,7 +262,7 @@ def build_servers(
             if fresh_sockets:
                 sock = listener.fresh_reuse_port_socket(backlog=socket.SOMAXCONN)
             tls = context if serves_tls(listener.spec, config) else None
-            servers.append(build_server(target, sock, config, tls=tls))
+            servers.append(build_server(target, sock, config, tls=tls, address=listener.address))
     except BaseException:
         for server in servers:
             server.server_close()
