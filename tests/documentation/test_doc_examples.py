@@ -12,7 +12,6 @@ from __future__ import annotations
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 from documentation.blocks import PYTHON, SHELL, Block, blocks_of, documentation_files
 from helpers.clients import connect, round_trip
 from helpers.net import TIMEOUT
-from helpers.processes import Child, child_env, sockserve_argv
+from helpers.processes import Child, child_env, run, sockserve_argv
 
 SHIM = Path(__file__).with_name("example_shim.py")
 LISTENING = r"^example listening on (tcp|udp) (\S+) (\d+)$"
@@ -65,9 +64,7 @@ def test_example_runs(block: Block, spawn: Callable[..., Child], tmp_path: Path)
 def _run_to_the_end(argv: list[str], cwd: Path, block: Block) -> None:
     env = child_env()
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    result = subprocess.run(
-        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+    result = run(argv, env=env, cwd=cwd, timeout=60)
     assert result.returncode == 0, f"{block.where}: exit {result.returncode}\n{result.stderr}"
 
 
