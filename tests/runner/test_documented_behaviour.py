@@ -15,8 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from helpers.clients import Conn, connect, round_trip
+from helpers.net import wait_until
 from helpers.processes import run, sockserve_argv
 from sockserve.exitcodes import ExitCode
+
+DRAINED = r"drained in \S+ s: (\d+) of (\d+) in-flight request\(s\) finished, 0 forced$"
+
+
+def refused(port: int) -> bool:
+    try:
+        connect(("127.0.0.1", port)).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 def test_a_stop_serves_the_connections_in_flight_before_exiting(sockserve: Any) -> None:
@@ -28,10 +39,14 @@ def test_a_stop_serves_the_connections_in_flight_before_exiting(sockserve: Any) 
         mark = server.mark()
         server.signal(signal.SIGTERM)
         server.wait_for(r"^INFO sockserve\.worker: received SIGTERM: stopping$", start=mark)
+        # The drain has begun once the listener is closed: new clients are refused.
+        assert wait_until(lambda: refused(port)), server.describe()
         assert client.ask("during the drain") == "during the drain"
         assert server.proc.poll() is None  # still waiting for this client
     assert server.wait_exit() == ExitCode.OK
-    assert server.lines(r"1 of 1 in-flight request\(s\) finished, 0 forced$")
+    # Ours, and perhaps a probe that connected just before the listener closed.
+    [report] = server.lines(DRAINED)
+    assert report[1] == report[2] != "0", server.output
 
 
 def test_sighup_without_workers_keeps_serving(sockserve: Any) -> None:
