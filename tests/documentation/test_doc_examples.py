@@ -125,3 +125,36 @@ def _check(block: Block, transport: str, address: Any) -> None:
         assert round_trip(address, LINE) == LINE, block.where
     else:
         connect(address).close()
+
+
+def test_the_readme_opens_with_the_two_commands(
+    spawn: Callable[..., Child], tmp_path: Path
+) -> None:
+    """The README's first two commands: install then serve, install then test.
+
+    The installs are not repeated here (the suite runs on the tree already
+    installed); the echo service the first line starts is served and stopped
+    like any marked example, and the second line's extra must exist.
+    """
+    first = blocks_of(documentation_files()[0])[0]
+    serve, test = _commands(first.code)[:2]
+    assert serve[:4] == ["python3", "-m", "pip", "install"] and "&&" in serve, serve
+    served = serve[serve.index("&&") + 1 :]
+    assert served[:4] == ["python3", "-m", "sockserve", "echo"], served
+    _serve_command(
+        Block(first.path, first.line, "sh", "", ("serve", "echo")), served, spawn, tmp_path
+    )
+    assert test == [
+        "python3",
+        "-m",
+        "pip",
+        "install",
+        "-e",
+        ".[dev]",
+        "&&",
+        "python3",
+        "-m",
+        "pytest",
+    ]
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert "\ndev = [" in pyproject
