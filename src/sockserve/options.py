@@ -12,7 +12,8 @@ and the TOML key follow. Everything reads this table:
 * the runner (:mod:`sockserve.runner.settings`) reads flags, variables and the
   TOML file through it, with the same validators, so ``--check-config``
   rejects exactly what a run would, and names the setting and its source;
-* the command line's ``--help`` and ``docs/cli.md`` are generated from it.
+* the command line's ``--help`` and ``docs/cli-reference.md``
+  (:mod:`sockserve.cli_reference`) are generated from it.
 
 Server families: ``stdlib`` (the stdlib-named classes: every limit off, as in
 ``socketserver``), ``pool`` (the thread-pool classes: safe limits on) and
