@@ -6,12 +6,12 @@ readable:
 
 * **One ``write()`` per record, on a descriptor opened with ``O_APPEND``.**
   The kernel then puts each record whole at the end of the file, whoever
-  else writes at the same moment. A ``logging.FileHandler`` writes through
-  a buffered stream, which splits a record longer than its buffer (a long
-  traceback) into several writes that another process's line can land
-  between. On a pipe (``-``, a terminal, journald) a write up to
-  ``PIPE_BUF`` (4096 bytes on Linux) is whole; a longer record can still
-  mix with another process's.
+  else writes at the same moment. :class:`LogFile` makes that a property of
+  its own code (the record and its newline encoded together, written with
+  ``os.write``) rather than of how ``io``'s buffers happen to split text.
+  On a pipe (``-``, a terminal, journald) a write up to ``PIPE_BUF`` (4096
+  bytes on Linux) is whole; a longer record can still mix with another
+  process's.
 * **Reopen on request.** logrotate renames the file and signals the master
   (``postrotate``: ``kill -USR1``); every process must then open the path
   again, or it keeps writing into the renamed file. :func:`reopen_log_files`
