@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 
 from helpers.clients import Conn
-from helpers.processes import TIMESTAMP
+from helpers.processes import REPO, TIMESTAMP, run
+from helpers.programs import require_program
 from sockserve import __version__
 from sockserve.exitcodes import ExitCode
 
-from .support import HANDLER
+from .support import HANDLER, render_deploy_config
 
 BIND = ("--bind", "127.0.0.1:0")
 REOPENED = r"^\[(\d+)\] INFO sockserve\.(master|worker|cli): SIGUSR1: log files reopened$"
@@ -375,3 +376,45 @@ def test_process_titles_tell_master_and_workers_apart(sockserve: Any) -> None:
     titles = sorted(cmdline(pid) for _index, pid in server.started())
     assert titles == [f"sockserve: worker {n} [{HANDLER}]" for n in (1, 2)]
     assert server.stop() == ExitCode.OK
+
+
+# -- logrotate itself, with the example configuration ------------------------------------------
+
+
+def test_logrotate_with_the_deploy_example_rotates_a_running_server(
+    sockserve: Any, tmp_path: Path
+) -> None:
+    """deploy/logrotate/sockserve, pointed at this run's files, run by the real logrotate."""
+    logrotate = require_program("logrotate", "apt-get install logrotate")
+    access_log, pid_file = tmp_path / "access.log", tmp_path / "sockserve.pid"
+    config = tmp_path / "logrotate.conf"
+    config.write_text(
+        render_deploy_config(
+            REPO / "deploy" / "logrotate" / "sockserve",
+            {
+                "/var/log/sockserve/access.log /var/log/sockserve/error.log": (
+                    f"{access_log} {tmp_path / 'error.log'}"
+                ),
+                "create 0640 sockserve sockserve": "create 0640",
+                "/run/sockserve/sockserve.pid": str(pid_file),
+            },
+        )
+    )
+    server = sockserve(
+        "run", HANDLER, *BIND, "--workers", "2", "--access-logfile", str(access_log),
+        "--pid-file", str(pid_file),
+    )  # fmt: skip
+    port = server.port()
+    workers = worker_pids(server, 2)
+    before = serve_until_every_worker_served(port, workers)
+    mark = server.mark()
+    done = run([logrotate, "--force", "--state", str(tmp_path / "state"), str(config)])
+    assert done.returncode == 0, done.stderr
+    reopened = server.wait_for(REOPENED, count=3, start=mark)
+    assert {int(m[1]) for m in reopened} == {server.pid, *workers}
+    after = serve_until_every_worker_served(port, workers)
+    assert server.stop() == ExitCode.OK
+    rotated = (tmp_path / "access.log.1").read_text().splitlines()
+    assert len(rotated) == len(before)  # delaycompress: the newest rotated file stays plain
+    assert len(access_log.read_text().splitlines()) == len(after)
+    assert oct(access_log.stat().st_mode & 0o777) == oct(0o640)  # logrotate made the new one
