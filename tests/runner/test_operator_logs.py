@@ -418,3 +418,23 @@ def test_logrotate_with_the_deploy_example_rotates_a_running_server(
     assert len(rotated) == len(before)  # delaycompress: the newest rotated file stays plain
     assert len(access_log.read_text().splitlines()) == len(after)
     assert oct(access_log.stat().st_mode & 0o777) == oct(0o640)  # logrotate made the new one
+
+
+def test_a_reload_keeps_the_logging_it_started_with_and_says_so(
+    sockserve: Any, tmp_path: Path
+) -> None:
+    config = tmp_path / "sockserve.toml"
+    config.write_text('log-format = "text"\n')
+    server = sockserve("run", HANDLER, *BIND, "--workers", "1", "--config", str(config))
+    server.port()
+    config.write_text('log-format = "json"\naccess-logfile = "-"\n')
+    mark = server.mark()
+    server.signal(signal.SIGHUP)
+    server.wait_for(
+        r"^\[\d+\] WARNING sockserve\.master: reload: log_format, access_logfile change only "
+        r"with a restart; keeping them$",
+        start=mark,
+    )
+    server.wait_for(r"^\[\d+\] INFO sockserve\.master: reload complete", start=mark)
+    assert not server.lines(r"^\{", start=mark)  # still text lines
+    assert server.stop() == ExitCode.OK

@@ -37,10 +37,12 @@ from sockserve.runner.listeners import Listener
 from sockserve.runner.settings import ConfigError, RunConfig
 from sockserve.runner.tls import serves_tls
 
-__all__ = ["log_startup", "reopen_logs", "run_logging", "startup_fields"]
+__all__ = ["LOGGING_SETTINGS", "log_startup", "reopen_logs", "run_logging", "startup_fields"]
 
 #: Settings that only apply when the runner sets up logging itself.
 _OVERRIDDEN_BY_LOG_CONFIG = ("log_level", "log_format", "access_logfile", "error_logfile")
+#: Settings read once, before the first fork: a reload (SIGHUP) cannot change them.
+LOGGING_SETTINGS = ("log_config", *_OVERRIDDEN_BY_LOG_CONFIG)
 
 
 def _formatter(config: RunConfig) -> logging.Formatter:

@@ -34,7 +34,7 @@ from enum import Enum
 from sockserve.exitcodes import ExitCode
 from sockserve.runner import systemd
 from sockserve.runner.listeners import Listener
-from sockserve.runner.logsetup import log_startup, reopen_logs
+from sockserve.runner.logsetup import LOGGING_SETTINGS, log_startup, reopen_logs
 from sockserve.runner.pidfile import pid_file
 from sockserve.runner.settings import ConfigError, RunConfig
 from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
@@ -397,6 +397,12 @@ class Master:
                 return
             if new.bind != self.config.bind or new.reuse_port != self.config.reuse_port:
                 log.warning("reload: bind addresses change only with a restart; keeping them")
+            logging_changed = [k for k in LOGGING_SETTINGS if new.value(k) != self.config.value(k)]
+            if logging_changed:
+                log.warning(
+                    "reload: %s change only with a restart; keeping them",
+                    ", ".join(logging_changed),
+                )
             self.config = new
             self.target_count = new.workers
         log.info("SIGHUP: reloading with %d new worker(s)", self.target_count)
