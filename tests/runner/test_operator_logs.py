@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from helpers.clients import Conn
-from helpers.processes import REPO, TIMESTAMP, run
+from helpers.processes import REPO, TIMESTAMP, child_env, run
 from helpers.programs import require_program
 from sockserve import __version__
 from sockserve.exitcodes import ExitCode
@@ -438,3 +438,15 @@ def test_a_reload_keeps_the_logging_it_started_with_and_says_so(
     server.wait_for(r"^\[\d+\] INFO sockserve\.master: reload complete", start=mark)
     assert not server.lines(r"^\{", start=mark)  # still text lines
     assert server.stop() == ExitCode.OK
+
+
+def test_without_setproctitle_only_the_kernel_name_changes(sockserve: Any, tmp_path: Path) -> None:
+    (tmp_path / "setproctitle.py").write_text("raise ImportError('not installed here')\n")
+    server = sockserve("run", HANDLER, *BIND, "--workers", "1", env=child_env(tmp_path))
+    server.port()
+    [(_index, worker)] = server.started()
+    assert " -m sockserve run " in cmdline(server.pid)  # the command line is left alone
+    assert Path(f"/proc/{server.pid}/comm").read_text() == "sockserve-maste\n"
+    assert Path(f"/proc/{worker}/comm").read_text() == "sockserve-worke\n"
+    assert server.stop() == ExitCode.OK
+    assert "Traceback" not in server.output
