@@ -20,15 +20,11 @@ Expected failures end in one line on stderr and a named exit status (see
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import logging.config
 import os
 import signal
 import sys
-import tomllib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sockserve
@@ -47,13 +43,14 @@ from sockserve.runner.listeners import (
     open_listeners,
 )
 from sockserve.runner.loader import TargetError
+from sockserve.runner.logsetup import log_startup, run_logging
 from sockserve.runner.master import Master
 from sockserve.runner.pidfile import pid_file
 from sockserve.runner.probe import probe_target
 from sockserve.runner.settings import RUNNER_SETTINGS, ConfigError, RunConfig, build_config
 from sockserve.runner.signals import SignalInbox
 from sockserve.runner.tls import context_from_config, serves_tls
-from sockserve.runner.worker import WorkerLoop, build_servers
+from sockserve.runner.worker import WorkerLoop, build_servers, server_details
 from sockserve.services import SERVICES
 
 __all__ = ["DEFAULT_BIND", "build_parser", "config_from_args", "main", "resolve_listeners"]
@@ -64,8 +61,6 @@ DEFAULT_BIND = "127.0.0.1:0"
 SERVICE_DEFAULTS: Mapping[str, Any] = {"workers": 0, "grace": 2.0}
 #: ``run``'s defaults that differ from the settings table's: a process per core.
 RUN_DEFAULTS: Mapping[str, Any] = {"workers": os.cpu_count() or 1}
-#: One line per record; the "listening on" lines are meant to be parsed by scripts.
-LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 logger = logging.getLogger("sockserve.cli")
 
@@ -193,15 +188,19 @@ def serve_in_process(
     SIGHUP re-reads the configuration and swaps the TLS context of the TLS
     listeners (a rotated certificate, with no connection refused); other
     settings need worker processes to change (``--workers 1`` or more).
+    SIGUSR1 reopens the log files (logrotate's ``postrotate``).
     """
     with (
-        SignalInbox([signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP]) as inbox,
+        SignalInbox(
+            [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1]
+        ) as inbox,
         pid_file(config.pid_file),
     ):
         try:
             servers = build_servers(config, listeners)
         except TargetError as exc:
             return _error(exc.exit_code, exc)
+        log_startup(logger, config, listeners, server_details(servers))
         for listener in listeners:
             logger.info("%s listening on %s", config.target, listener.spec)
         systemd.notify(f"READY=1\nMAINPID={os.getpid()}")
@@ -231,41 +230,6 @@ def _notify_stopping() -> None:
     systemd.notify("STOPPING=1")
 
 
-@contextmanager
-def _logging(config: RunConfig) -> Iterator[None]:
-    """Log the ``sockserve`` tree to stderr at the configured level, or per --log-config."""
-    tree = logging.getLogger("sockserve")
-    previous_level = tree.level
-    handler: logging.Handler | None = None
-    if config.log_config:
-        logging.config.dictConfig(_read_log_config(config.log_config))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        # With worker processes, say which process wrote each line.
-        fmt = LOG_FORMAT if config.workers == 0 else "[%(process)d] " + LOG_FORMAT
-        handler.setFormatter(logging.Formatter(fmt))
-        tree.addHandler(handler)
-        tree.setLevel(config.log_level.upper())
-    try:
-        yield
-    finally:
-        if handler is not None:
-            tree.removeHandler(handler)
-        tree.setLevel(previous_level)
-
-
-def _read_log_config(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-        data = tomllib.loads(raw.decode()) if path.endswith(".toml") else json.loads(raw)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read log config {path!r}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"log config {path!r} must hold a dictConfig mapping")
-    return data
-
-
 def _error(status: int, exc: BaseException) -> int:
     print(f"{PROG}: error: {exc}", file=sys.stderr)
     return int(status)
@@ -280,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _error(ExitCode.USAGE, exc)
     try:
-        with _logging(config):
+        with run_logging(config):
             return _run(config, args)
     except ConfigError as exc:
         return _error(ExitCode.USAGE, exc)

@@ -943,7 +943,34 @@ OPTIONS: tuple[Option, ...] = (
     _runner(
         "log_config",
         Text(),
-        "a logging.config dictConfig file (JSON or TOML)",
+        "a logging.config dictConfig file (JSON or TOML); the other logging settings are "
+        "then ignored",
+        None,
+        metavar="PATH",
+        group="logging",
+    ),
+    _runner(
+        "log_format",
+        Choice("text", "json"),
+        "text: TIME [PID] LEVEL LOGGER: MESSAGE; json: one JSON object per line",
+        "text",
+        metavar="FORMAT",
+        group="logging",
+    ),
+    _runner(
+        "access_logfile",
+        Text(),
+        "write the access log to this file (appended to, reopened on SIGUSR1), or - for "
+        "stdout; default: with the error log",
+        None,
+        metavar="PATH",
+        group="logging",
+    ),
+    _runner(
+        "error_logfile",
+        Text(),
+        "write the error log (every other line) to this file (appended to, reopened on "
+        "SIGUSR1), or - for stderr (the default)",
         None,
         metavar="PATH",
         group="logging",

@@ -84,7 +84,9 @@ def run(
     )
 
 
-# Log lines of sockserve's runner (with worker processes every line starts with "[PID] ").
+# Log lines of sockserve's runner: "TIME [PID] LEVEL LOGGER: MESSAGE". Patterns are
+# matched with the timestamp taken off (see Child.lines), so they start at "[PID]".
+TIMESTAMP = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d "
 STARTED = r"^\[\d+\] INFO sockserve\.master: worker (\d+) started \(pid (\d+)\)$"
 LISTENING = r"^(?:\[\d+\] )?INFO sockserve\.(?:master|cli): \S+ listening on (\S+)$"
 
@@ -164,11 +166,19 @@ class Child:
         with self._changed:
             return len(self._text(stream))
 
-    def lines(self, pattern: str, start: int = 0, stream: str = "stderr") -> list[re.Match[str]]:
-        """The complete lines from ``start`` on that match ``pattern`` (anchored per line)."""
+    def lines(
+        self, pattern: str, start: int = 0, stream: str = "stderr", *, raw: bool = False
+    ) -> list[re.Match[str]]:
+        """The complete lines from ``start`` on that match ``pattern`` (anchored per line).
+
+        Unless ``raw``, a leading log timestamp is taken off each line first:
+        tests say what a line says; those of the timestamp itself pass ``raw``.
+        """
         with self._changed:
             text = self._text(stream)
         complete = text[start : text.rfind("\n") + 1]
+        if not raw:
+            complete = re.sub(TIMESTAMP, "", complete, flags=re.MULTILINE)
         return list(re.finditer(pattern, complete, re.MULTILINE))
 
     def wait_for(
@@ -179,11 +189,12 @@ class Child:
         start: int = 0,
         timeout: float = TIMEOUT,
         stream: str = "stderr",
+        raw: bool = False,
     ) -> list[re.Match[str]]:
         """Wait until ``count`` lines from ``start`` on match ``pattern``; return the matches."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while len(found := self.lines(pattern, start, stream)) < count:
+            while len(found := self.lines(pattern, start, stream, raw=raw)) < count:
                 if self._eof:
                     raise AssertionError(f"exited before {pattern!r} x{count}; {self.describe()}")
                 remaining = deadline - time.monotonic()

@@ -18,7 +18,7 @@ from sockserve.observability.logs import describe_address
 __all__ = ["access_logger", "log_access", "tcp_byte_counts"]
 
 #: One line per connection, at INFO. Turn it off with the ``access_log`` option
-#: or by raising this logger's level.
+#: or by raising this logger's level (then nothing is computed for it).
 access_logger = logging.getLogger("sockserve.access")
 
 # Offsets in Linux's struct tcp_info (include/uapi/linux/tcp.h).
@@ -62,11 +62,31 @@ def log_access(
     duration: float | None,
     counts: tuple[int, int] | None = None,
 ) -> None:
-    """Write the access line for a request that is ending (its socket still open)."""
+    """Write the access line for a request that is ending (its socket still open).
+
+    The fields also travel as attributes of the record (``extra``): a JSON
+    formatter writes them as keys of their own (``client``, ``outcome``,
+    ``duration`` in seconds, ``rx`` and ``tx`` in bytes; null when unknown),
+    so a log shipper never parses the message.
+    """
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
     if counts is None and hasattr(request, "getsockopt"):
         counts = tcp_byte_counts(request)
-    rx, tx = (str(counts[0]), str(counts[1])) if counts else ("-", "-")
-    elapsed = f"{duration:.3f}s" if duration is not None else "-"
+    client = describe_address(client_address)
+    rx, tx = counts if counts else (None, None)
     access_logger.info(
-        "%s %s %s rx=%s tx=%s", describe_address(client_address), outcome, elapsed, rx, tx
+        "%s %s %s rx=%s tx=%s",
+        client,
+        outcome,
+        f"{duration:.3f}s" if duration is not None else "-",
+        "-" if rx is None else rx,
+        "-" if tx is None else tx,
+        extra={
+            "client": client,
+            "outcome": outcome,
+            "duration": None if duration is None else round(duration, 6),
+            "rx": rx,
+            "tx": tx,
+        },
     )

@@ -40,7 +40,7 @@ from sockserve.servers import (
     UnixStreamServer,
 )
 
-__all__ = ["build_server", "effective_worker_class", "server_class_for"]
+__all__ = ["build_server", "effective_worker_class", "server_class_for", "worker_class_of"]
 
 # (worker class, unix?, datagram?) -> server class
 _SERVER_CLASSES: dict[tuple[str, bool, bool], type[TCPServer]] = {
@@ -73,6 +73,18 @@ def server_class_for(worker_class: str, sock: socket.socket) -> type[TCPServer]:
     unix = sock.family == socket.AF_UNIX
     datagram = sock.type == socket.SOCK_DGRAM
     return _SERVER_CLASSES[(worker_class, unix, datagram)]
+
+
+def worker_class_of(server: object) -> str:
+    """The worker class whose server ``server`` is (``pool``...), or its class name if none.
+
+    For the start-up line: a target's own server class (or a subclass) is
+    named as it is. Datagram servers of an async run are the pool's.
+    """
+    for (worker_class, _unix, _datagram), cls in _SERVER_CLASSES.items():
+        if type(server) is cls:
+            return worker_class
+    return type(server).__name__
 
 
 def effective_worker_class(config: RunConfig, handler: Any, datagram: bool = False) -> str:

@@ -14,7 +14,8 @@ Rules of this module:
 
 Signals: TERM/INT graceful stop; QUIT immediate stop; HUP reload (new
 workers with re-read configuration start; once all are ready the old ones
-drain); TTIN/TTOU one worker more/less.
+drain); TTIN/TTOU one worker more/less; USR1 reopen the log files (here,
+then in every worker: what logrotate's ``postrotate`` sends).
 """
 
 from __future__ import annotations
@@ -27,16 +28,23 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from sockserve.exitcodes import ExitCode
 from sockserve.runner import systemd
 from sockserve.runner.listeners import Listener
+from sockserve.runner.logsetup import LOGGING_SETTINGS, log_startup, reopen_logs
 from sockserve.runner.pidfile import pid_file
 from sockserve.runner.settings import ConfigError, RunConfig
 from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
-from sockserve.runner.worker import MSG_HEARTBEAT, MSG_READY, run_worker, set_process_title
+from sockserve.runner.worker import (
+    MSG_HEARTBEAT,
+    MSG_READY,
+    parse_ready,
+    run_worker,
+    set_process_title,
+)
 
 __all__ = ["Master"]
 
@@ -79,6 +87,8 @@ class WorkerProcess:
     last_beat: float = 0.0
     retiring: bool = False
     killed: bool = False
+    #: What its ready message said serves (worker class, event loop).
+    details: dict[str, str] = field(default_factory=dict)
 
 
 class Master:
@@ -132,6 +142,11 @@ class Master:
         self.target_count = max(1, self.target_count - 1)
         log.info("SIGTTOU: %d worker(s) wanted", self.target_count)
 
+    def _on_reopen(self, signum: signal.Signals) -> None:
+        reopen_logs(log)
+        for worker in self.workers.values():
+            self._signal(worker.pid, signal.SIGUSR1)
+
     def _on_child(self, signum: signal.Signals) -> None:
         """Reaped by the loop right after signals are acted on."""
 
@@ -144,6 +159,7 @@ class Master:
         signal.SIGTTIN: _on_more_workers,
         signal.SIGTTOU: _on_fewer_workers,
         signal.SIGCHLD: _on_child,
+        signal.SIGUSR1: _on_reopen,
     }
 
     # -- the loop -------------------------------------------------------------
@@ -194,6 +210,7 @@ class Master:
                 continue
             if MSG_READY in data and not worker.ready:
                 worker.ready = True
+                worker.details = parse_ready(data[data.index(MSG_READY) :])
                 self._worker_ready(worker)
             if data and (MSG_HEARTBEAT in data or MSG_READY in data):
                 worker.last_beat = now
@@ -250,6 +267,7 @@ class Master:
                 "reload complete: %d new worker(s), %d old draining", self.target_count, len(old)
             )
         else:
+            log_startup(log, self.config, self.listeners, self._current_workers()[0].details)
             for listener in self.listeners:
                 log.info("%s listening on %s", self.config.target, listener.spec)
             log.info("master pid %d serving with %d worker(s)", os.getpid(), self.target_count)
@@ -379,6 +397,12 @@ class Master:
                 return
             if new.bind != self.config.bind or new.reuse_port != self.config.reuse_port:
                 log.warning("reload: bind addresses change only with a restart; keeping them")
+            logging_changed = [k for k in LOGGING_SETTINGS if new.value(k) != self.config.value(k)]
+            if logging_changed:
+                log.warning(
+                    "reload: %s change only with a restart; keeping them",
+                    ", ".join(logging_changed),
+                )
             self.config = new
             self.target_count = new.workers
         log.info("SIGHUP: reloading with %d new worker(s)", self.target_count)

@@ -120,6 +120,20 @@ class RunConfig:
     def access_log(self) -> bool:
         return bool(self.value("access_log"))
 
+    @property
+    def log_format(self) -> str:
+        return str(self.value("log_format"))
+
+    @property
+    def access_logfile(self) -> str | None:
+        path: str | None = self.value("access_logfile")
+        return path
+
+    @property
+    def error_logfile(self) -> str | None:
+        path: str | None = self.value("error_logfile")
+        return path
+
     def server_options(self, server_class: type, worker_class: str) -> dict[str, Any]:
         """The constructor keyword arguments for ``server_class``, serving as ``worker_class``.
 

@@ -21,8 +21,9 @@ from sockserve.core.wakeup import Waker
 __all__ = ["SUPERVISOR_SIGNALS", "SignalInbox"]
 
 #: What the master handles: stop (TERM, INT), stop now (QUIT), reload (HUP),
-#: one worker more or less (TTIN, TTOU), a worker exited (CHLD). The master
-#: blocks them across fork; a worker unblocks them once its handlers are in.
+#: one worker more or less (TTIN, TTOU), a worker exited (CHLD), reopen the
+#: log files (USR1). The master blocks them across fork; a worker unblocks
+#: them once its handlers are in (USR1's default action would kill it).
 SUPERVISOR_SIGNALS = (
     signal.SIGTERM,
     signal.SIGINT,
@@ -31,6 +32,7 @@ SUPERVISOR_SIGNALS = (
     signal.SIGTTIN,
     signal.SIGTTOU,
     signal.SIGCHLD,
+    signal.SIGUSR1,
 )
 
 

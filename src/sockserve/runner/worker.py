@@ -3,14 +3,16 @@
 The master forks a worker and calls :func:`run_worker` in the child. The
 worker loads the target (after the fork, so a reload imports fresh code),
 builds one server per listener, runs each ``serve_forever`` in a thread and
-reports to the master over a pipe: ``R`` once it serves, then ``.`` as a
-heartbeat while every serving loop keeps turning (their ``service_actions``
-stamp the time). A loop stuck behind a handler stops the heartbeat, and the
-master replaces the worker.
+reports to the master over a pipe: ``R`` once it serves (followed by
+``key=value`` words saying what serves, for the master's start-up line, and a
+newline), then ``.`` as a heartbeat while every serving loop keeps turning
+(their ``service_actions`` stamp the time). A loop stuck behind a handler
+stops the heartbeat, and the master replaces the worker.
 
 Signals (from the master): SIGTERM drains within the grace period, a second
-SIGTERM or SIGQUIT aborts what is left; SIGINT is ignored (Ctrl-C reaches
-the whole process group, and the master decides).
+SIGTERM or SIGQUIT aborts what is left; SIGUSR1 reopens the log files
+(the master forwards logrotate's); SIGINT is ignored (Ctrl-C reaches the
+whole process group, and the master decides).
 """
 
 from __future__ import annotations
@@ -23,20 +25,30 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NoReturn
 
 from sockserve.exitcodes import ExitCode
 from sockserve.observability.logs import describe_address
-from sockserve.runner.build import build_server
+from sockserve.runner.build import build_server, worker_class_of
 from sockserve.runner.listeners import Listener
 from sockserve.runner.loader import TargetError, load_target
+from sockserve.runner.logsetup import reopen_logs
 from sockserve.runner.settings import RunConfig
 from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
 from sockserve.runner.tls import context_from_config, serves_tls
 from sockserve.servers import BaseServer
 
-__all__ = ["MSG_HEARTBEAT", "MSG_READY", "WorkerLoop", "build_servers", "run_worker"]
+__all__ = [
+    "MSG_HEARTBEAT",
+    "MSG_READY",
+    "WorkerLoop",
+    "build_servers",
+    "parse_ready",
+    "ready_message",
+    "run_worker",
+    "server_details",
+]
 
 log = logging.getLogger("sockserve.worker")
 
@@ -135,7 +147,7 @@ class WorkerLoop:
         reason = ""
         while not reason:
             self.inbox.wait(self._interval)
-            received = self.inbox.take()
+            received = self._take()
             if signal.SIGHUP in received:
                 self._reload()
                 received = [signum for signum in received if signum != signal.SIGHUP]
@@ -159,6 +171,14 @@ class WorkerLoop:
         self._on_stop()
         self._drain()
         return reason
+
+    def _take(self) -> list[signal.Signals]:
+        """The signals received, but SIGUSR1: that one reopens the log files, here and now."""
+        received = self.inbox.take()
+        if signal.SIGUSR1 in received:
+            reopen_logs(log)
+            received = [signum for signum in received if signum != signal.SIGUSR1]
+        return received
 
     def _reload(self) -> None:
         """SIGHUP in process (``--workers 0``): what can change without new workers does."""
@@ -188,7 +208,7 @@ class WorkerLoop:
             thread.start()
         while any(thread.is_alive() for thread in drains):
             self.inbox.wait(0.2)
-            if self.inbox.take() and self._repeat_forces:
+            if self._take() and self._repeat_forces:
                 log.warning("second signal: aborting the drain")
                 self._force()
         for server in self.servers:
@@ -216,7 +236,7 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
     for ignored in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(ignored, signal.SIG_IGN)
     set_process_title(f"sockserve: worker {index} [{config.target}]")
-    with SignalInbox([signal.SIGTERM]) as inbox:
+    with SignalInbox([signal.SIGTERM, signal.SIGUSR1]) as inbox:
         # The master blocked these around the fork; our handlers are in place now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)
         try:
@@ -241,7 +261,7 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
             repeat_forces=False,
             parent_pid=os.getppid(),
         )
-        _send(status_fd, MSG_READY)
+        _send(status_fd, ready_message(server_details(servers)))
         reason = loop.run()
     return ExitCode.FAILURE if reason == "failure" else ExitCode.OK
 
@@ -270,6 +290,37 @@ def build_servers(
     return servers
 
 
+def server_details(servers: list[BaseServer]) -> dict[str, str]:
+    """What serves, for the start-up line: the worker class(es) and the event loop really used."""
+    classes = dict.fromkeys(worker_class_of(server) for server in servers)
+    loops = dict.fromkeys(
+        str(server.event_loop_kind) for server in servers if hasattr(server, "event_loop_kind")
+    )
+    return {
+        "worker_class": ",".join(classes) or "none",
+        "event_loop": ",".join(loops) or "none",
+    }
+
+
+def ready_message(details: Mapping[str, str]) -> bytes:
+    """``R`` and ``key=value`` words, one line (well under PIPE_BUF: one atomic write)."""
+    words = " ".join(f"{key}={value.replace(' ', '_')}" for key, value in details.items())
+    return MSG_READY + words.encode("utf-8", "backslashreplace")[:512] + b"\n"
+
+
+def parse_ready(data: bytes) -> dict[str, str]:
+    """The ``key=value`` words of the ready message at the start of ``data`` (else none)."""
+    if not data.startswith(MSG_READY):
+        return {}
+    line = data[len(MSG_READY) :].partition(b"\n")[0].decode("utf-8", "replace")
+    details = {}
+    for word in line.split():
+        key, equals, value = word.partition("=")
+        if equals:
+            details[key] = value
+    return details
+
+
 def say(line: str) -> None:
     """Write one whole line to stderr in a single write(), so lines of processes do not mix."""
     sys.stderr.flush()
@@ -287,7 +338,7 @@ def set_process_title(title: str) -> None:
     """Show ``title`` in ps/top where cheap: setproctitle if installed, else the comm name."""
     try:
         # An optional extra, imported only if present.
-        import setproctitle  # type: ignore[import-not-found]  # noqa: PLC0415
+        import setproctitle  # noqa: PLC0415
 
         setproctitle.setproctitle(title)
         return
