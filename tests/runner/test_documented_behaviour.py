@@ -38,7 +38,7 @@ def test_a_stop_serves_the_connections_in_flight_before_exiting(sockserve: Any) 
         assert client.ask("before") == "before"
         mark = server.mark()
         server.signal(signal.SIGTERM)
-        server.wait_for(r"^INFO sockserve\.worker: received SIGTERM: stopping$", start=mark)
+        server.wait_for(r"^\[\d+\] INFO sockserve\.worker: received SIGTERM: stopping$", start=mark)
         # The drain has begun once the listener is closed: new clients are refused.
         assert wait_until(lambda: refused(port)), server.describe()
         assert client.ask("during the drain") == "during the drain"
@@ -56,7 +56,7 @@ def test_sighup_without_workers_keeps_serving(sockserve: Any) -> None:
     mark = server.mark()
     server.signal(signal.SIGHUP)
     server.wait_for(
-        r"^INFO sockserve\.cli: SIGHUP: TLS certificate reloaded on 0 listener\(s\); "
+        r"^\[\d+\] INFO sockserve\.cli: SIGHUP: TLS certificate reloaded on 0 listener\(s\); "
         r"other settings change only with worker processes",
         start=mark,
     )
