@@ -58,6 +58,7 @@ from sockserve.engine.tracker import ConnectionTracker
 from sockserve.observability.access import log_access
 from sockserve.observability.logs import RateLimitedLog, describe_address, server_logger
 from sockserve.security.slowclients import GuardedSocket, GuardedSSLSocket
+from sockserve.security.slowclients import release as release_guarded
 from sockserve.strategies.base import Strategy
 
 if TYPE_CHECKING:
@@ -298,6 +299,7 @@ class ConnectionPipeline:
         slow-client guard counts as it counts a plain connection's.
         """
         if type(request) is ssl.SSLSocket and type(conn.request) is GuardedSocket:
+            release_guarded(conn.request)  # detached: its counts would outlive it (STARTTLS)
             request.__class__ = GuardedSSLSocket
         self.tracker.rekey(conn, request)
 
