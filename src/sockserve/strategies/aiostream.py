@@ -27,7 +27,9 @@ strategy runs one sweep per loop (:class:`IdleSweep`), and a stream only
 notes, when it starts to wait, the sweep's tick. A wait that saw no progress
 for ``idle_timeout`` raises ``TimeoutError`` in the handler; a write that
 cannot go out in that time also aborts the connection, since its data has
-nowhere to go.
+nowhere to go. Once a connection is cut (that abort, or a reset), every
+later ``write`` and ``drain`` raises the error that cut it: a handler never
+mistakes data that went nowhere for data sent.
 """
 
 from __future__ import annotations
