@@ -8,14 +8,16 @@ worker for as long as it kept dribbling.
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import sockserve
 from helpers.clients import recv_line
-from sockserve.security.slowclients import GuardedSSLSocket, SlowClientCut
+from sockserve.security import slowclients
+from sockserve.security.slowclients import GuardedSocket, GuardedSSLSocket, SlowClientCut
 from sockserve.testing import serving
 
-from .tls_kit import PKI, tls_client
+from .tls_kit import HOST, PKI, tls_client
 
 WAIT = 10.0
 
@@ -62,3 +64,34 @@ def test_a_dribbling_tls_client_is_taken_back_while_another_waits(pki: PKI) -> N
     assert isinstance(seen[0], SlowClientCut), seen
     assert isinstance(seen[0], sockserve.PeerError)
     assert seen[1] == b"a whole line\n"
+
+
+def test_a_connection_upgraded_by_start_tls_stays_guarded(pki: PKI) -> None:
+    seen: list[type] = []
+    plain: list[int] = []
+    forgotten: list[bool] = []
+    done = threading.Event()
+
+    class Upgrades(sockserve.StreamRequestHandler):
+        def handle(self) -> None:
+            seen.append(type(self.request))
+            if self.rfile.readline() == b"STARTTLS\n":
+                self.wfile.write(b"go ahead\n")
+                plain.append(id(self.request))
+                self.start_tls(pki.context())
+                # The detached plain socket's counts are gone with it.
+                forgotten.append(plain[0] not in slowclients._moved)
+                seen.append(type(self.request))
+                self.wfile.write(self.rfile.readline())
+            done.set()
+
+    server = sockserve.ThreadPoolTCPServer(("127.0.0.1", 0), Upgrades)
+    with serving(server), socket.create_connection(server.server_address, timeout=WAIT) as raw:
+        raw.sendall(b"STARTTLS\n")
+        assert recv_line(raw) == b"go ahead\n"
+        with pki.client().wrap_socket(raw, server_hostname=HOST) as tls:
+            tls.sendall(b"over tls\n")
+            assert recv_line(tls) == b"over tls\n"
+        assert done.wait(WAIT)
+    assert seen == [GuardedSocket, GuardedSSLSocket]
+    assert forgotten == [True]
