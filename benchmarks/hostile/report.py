@@ -207,7 +207,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         "Strategies:",
         "",
-        *[f"- `{s.name}`: {s.what}" for s in STRATEGIES],
+        # Only the strategies measured (a run with --only leaves some out).
+        *[f"- `{s.name}`: {s.what}" for s in STRATEGIES if s.name in meta["strategies"]],
         "",
     ]
     for name, cells in _ordered(results):

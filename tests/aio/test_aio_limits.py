@@ -204,20 +204,45 @@ def test_a_client_that_keeps_talking_is_not_cut(loop: Loop) -> None:
     assert raised is None
 
 
+#: What the handler tries to send to a client that reads nothing: far more than
+#: the kernel's buffers on both sides take, so the writes must block.
+FLOOD = 10 * 2**20
+
+
 @pytest.mark.parametrize("loop", LOOPS)
-def test_a_client_that_stops_reading_is_cut_after_idle_timeout(loop: Loop) -> None:
+def test_a_client_that_stops_reading_is_cut_after_idle_timeout(
+    loop: Loop, caplog: pytest.LogCaptureFixture
+) -> None:
     writing = Record()
+    seen = Record()
 
     class Flood(sockserve.AsyncStreamRequestHandler):
         async def handle(self) -> None:
             await self.reader.readline()
             writing.put(True)
-            while True:  # until the client's buffers are full and drain() blocks
-                self.writer.write(b"x" * 65536)
-                await self.writer.drain()
+            block = b"x" * 65536
+            try:
+                for _ in range(FLOOD // len(block)):  # blocks once the client's buffers are full
+                    self.writer.write(block)
+                    await self.writer.drain()
+            except Exception as exc:
+                seen.put(exc)
+                try:  # the data has nowhere to go: a later write must say so too
+                    self.writer.write(b"more")
+                    await self.writer.drain()
+                except Exception as later:
+                    seen.put(later)
+                else:
+                    seen.put(None)
+                raise
+            seen.put("all sent")
 
-    server = tcp_server(Flood, event_loop=loop, idle_timeout=IDLE)
-    with serving(server), connect(server.server_address) as client:
+    server = tcp_server(Flood, event_loop=loop, idle_timeout=IDLE, access_log=True)
+    with (
+        caplog.at_level(logging.INFO, logger="sockserve"),
+        serving(server),
+        connect(server.server_address) as client,
+    ):
         client.sendall(b"go\n")
         assert writing.get() is True
         # The client reads nothing; the handler's blocked drain() is cut.
@@ -225,7 +250,19 @@ def test_a_client_that_stops_reading_is_cut_after_idle_timeout(loop: Loop) -> No
         stats = server.stats()
         assert stats.handler_errors == 0
         assert stats.disconnects == 0
+        assert stats.completed == 1
+        peer = peer_name(client)
         assert closed_by_peer(client) in ("eof", "reset")
+    # The handler can tell its data did not go out: drain() raised, and so did
+    # the next write, instead of returning as if the bytes were sent.
+    assert isinstance(seen.get(), TimeoutError)
+    assert isinstance(seen.get(), TimeoutError)
+    [access] = [r.getMessage() for r in caplog.records if r.name == "sockserve.access"]
+    fields = access.split()
+    assert fields[:2] == [peer, "timeout"], access
+    sent = fields[-1].removeprefix("tx=")
+    assert sent.isdigit(), access  # read from the kernel before the abort
+    assert 0 < int(sent) < FLOOD
 
 
 STALL = 1.0

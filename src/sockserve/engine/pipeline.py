@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -56,7 +57,8 @@ from sockserve.engine.prepare import DONE, Preparer, Step, advance_cheap, prepar
 from sockserve.engine.tracker import ConnectionTracker
 from sockserve.observability.access import log_access
 from sockserve.observability.logs import RateLimitedLog, describe_address, server_logger
-from sockserve.security.slowclients import GuardedSocket
+from sockserve.security.slowclients import GuardedSocket, GuardedSSLSocket
+from sockserve.security.slowclients import release as release_guarded
 from sockserve.strategies.base import Strategy
 
 if TYPE_CHECKING:
@@ -310,7 +312,15 @@ class ConnectionPipeline:
         self._adopt_steps()
 
     def replace_request(self, conn: Connection, request: Request) -> None:
-        """A step replaced the connection's request (TLS wraps the socket): follow it."""
+        """A step replaced the connection's request (TLS wraps the socket): follow it.
+
+        A TLS socket wrapped around a guarded one stays guarded: it becomes a
+        :class:`GuardedSSLSocket` (same layout), whose reads and writes the
+        slow-client guard counts as it counts a plain connection's.
+        """
+        if type(request) is ssl.SSLSocket and type(conn.request) is GuardedSocket:
+            release_guarded(conn.request)  # detached: its counts would outlive it (STARTTLS)
+            request.__class__ = GuardedSSLSocket
         self.tracker.rekey(conn, request)
 
     def _prepare(self, conn: Connection) -> bool:

@@ -45,13 +45,18 @@ call moved and note when a thread waits on its client, in tables the guard
 reads without a system call. Only a connection those counts call slow is
 checked against the kernel's own byte counters (``TCP_INFO``), so a long
 ``sendall`` to a client reading steadily is not mistaken for a stall. TLS
-and Unix connections are not taken back (no such socket class, no counters).
+connections get the same counts from :class:`GuardedSSLSocket`. Unix-socket
+connections are not taken back: the kernel keeps no byte counters for them
+to confirm a suspect by, and they come from local processes (a proxy on the
+same host), not from the network.
 """
 
 from __future__ import annotations
 
+import builtins
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -64,7 +69,7 @@ from sockserve.errors import PeerError
 from sockserve.observability.access import tcp_byte_counts
 from sockserve.observability.logs import RateLimitedLog
 
-__all__ = ["SLOW", "GuardedSocket", "SlowClientCut", "SlowClientGuard"]
+__all__ = ["SLOW", "GuardedSSLSocket", "GuardedSocket", "SlowClientCut", "SlowClientGuard"]
 
 #: The outcome word of a connection the guard took back.
 SLOW = "slow"
@@ -156,6 +161,54 @@ class GuardedSocket(IdleTimeoutSocket):
         finally:
             _in_io.discard(key)
         _moved[key] = _moved.get(key, 0) + memoryview(data).nbytes
+
+
+_ssl_read = ssl.SSLSocket.read
+_ssl_send = ssl.SSLSocket.send
+
+
+class GuardedSSLSocket(ssl.SSLSocket):
+    """A TLS connection whose I/O the guard can see: :class:`GuardedSocket`'s counts, over TLS.
+
+    Every read of an ``SSLSocket`` (``recv``, ``recv_into``, and so
+    ``rfile``) goes through ``read``, every write (``send``, ``sendall``, and
+    so ``wfile``) through ``send``: those two count the plaintext bytes they
+    move. The guard cuts a connection as it cuts a plain one, with
+    ``shutdown()`` on the descriptor (never ``SSLSocket.shutdown`` from its
+    thread, which would drop the TLS layer under the handler); the blocked
+    read then sees the end of the stream (or an EOF error from OpenSSL) and
+    raises :class:`SlowClientCut`. The pipeline switches a connection's
+    ``SSLSocket`` to this class once the TLS step has wrapped it (the same
+    object layout: nothing is copied).
+    """
+
+    __slots__ = ()
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:  # ssl's own parameter names
+        key = id(self)
+        _in_io.add(key)
+        try:
+            got: bytes | int = _ssl_read(self, len, buffer)
+        except OSError:  # SSLError included: an EOF OpenSSL did not forgive
+            _check_cut(self)
+            raise
+        finally:
+            _in_io.discard(key)
+        count = got if isinstance(got, int) else builtins.len(got)
+        if not count:
+            _check_cut(self)
+        _moved[key] = _moved.get(key, 0) + count
+        return got
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        key = id(self)
+        _in_io.add(key)
+        try:
+            sent = _ssl_send(self, data, flags)
+        finally:
+            _in_io.discard(key)
+        _moved[key] = _moved.get(key, 0) + sent
+        return sent
 
 
 class SlowClientGuard:

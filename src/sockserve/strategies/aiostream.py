@@ -27,7 +27,9 @@ strategy runs one sweep per loop (:class:`IdleSweep`), and a stream only
 notes, when it starts to wait, the sweep's tick. A wait that saw no progress
 for ``idle_timeout`` raises ``TimeoutError`` in the handler; a write that
 cannot go out in that time also aborts the connection, since its data has
-nowhere to go.
+nowhere to go. Once a connection is cut (that abort, or a reset), every
+later ``write`` and ``drain`` raises the error that cut it: a handler never
+mistakes data that went nowhere for data sent.
 """
 
 from __future__ import annotations
@@ -237,6 +239,9 @@ class Stream(asyncio.Protocol):
         return transport is None or transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # A reset: the socket is still open (asyncio closes it after this
+        # call), so the access log can still say how much went out.
+        self._note_byte_counts()
         self._lost = True
         self._eof = True
         if exc is not None and self._exception is None:
@@ -286,18 +291,26 @@ class Stream(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
+        error = TimeoutError("the connection was idle too long")
         if self._write_backlog >= 0:
-            assert self.transport is not None
-            left = self.transport.get_write_buffer_size()
+            transport = self.transport
+            assert transport is not None
+            left = transport.get_write_buffer_size()
             if left < self._write_backlog:  # bytes went out: progress, not idleness
                 self._write_backlog = left
                 self._waiting_since_tick = tick
                 return
             # The data cannot go out: nothing is left to do with this connection.
-            self.transport.abort()
+            # Every later write or drain raises this same TimeoutError (not a
+            # silent drop, nor the loop's own RuntimeError for a closed
+            # transport), so the handler cannot mistake it for success; the
+            # byte counts are read first, while the socket is still open.
+            self._exception = error
+            self._note_byte_counts()
+            transport.abort()
         self.timed_out = True
         self._waiter = None
-        waiter.set_exception(TimeoutError("the connection was idle too long"))
+        waiter.set_exception(error)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -450,16 +463,33 @@ class Stream(asyncio.Protocol):
     # -- writing ----------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data`` for sending; raise at once if the connection was cut.
+
+        After a reset or an idle_timeout cut the data has nowhere to go:
+        the error that ended the connection (``ConnectionResetError`` if none
+        was given) is raised, where asyncio's transports would drop the data
+        silently and uvloop's raise a ``RuntimeError``.
+        """
+        if self._lost or self._exception is not None:
+            self._raise_cut()
         assert self.transport is not None
         self.transport.write(data)
 
     def writelines(self, data: Iterable[bytes | bytearray | memoryview]) -> None:
+        if self._lost or self._exception is not None:
+            self._raise_cut()
         assert self.transport is not None
         self.transport.writelines(data)
 
     def write_eof(self) -> None:
+        if self._lost or self._exception is not None:
+            self._raise_cut()
         assert self.transport is not None
         self.transport.write_eof()
+
+    def _raise_cut(self) -> None:
+        """Raise what ended the connection (see ``write``)."""
+        raise self._exception or ConnectionResetError("Connection lost")
 
     def can_write_eof(self) -> bool:
         assert self.transport is not None
