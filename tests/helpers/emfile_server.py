@@ -121,7 +121,10 @@ def main() -> int:
 
     highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1 + headroom, hard))
+    # The hard limit too: the start-up check would otherwise raise the soft one
+    # for max_connections (core/fdlimit.py), and the episode would never come.
+    limit = highest + 1 + headroom
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, min(limit, hard)))
     commands = {"cpu": cpu, "release": release_all, "stats": stats}
     return serve_commands(server, commands, on_quit=let_go)
 

@@ -160,13 +160,14 @@ def log_startup(
     """One INFO line that says what this run is: version, worker class, loop, workers, listeners."""
     fields = startup_fields(config, listeners, details)
     processes = f"{fields['workers']} worker(s)" if fields["workers"] else "in process (no workers)"
+    loop = fields["event_loop"]
     logger.info(
-        "sockserve %s (Python %s) serving %s: worker class %s, event loop %s, %s; listeners: %s",
+        "sockserve %s (Python %s) serving %s: worker class %s, %s, %s; listeners: %s",
         fields["version"],
         fields["python"],
         fields["target"],
         fields["worker_class"],
-        fields["event_loop"],
+        "no event loop" if loop in ("none", "", None) else f"event loop {loop}",
         processes,
         ", ".join(fields["listeners"]) or "none",
         extra=fields,
