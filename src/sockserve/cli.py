@@ -237,6 +237,31 @@ def _read_log_config(path: str) -> dict[str, Any]:
     return data
 
 
+def enter_directory(config: RunConfig, args: argparse.Namespace) -> None:
+    """``--chdir``, then the working directory first on the import path.
+
+    gunicorn and uvicorn both import the target from the directory they are
+    started in; the ``sockserve`` script would not (its ``sys.path[0]`` is
+    the script's own directory), so ``myapp.server:Handler`` failed where
+    ``python -m sockserve`` worked. The configuration file is made absolute
+    first, so that a reload (SIGHUP) reads the same one.
+    """
+    if config.config_file is not None and args.config is None:
+        args.config = config.config_file  # from SOCKSERVE_CONFIG: keep it past the chdir
+    if args.config:
+        args.config = os.path.abspath(args.config)
+    if config.chdir:
+        try:
+            os.chdir(config.chdir)
+        except OSError as exc:
+            raise ConfigError(
+                f"chdir = {config.chdir!r} (from {config.source('chdir')}): {exc.strerror}"
+            ) from None
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
+
+
 def _error(status: int, exc: BaseException) -> int:
     print(f"{PROG}: error: {exc}", file=sys.stderr)
     return int(status)
@@ -248,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
+        enter_directory(config, args)
     except ConfigError as exc:
         return _error(ExitCode.USAGE, exc)
     try:

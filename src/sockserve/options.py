@@ -698,6 +698,16 @@ OPTIONS: tuple[Option, ...] = (
         metavar="LIST",
         group="tls",
     ),
+    # -- the target ------------------------------------------------------------------------
+    _runner(
+        "chdir",
+        Text(),
+        "change to this directory before loading the target; the working directory is on "
+        "the import path either way, and relative paths (--pid-file, unix:PATH) resolve in it",
+        None,
+        metavar="PATH",
+        group="target",
+    ),
     # -- the runner's processes ----------------------------------------------------------
     _runner(
         "grace",

@@ -103,6 +103,11 @@ class RunConfig:
         return int(self.value("max_requests_jitter"))
 
     @property
+    def chdir(self) -> str | None:
+        path: str | None = self.value("chdir")
+        return path
+
+    @property
     def pid_file(self) -> str | None:
         path: str | None = self.value("pid_file")
         return path

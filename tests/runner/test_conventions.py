@@ -1,0 +1,72 @@
+"""What gunicorn and uvicorn users expect of ``sockserve run``: the import path, ``--chdir``,
+the pid file, short flags, privileges, ``--env-file``, ``--preload``, ``--reload``, ``--help``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from helpers.processes import child_env, run
+from sockserve.exitcodes import ExitCode
+
+APP = '''
+import sockserve
+
+class Handler(sockserve.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line.upper())
+'''
+
+
+def make_project(root: Path) -> Path:
+    """``root/myapp/server.py`` with a handler, as a user's project would have it."""
+    package = root / "myapp"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "server.py").write_text(APP)
+    return root
+
+
+def script(tmp_path: Path) -> list[str]:
+    """A stand-in for the installed ``sockserve`` script: its own folder is ``sys.path[0]``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    path = bin_dir / "sockserve-script.py"
+    path.write_text("import sys\nfrom sockserve.cli import main\nsys.exit(main())\n")
+    return [sys.executable, str(path)]
+
+
+# -- the import path and --chdir ------------------------------------------------------
+
+
+def test_the_script_imports_the_target_from_the_working_directory(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project")
+    result = run(
+        [*script(tmp_path), "run", "myapp.server:Handler", "--check-config"], cwd=project
+    )
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert "target = 'myapp.server:Handler'" in result.stdout
+
+
+def test_chdir_loads_the_target_from_that_directory(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    argv = [*script(tmp_path), "run", "myapp.server:Handler", "--check-config"]
+    result = run(argv, cwd=elsewhere)
+    assert result.returncode == ExitCode.IMPORT  # not found from elsewhere...
+    result = run([*argv, "--chdir", str(project)], cwd=elsewhere)
+    assert result.returncode == ExitCode.OK, result.stderr  # ...but with --chdir
+
+
+def test_chdir_to_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
+    result = run(
+        [*script(tmp_path), "run", "echo", "--chdir", str(tmp_path / "nope"), "--check-config"],
+        env=child_env(),
+    )
+    assert result.returncode == ExitCode.USAGE
+    assert result.stderr == (
+        f"sockserve: error: chdir = {str(tmp_path / 'nope')!r} (from --chdir): "
+        "No such file or directory\n"
+    )
