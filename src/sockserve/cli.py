@@ -45,7 +45,7 @@ from sockserve.runner.listeners import (
 )
 from sockserve.runner.loader import TargetError
 from sockserve.runner.master import Master
-from sockserve.runner.pidfile import pid_file
+from sockserve.runner.pidfile import PidFileError, pid_file
 from sockserve.runner.probe import probe_target
 from sockserve.runner.settings import RUNNER_SETTINGS, ConfigError, RunConfig, build_config
 from sockserve.runner.signals import SignalInbox
@@ -165,10 +165,7 @@ def serve_in_process(
     listeners (a rotated certificate, with no connection refused); other
     settings need worker processes to change (``--workers 1`` or more).
     """
-    with (
-        SignalInbox([signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP]) as inbox,
-        pid_file(config.pid_file),
-    ):
+    with SignalInbox([signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP]) as inbox:
         try:
             servers = build_servers(config, listeners)
         except TargetError as exc:
@@ -293,6 +290,14 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
             return _error(exc.exit_code, exc)
         print(config.describe(worker_class))
         return ExitCode.OK
+    try:
+        with pid_file(config.pid_file):  # before binding: a second instance is told why
+            return _serve(config, args)
+    except PidFileError as exc:
+        return _error(ExitCode.USAGE, exc)
+
+
+def _serve(config: RunConfig, args: argparse.Namespace) -> int:
     try:
         listeners = resolve_listeners(config)
     except ListenerError as exc:

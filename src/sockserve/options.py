@@ -752,7 +752,8 @@ OPTIONS: tuple[Option, ...] = (
     _runner(
         "pid_file",
         Text(),
-        "write the master's pid to this file",
+        "write the master's pid to this file and hold it locked while running; a file "
+        "locked by a running server is refused",
         None,
         metavar="PATH",
         group="processes",

@@ -3,20 +3,22 @@ the pid file, short flags, privileges, ``--env-file``, ``--preload``, ``--reload
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from helpers.processes import child_env, run
+from helpers.processes import child_env, run, sockserve_argv
 from sockserve.exitcodes import ExitCode
 
-APP = '''
+APP = """
 import sockserve
 
 class Handler(sockserve.StreamRequestHandler):
     def handle(self):
         for line in self.rfile:
             self.wfile.write(line.upper())
-'''
+"""
 
 
 def make_project(root: Path) -> Path:
@@ -42,9 +44,7 @@ def script(tmp_path: Path) -> list[str]:
 
 def test_the_script_imports_the_target_from_the_working_directory(tmp_path: Path) -> None:
     project = make_project(tmp_path / "project")
-    result = run(
-        [*script(tmp_path), "run", "myapp.server:Handler", "--check-config"], cwd=project
-    )
+    result = run([*script(tmp_path), "run", "myapp.server:Handler", "--check-config"], cwd=project)
     assert result.returncode == ExitCode.OK, result.stderr
     assert "target = 'myapp.server:Handler'" in result.stdout
 
@@ -70,3 +70,41 @@ def test_chdir_to_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
         f"sockserve: error: chdir = {str(tmp_path / 'nope')!r} (from --chdir): "
         "No such file or directory\n"
     )
+
+
+# -- the pid file ---------------------------------------------------------------------
+
+
+def test_a_pid_file_in_a_missing_directory_is_one_line_and_exit_usage(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "sockserve.pid"
+    result = run(sockserve_argv("echo", "--bind", "127.0.0.1:0", "--pid-file", str(path)))
+    assert result.returncode == ExitCode.USAGE
+    assert result.stderr == (
+        f"sockserve: error: cannot write pid file {str(path)!r}: No such file or directory\n"
+    )
+
+
+def test_a_pid_file_held_by_a_running_server_is_refused(sockserve: Any, tmp_path: Path) -> None:
+    path = tmp_path / "sockserve.pid"
+    first = sockserve("echo", "--bind", "127.0.0.1:0", "--pid-file", str(path))
+    first.listening()
+    assert path.read_text() == f"{first.pid}\n"
+    result = run(sockserve_argv("echo", "--bind", "127.0.0.1:0", "--pid-file", str(path)))
+    assert result.returncode == ExitCode.USAGE
+    assert result.stderr == (
+        f"sockserve: error: pid file {str(path)!r} is held by a running process "
+        f"(pid {first.pid}): is sockserve already running?\n"
+    )
+    assert path.read_text() == f"{first.pid}\n"  # untouched
+    assert first.stop() == ExitCode.OK
+    assert not path.exists()
+
+
+def test_a_stale_pid_file_is_taken_over(sockserve: Any, tmp_path: Path) -> None:
+    """A file nobody holds locked is left by a server that died: its pid means nothing now."""
+    path = tmp_path / "sockserve.pid"
+    path.write_text(f"{os.getpid()}\n")  # a live pid, but no lock: not a running server
+    server = sockserve("echo", "--bind", "127.0.0.1:0", "--pid-file", str(path))
+    server.listening()
+    assert path.read_text() == f"{server.pid}\n"
+    assert server.stop() == ExitCode.OK

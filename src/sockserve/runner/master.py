@@ -33,7 +33,6 @@ from enum import Enum
 from sockserve.exitcodes import ExitCode
 from sockserve.runner import systemd
 from sockserve.runner.listeners import Listener
-from sockserve.runner.pidfile import pid_file
 from sockserve.runner.settings import ConfigError, RunConfig
 from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
 from sockserve.runner.worker import MSG_HEARTBEAT, MSG_READY, run_worker, set_process_title
@@ -149,7 +148,7 @@ class Master:
     # -- the loop -------------------------------------------------------------
 
     def run(self) -> int:
-        with self._inbox, pid_file(self.config.pid_file):
+        with self._inbox:
             return self._run()
 
     def _run(self) -> int:
