@@ -4,12 +4,18 @@ the pid file, short flags, privileges, ``--env-file``, ``--preload``, ``--reload
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from helpers.net import TIMEOUT
 from helpers.processes import child_env, run, sockserve_argv
 from sockserve.exitcodes import ExitCode
+
+from .support import HANDLER
 
 APP = """
 import sockserve
@@ -108,3 +114,39 @@ def test_a_stale_pid_file_is_taken_over(sockserve: Any, tmp_path: Path) -> None:
     server.listening()
     assert path.read_text() == f"{server.pid}\n"
     assert server.stop() == ExitCode.OK
+
+
+# -- a handler for the wrong kind of socket ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "bind", "complaint"),
+    [
+        (HANDLER, "udp://127.0.0.1:0", "Handler is a stream handler: it serves stream sockets"),
+        (
+            "tests.runner.targets.mod:DatagramHandler",
+            "127.0.0.1:0",
+            "DatagramHandler is a datagram handler: it serves udp:// listeners",
+        ),
+    ],
+    ids=["stream-on-udp", "datagram-on-tcp"],
+)
+@pytest.mark.parametrize("how", [("--workers", "0"), ("--workers", "1"), ("--check-config",)])
+def test_a_handler_for_the_other_kind_of_socket_exits_7(
+    target: str, bind: str, complaint: str, how: tuple[str, ...]
+) -> None:
+    result = run(sockserve_argv("run", target, "--bind", bind, *how))
+    assert result.returncode == ExitCode.BAD_TARGET, result.stderr
+    assert complaint in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_right_handler_on_each_kind_of_socket_serves(sockserve: Any) -> None:
+    server = sockserve("run", "tests.runner.targets.mod:DatagramHandler", "--workers", "0",
+                       "--bind", "udp://127.0.0.1:0")  # fmt: skip
+    [spec] = server.listening()
+    host, _, port = spec.removeprefix("udp://").rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(TIMEOUT)
+        client.sendto(b"echo hi\n", (host, int(port)))
+        assert client.recv(100) == b"hi\n"
