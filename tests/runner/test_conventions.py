@@ -4,6 +4,7 @@ the pid file, short flags, privileges, ``--env-file``, ``--preload``, ``--reload
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from helpers.clients import Conn
 from helpers.net import TIMEOUT
 from helpers.processes import child_env, run, sockserve_argv
 from sockserve.exitcodes import ExitCode
@@ -150,3 +152,24 @@ def test_the_right_handler_on_each_kind_of_socket_serves(sockserve: Any) -> None
         client.settimeout(TIMEOUT)
         client.sendto(b"echo hi\n", (host, int(port)))
         assert client.recv(100) == b"hi\n"
+
+
+# -- cosmetics ----------------------------------------------------------------------------
+
+
+def test_sigquit_is_not_logged_as_a_graceful_stop(sockserve: Any) -> None:
+    server = sockserve("run", HANDLER, "--bind", "127.0.0.1:0", "--workers", "1")
+    server.listening()
+    assert server.stop(signal.SIGQUIT) == ExitCode.OK
+    assert "SIGQUIT: aborting 1 worker(s)" in server.output
+    assert "received SIGTERM" not in server.output
+    assert "draining" not in server.output
+
+
+def test_an_idle_timeout_says_timed_out_once(sockserve: Any) -> None:
+    server = sockserve("run", HANDLER, "--bind", "127.0.0.1:0", "--workers", "0",
+                       "--idle-timeout", "0.2", "--dispatch", "immediate")  # fmt: skip
+    with Conn(server.port()) as conn:
+        assert conn.at_eof()
+    [line] = server.wait_for(r"^INFO sockserve\.server: client \S+ timed out.*$")
+    assert line[0].endswith(" timed out: the connection was idle too long")

@@ -117,7 +117,9 @@ class Master:
             self._begin_stop(f"{signum.name}: draining workers")
 
     def _on_quit(self, signum: signal.Signals) -> None:
-        self._begin_stop("SIGQUIT: stopping at once")
+        # Straight to SIGQUIT: a SIGTERM first would have the workers log a
+        # graceful stop ("received SIGTERM") that is not happening.
+        self._begin_stop("SIGQUIT: stopping at once", drain=False)
         self._abort("SIGQUIT")
 
     def _on_reload(self, signum: signal.Signals) -> None:
@@ -394,7 +396,7 @@ class Master:
         self.phase = Phase.RUNNING
         systemd.notify("READY=1")
 
-    def _begin_stop(self, why: str) -> None:
+    def _begin_stop(self, why: str, *, drain: bool = True) -> None:
         if self.phase == Phase.STOPPING:
             return
         log.info("stopping: %s", why)
@@ -405,7 +407,7 @@ class Master:
         for listener in self.listeners:
             listener.sock.close()
         for worker in self.workers.values():
-            if not worker.retiring:  # those are draining already: a 2nd SIGTERM would abort
+            if drain and not worker.retiring:  # retiring ones drain already
                 self._signal(worker.pid, signal.SIGTERM)
         self._kill_at = time.monotonic() + self.config.grace + KILL_MARGIN
 
