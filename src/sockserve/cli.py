@@ -151,7 +151,7 @@ def resolve_listeners(config: RunConfig) -> list[Listener]:
             specs.append(parse_bind_spec(text))
         except BindSpecError as exc:  # validated already; kept for direct callers
             raise ConfigError(str(exc)) from None
-    return open_listeners(specs, reuse_port=config.reuse_port)
+    return open_listeners(specs, reuse_port=config.reuse_port, overlap=config.reuse_port_overlap)
 
 
 def serve_in_process(

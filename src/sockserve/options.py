@@ -720,7 +720,16 @@ OPTIONS: tuple[Option, ...] = (
     _runner(
         "reuse_port",
         Switch(),
-        "each worker opens its own listening socket with SO_REUSEPORT",
+        "a listening socket of its own per worker, with SO_REUSEPORT: the kernel spreads "
+        "connections over them; refused on a port another process listens on",
+        False,
+        group="listening",
+    ),
+    _runner(
+        "reuse_port_overlap",
+        Switch(),
+        "with --reuse-port, start even if another process listens on the port, and share "
+        "its connections (a blue/green restart of a whole instance)",
         False,
         group="listening",
     ),

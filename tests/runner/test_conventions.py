@@ -17,7 +17,7 @@ from helpers.net import TIMEOUT
 from helpers.processes import child_env, run, sockserve_argv
 from sockserve.exitcodes import ExitCode
 
-from .support import HANDLER
+from .support import HANDLER, ask, pids_serving
 
 APP = """
 import sockserve
@@ -173,3 +173,58 @@ def test_an_idle_timeout_says_timed_out_once(sockserve: Any) -> None:
         assert conn.at_eof()
     [line] = server.wait_for(r"^INFO sockserve\.server: client \S+ timed out.*$")
     assert line[0].endswith(" timed out: the connection was idle too long")
+
+
+# -- --reuse-port ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("workers", "budget", "connects"), [("1", "2", 30), ("2", "3", 40)])
+def test_reuse_port_recycling_refuses_no_connection(
+    sockserve: Any, workers: str, budget: str, connects: int
+) -> None:
+    """A recycled worker's socket stays open in the master: its queue waits for the
+    replacement (with one worker nothing else listens meanwhile)."""
+    server = sockserve("run", HANDLER, "--bind", "127.0.0.1:0", "--workers", workers,
+                       "--max-requests", budget, "--reuse-port", "--no-access-log")  # fmt: skip
+    port = server.port()
+    served = [ask(port) for _ in range(connects)]  # a refused connection raises here
+    assert len(set(served)) >= connects // (int(workers) * int(budget)) // 2
+    assert "recycling this worker" in server.output
+
+
+def test_reuse_port_spreads_no_datagram_to_the_master(sockserve: Any) -> None:
+    """Datagram listeners are shared, not spread: every datagram gets its answer."""
+    server = sockserve("echo", "--bind", "udp://127.0.0.1:0", "--workers", "2", "--reuse-port")
+    [spec] = server.listening()
+    host, _, port = spec.removeprefix("udp://").rpartition(":")
+    for number in range(20):  # a new source port each time: new hashes
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(TIMEOUT)
+            client.sendto(b"%d" % number, (host, int(port)))
+            assert client.recv(100) == b"%d" % number
+
+
+def test_reuse_port_refuses_a_port_another_process_listens_on(sockserve: Any) -> None:
+    first = sockserve("run", HANDLER, "--bind", "127.0.0.1:0", "--workers", "1", "--reuse-port")
+    port = first.port()
+    argv = ["run", HANDLER, "--bind", f"127.0.0.1:{port}", "--workers", "1", "--reuse-port"]
+    result = run(sockserve_argv(*argv))
+    assert result.returncode == ExitCode.BIND
+    assert result.stderr == (
+        f"sockserve: error: cannot bind tcp://127.0.0.1:{port}: another process already "
+        "listens on this port; --reuse-port would share its connections with it "
+        "(--reuse-port-overlap to do that on purpose)\n"
+    )
+    # On purpose: both serve (a blue/green restart of a whole instance).
+    second = sockserve(*argv, "--reuse-port-overlap")
+    assert second.port() == port
+    [(_i, second_worker)] = second.started()
+    [(_i, first_worker)] = first.started()
+    assert pids_serving(port, want=2) == {str(first_worker), str(second_worker)}
+
+
+def test_reuse_port_overlap_needs_reuse_port() -> None:
+    result = run(sockserve_argv("run", HANDLER, "--workers", "1", "--reuse-port-overlap",
+                                "--check-config"))  # fmt: skip
+    assert result.returncode == ExitCode.USAGE
+    assert "reuse_port_overlap (from --reuse-port-overlap) needs --reuse-port" in result.stderr

@@ -24,10 +24,11 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from sockserve.exitcodes import ExitCode
@@ -103,6 +104,8 @@ class Master:
         self._aborted = False
         self._restart_delay = 0.0
         self._next_spawn = 0.0
+        #: With --reuse-port: per worker index, its listeners (TCP ones its own).
+        self._slots: dict[int, list[Listener]] = {}
 
     # -- signals ------------------------------------------------------------
 
@@ -173,6 +176,8 @@ class Master:
         finally:
             self._kill_all()
             self._reap_all()
+            for index in list(self._slots):
+                self._close_slot(index)
 
     def _tick(self) -> float:
         return 0.5 if self.phase != Phase.STOPPING else 0.1
@@ -201,7 +206,52 @@ class Master:
 
     # -- workers ----------------------------------------------------------------
 
+    def _listeners_of(self, index: int) -> list[Listener]:
+        """What worker ``index`` serves: the shared listeners, or its slot's (--reuse-port).
+
+        With SO_REUSEPORT each worker index has its own listening TCP socket,
+        which the master opens and keeps: when the worker is recycled
+        (--max-requests), killed or reloaded, the socket stays open here, so the
+        connections the kernel queued on it, and those it queues meanwhile,
+        wait for the replacement instead of being reset (closing the last
+        descriptor of a reuse-port listener drops its queue, and with a single
+        worker nothing would listen at all). Datagram and Unix listeners
+        cannot be spread that way: they are shared, as without --reuse-port.
+        """
+        if not self.config.reuse_port:
+            return self.listeners
+        slot = self._slots.get(index)
+        if slot is None:
+            slot = [
+                replace(shared, sock=shared.fresh_reuse_port_socket(backlog=socket.SOMAXCONN))
+                if _spreadable(shared)
+                else shared
+                for shared in self.listeners
+            ]
+            self._slots[index] = slot
+        return slot
+
+    def _close_slot(self, index: int) -> None:
+        """Close the sockets of a worker index nobody will serve again."""
+        for listener in self._slots.pop(index, []):
+            if _spreadable(listener):
+                listener.sock.close()
+
+    def _close_idle_slots(self) -> None:
+        """Slots above the wanted count whose workers are gone (after SIGTTOU, a reload)."""
+        used = {w.index for w in self.workers.values()}
+        for index in list(self._slots):
+            if index > self.target_count and index not in used:
+                self._close_slot(index)
+
     def _spawn(self, index: int) -> None:
+        try:
+            listeners = self._listeners_of(index)
+        except OSError as exc:
+            log.error("cannot open a listening socket for worker %d: %s", index, exc)
+            self.exit_code = ExitCode.BIND
+            self._begin_stop("no listening socket")
+            return
         read_fd, write_fd = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -217,10 +267,12 @@ class Master:
             signal.set_wakeup_fd(-1)
             for other in self.workers.values():
                 os.close(other.status_fd)
+            for slot_index in [i for i in self._slots if i != index]:
+                self._close_slot(slot_index)  # another worker's queue is not ours to hold
             self._inbox.close()
             for signum in HANDLED_SIGNALS:  # the worker installs what it needs
                 signal.signal(signum, signal.SIG_DFL)
-            run_worker(self.config, self.listeners, write_fd, index=index)
+            run_worker(self.config, listeners, write_fd, index=index)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         now = time.monotonic()
@@ -327,6 +379,7 @@ class Master:
                 continue
             os.close(worker.status_fd)
             self._worker_exited(worker, os.waitstatus_to_exitcode(status))
+            self._close_idle_slots()
 
     def _worker_exited(self, worker: WorkerProcess, code: int) -> None:
         how = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
@@ -406,6 +459,8 @@ class Master:
         # nobody will accept once the workers have drained: close it now.
         for listener in self.listeners:
             listener.sock.close()
+        for index in list(self._slots):
+            self._close_slot(index)
         for worker in self.workers.values():
             if drain and not worker.retiring:  # retiring ones drain already
                 self._signal(worker.pid, signal.SIGTERM)
@@ -437,6 +492,14 @@ class Master:
     def _signal(pid: int, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
+
+
+def _spreadable(listener: Listener) -> bool:
+    """Whether SO_REUSEPORT can give each worker its own socket: TCP listeners only."""
+    return listener.sock.type == socket.SOCK_STREAM and listener.sock.family in (
+        socket.AF_INET,
+        socket.AF_INET6,
+    )
 
 
 def _boot_failure_code(code: int) -> ExitCode:

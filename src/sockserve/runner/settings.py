@@ -90,6 +90,10 @@ class RunConfig:
         return bool(self.value("reuse_port"))
 
     @property
+    def reuse_port_overlap(self) -> bool:
+        return bool(self.value("reuse_port_overlap"))
+
+    @property
     def worker_timeout(self) -> float | None:
         timeout: float | None = self.value("worker_timeout")
         return timeout
@@ -286,6 +290,10 @@ def _check_together(config: RunConfig) -> None:
         raise ConfigError(
             f"reuse_port (from {config.source('reuse_port')}) needs worker processes "
             "(--workers 1 or more)"
+        )
+    if config.reuse_port_overlap and not config.reuse_port:
+        raise ConfigError(
+            f"reuse_port_overlap (from {config.source('reuse_port_overlap')}) needs --reuse-port"
         )
     _check_tls(config)
     if config.value("event_loop") == "uvloop" and importlib.util.find_spec("uvloop") is None:

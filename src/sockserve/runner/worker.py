@@ -220,7 +220,7 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
         # The master blocked these around the fork; our handlers are in place now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)
         try:
-            servers = build_servers(config, listeners, fresh_sockets=config.reuse_port)
+            servers = build_servers(config, listeners)  # with --reuse-port: our slot's
         except TargetError as exc:
             say(f"sockserve: error: {exc}")
             return exc.exit_code
