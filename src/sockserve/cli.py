@@ -67,56 +67,140 @@ LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 logger = logging.getLogger("sockserve.cli")
 
 
+#: ``--help``'s headings, in the order the groups first appear in the settings table.
+GROUP_TITLES: Mapping[str, str] = {
+    "listening": "where to listen",
+    "processes": "processes",
+    "target": "the target",
+    "privileges": "privileges and files",
+    "pool": "the pool worker class (--worker-class pool)",
+    "async": "the async worker class",
+    "limits": "limits, per worker",
+    "connections": "connections",
+    "logging": "logging",
+    "access": "access control and the PROXY protocol",
+    "tls": "TLS",
+}
+
+#: What each exit status means, for ``--help`` (docs/runner.md has the long form).
+EXIT_MEANINGS: Mapping[ExitCode, str] = {
+    ExitCode.OK: "stopped as asked",
+    ExitCode.FAILURE: "an unexpected failure (the log says what)",
+    ExitCode.USAGE: "a bad flag, variable, config file or pid file",
+    ExitCode.BIND: "a listener could not be opened",
+    ExitCode.WORKER_BOOT: "a worker failed to start",
+    ExitCode.IMPORT: "the target's module did not import",
+    ExitCode.NOT_FOUND: "the module has no such name",
+    ExitCode.BAD_TARGET: "not a handler, server or factory, or not for this socket",
+}
+
+RUN_DESCRIPTION = """Serve TARGET, package.module:Name (a request handler class, a server class or a
+factory function; or a built-in service name), with a master process that keeps
+--workers worker processes serving the listening sockets it opened."""
+
+RUN_EPILOG = """signals (to the master):
+  TERM, INT    graceful stop: connections in flight get --grace seconds
+               (Ctrl-C again forces the stop)
+  QUIT         immediate stop
+  HUP          reload: new workers with freshly imported code and re-read
+               settings start, then the old ones drain
+  TTIN, TTOU   one worker more, one worker fewer
+
+exit status:
+{exit_codes}
+
+examples:
+  sockserve run myapp.server:Handler -b 0.0.0.0:7000 -w 4
+  sockserve run myapp.server:Handler -c sockserve.toml --check-config
+
+Settings also come from SOCKSERVE_* variables (SOCKSERVE_WORKERS=4) and a TOML
+file (-c FILE): flags > variables > file > defaults. Limits that say "off"
+take none, off or unlimited."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """``run`` plus one subcommand per built-in service, all taking every setting."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Serve socketserver handlers, or the classic Internet test services.",
-        epilog="Settings also come from SOCKSERVE_* variables and --config FILE (TOML).",
+        epilog="Settings also come from SOCKSERVE_* variables and --config FILE (TOML). "
+        "sockserve run --help lists them.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {sockserve.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    exit_codes = "\n".join(
+        f"  {int(code)}  {code.name:<12} {EXIT_MEANINGS[code]}" for code in ExitCode
+    )
     run = commands.add_parser(
         "run",
         parents=[_options_parser(RUN_DEFAULTS)],
         help="serve a handler class, server class or factory: package.module:Name",
+        usage="%(prog)s TARGET [OPTIONS]  (%(prog)s --help lists the options)",
+        description=RUN_DESCRIPTION,
+        epilog=RUN_EPILOG.format(exit_codes=exit_codes),
+        formatter_class=_HelpFormatter,
     )
-    run.add_argument("target", help="package.module:Name, or a built-in service name")
+    run.add_argument("target", metavar="TARGET", help="package.module:Name, or a service name")
     service_options = _options_parser(SERVICE_DEFAULTS)
     for name, service in SERVICES.items():
-        commands.add_parser(name, parents=[service_options], help=service.description)
+        commands.add_parser(
+            name,
+            parents=[service_options],
+            help=service.description,
+            usage="%(prog)s [OPTIONS]",
+            description=f"{service.description}. The same settings as sockserve run.",
+            formatter_class=_HelpFormatter,
+        )
     return parser
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the epilog's layout; give the option column some room."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
 def _options_parser(defaults: Mapping[str, Any]) -> argparse.ArgumentParser:
-    """Every runner setting as an option; ``--help`` shows the defaults of the command."""
+    """Every runner setting as an option, grouped; ``--help`` shows the command's defaults."""
     options = argparse.ArgumentParser(add_help=False)
+    groups: dict[str, argparse._ArgumentGroup] = {}
     for opt in RUNNER_SETTINGS:
-        flag = f"--{opt.flag}"
+        if opt.group not in groups:
+            groups[opt.group] = options.add_argument_group(GROUP_TITLES.get(opt.group, opt.group))
+        group = groups[opt.group]
+        flags = [f"--{opt.flag}"] if opt.short is None else [opt.short, f"--{opt.flag}"]
+        default = defaults.get(opt.key, opt.runner_value("pool"))
         if isinstance(opt.kind, Switch):
-            options.add_argument(
-                flag, dest=opt.key, default=None, action=argparse.BooleanOptionalAction,
-                help=opt.help,
+            group.add_argument(
+                *flags, dest=opt.key, default=None, action=argparse.BooleanOptionalAction,
+                help=f"{opt.help} (default: {'on' if default else 'off'})",
             )  # fmt: skip
         elif opt.multiple:
-            options.add_argument(
-                flag, dest=opt.key, action="append", metavar=opt.metavar, default=None,
+            group.add_argument(
+                *flags, dest=opt.key, action="append", metavar=opt.metavar, default=None,
                 help=opt.help,
             )  # fmt: skip
         else:
-            default = defaults.get(opt.key, opt.runner_value("pool"))
-            options.add_argument(
-                flag, dest=opt.key, default=None, metavar=opt.metavar,
+            group.add_argument(
+                *flags, dest=opt.key, default=None, metavar=opt.metavar,
                 help=f"{opt.help} (default: {_show_default(default)})",
             )  # fmt: skip
-    options.add_argument("--config", metavar="FILE", help="read settings from a TOML file")
-    options.add_argument(
+    config = options.add_argument_group("configuration")
+    config.add_argument("-c", "--config", metavar="PATH", help="read settings from this TOML file")
+    config.add_argument(
         "--check-config",
         action="store_true",
         help="check the settings and the target (in a short-lived child process), "
         "print the effective settings and exit",
     )
     return options
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    found: argparse.ArgumentParser = commands.choices[name]
+    return found
 
 
 def _show_default(value: Any) -> str:
@@ -267,7 +351,9 @@ def _error(status: int, exc: BaseException) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (argparse exits by itself on --help)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # answered with the command's usage, not the top-level one
+        _subcommand(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         config = config_from_args(args)
         enter_directory(config, args)

@@ -286,6 +286,8 @@ class Option:
     stream_only: bool = False
     #: Several values (a repeatable flag, a TOML list).
     multiple: bool = False
+    #: A one-letter flag as well (gunicorn's: -b, -w, -k, -t), with its dash.
+    short: str | None = None
 
     def default(self, family: str) -> Any:
         """The default for a server of ``family`` (``stdlib``, ``pool`` or ``async``)."""
@@ -350,9 +352,10 @@ OPTIONS: tuple[Option, ...] = (
         "address to listen on (repeatable): HOST:PORT, [V6]:PORT, :PORT, udp://HOST:PORT, "
         "unix:PATH, fd://N; default 127.0.0.1:0, or the sockets systemd passed",
         [],
-        metavar="ADDRESS",
+        metavar="HOST:PORT",
         group="listening",
         multiple=True,
+        short="-b",
     ),
     _runner(
         "workers",
@@ -361,6 +364,7 @@ OPTIONS: tuple[Option, ...] = (
         0,
         metavar="N",
         group="processes",
+        short="-w",
     ),
     _runner(
         "worker_class",
@@ -370,6 +374,7 @@ OPTIONS: tuple[Option, ...] = (
         "pool",
         metavar="CLASS",
         group="processes",
+        short="-k",
     ),
     _server(
         "max_workers",
@@ -741,6 +746,7 @@ OPTIONS: tuple[Option, ...] = (
         30.0,
         metavar="SECONDS",
         group="processes",
+        short="-t",
     ),
     _runner(
         "max_requests",

@@ -4,6 +4,7 @@ the pid file, short flags, privileges, ``--env-file``, ``--preload``, ``--reload
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -15,7 +16,9 @@ import pytest
 from helpers.clients import Conn
 from helpers.net import TIMEOUT
 from helpers.processes import child_env, run, sockserve_argv
+from sockserve import cli
 from sockserve.exitcodes import ExitCode
+from sockserve.runner.settings import RunConfig
 
 from .support import HANDLER, ask, pids_serving
 
@@ -228,3 +231,79 @@ def test_reuse_port_overlap_needs_reuse_port() -> None:
                                 "--check-config"))  # fmt: skip
     assert result.returncode == ExitCode.USAGE
     assert "reuse_port_overlap (from --reuse-port-overlap) needs --reuse-port" in result.stderr
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def parse(*args: str) -> RunConfig:
+    return cli.config_from_args(cli.build_parser().parse_args(args), environ={})
+
+
+def test_gunicorns_short_flags(tmp_path: Path) -> None:
+    config = tmp_path / "s.toml"
+    config.write_text("grace = 3\n")
+    short = parse("run", "x:y", "-b", ":7000", "-b", "udp://:7001", "-w", "3", "-k", "threads",
+                  "-t", "12", "-c", str(config))  # fmt: skip
+    assert (short.bind, short.workers, short.worker_class) == (
+        [":7000", "udp://:7001"],
+        3,
+        "threads",
+    )
+    assert (short.worker_timeout, short.grace) == (12.0, 3.0)
+
+
+def run_help() -> str:
+    result = run(sockserve_argv("run", "--help"))
+    assert result.returncode == 0
+    return result.stdout
+
+
+def test_run_help_groups_the_options_with_real_metavars_and_defaults() -> None:
+    text = run_help()
+    for heading in ("where to listen:", "processes:", "TLS:", "logging:", "configuration:"):
+        assert f"\n{heading}\n" in text
+    for shown in ("-b HOST:PORT, --bind HOST:PORT", "-w N, --workers N", "--grace SECONDS",
+                  "--pid-file PATH", "-c PATH, --config PATH"):  # fmt: skip
+        assert shown in text
+    flat = " ".join(text.split())
+    assert "listens on (default: off)" in flat  # --reuse-port: switches show theirs
+    assert "(default: on)" in flat  # --access-log, --tcp-nodelay
+    assert "(default: None)" not in flat  # None is "off"
+    assert "--pid-file PATH write the master's pid" in flat
+
+
+def test_run_help_says_signals_exit_statuses_and_examples() -> None:
+    text = run_help()
+    assert "signals (to the master):" in text
+    for name in ("TERM, INT", "QUIT", "HUP", "TTIN, TTOU"):
+        assert f"\n  {name} " in text
+    for code in ExitCode:
+        assert re.search(rf"^  {int(code)}  {code.name} ", text, re.MULTILINE), code
+    assert text.count("\n  sockserve run myapp.server:Handler ") == 2
+
+
+def test_an_unknown_flag_gets_the_run_usage() -> None:
+    result = run(sockserve_argv("run", "echo", "--wokers", "2"))
+    assert result.returncode == ExitCode.USAGE
+    assert result.stderr.startswith("usage: sockserve run TARGET [OPTIONS]")
+    assert result.stderr.endswith("sockserve run: error: unrecognized arguments: --wokers 2\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (("--workers", "two"), "workers = 'two' (from --workers): must be an integer >= 0"),
+        (("-t", "soon"), "worker_timeout = 'soon' (from --worker-timeout): must be a finite"),
+    ],
+)
+def test_a_bad_number_is_a_message(args: tuple[str, ...], line: str) -> None:
+    result = run(sockserve_argv("run", "echo", *args, "--check-config"))
+    assert result.returncode == ExitCode.USAGE
+    assert result.stderr.startswith(f"sockserve: error: {line}")
+    assert "invalid literal" not in result.stderr
+
+
+def test_log_level_in_capitals() -> None:
+    assert parse("run", "x:y", "--log-level", "INFO").log_level == "info"
+    assert parse("run", "x:y", "--log-level", "Debug").log_level == "debug"
