@@ -47,7 +47,13 @@ from sockserve.runner.loader import TargetError
 from sockserve.runner.master import Master
 from sockserve.runner.pidfile import PidFileError, pid_file
 from sockserve.runner.probe import probe_target
-from sockserve.runner.settings import RUNNER_SETTINGS, ConfigError, RunConfig, build_config
+from sockserve.runner.settings import (
+    RUNNER_SETTINGS,
+    ConfigError,
+    RunConfig,
+    build_config,
+    read_env_file,
+)
 from sockserve.runner.signals import SignalInbox
 from sockserve.runner.tls import context_from_config, serves_tls
 from sockserve.runner.worker import WorkerLoop, build_servers
@@ -216,11 +222,34 @@ def config_from_args(
         value = getattr(args, opt.key)
         if value is not None:
             flags[opt.key] = value
+    env = dict(os.environ if environ is None else environ)
+    config = _build_config(args, flags, env)
+    if config.env_file:
+        # Its SOCKSERVE_* variables are settings too, below the real environment's.
+        config = _build_config(args, flags, {**read_env_file(config.env_file), **env})
+    return config
+
+
+def _build_config(
+    args: argparse.Namespace, flags: Mapping[str, Any], environ: Mapping[str, str]
+) -> RunConfig:
     if args.command == "run":
         return build_config(flags, target=args.target, environ=environ, defaults=RUN_DEFAULTS)
     # The service shortcuts serve in this process unless told otherwise, and
     # stop within seconds: their connections (echo, chargen) never end by themselves.
     return build_config(flags, target=args.command, environ=environ, defaults=SERVICE_DEFAULTS)
+
+
+def apply_env_file(config: RunConfig, base: Mapping[str, str]) -> None:
+    """Put ``--env-file``'s variables in this process's environment (workers inherit it).
+
+    A variable of ``base`` (the environment the command started with) is
+    kept: the real environment wins, as for settings. Read again on reload.
+    """
+    if config.env_file:
+        for key, value in read_env_file(config.env_file).items():
+            if key not in base:
+                os.environ[key] = value
 
 
 def resolve_listeners(config: RunConfig) -> list[Listener]:
@@ -235,7 +264,12 @@ def resolve_listeners(config: RunConfig) -> list[Listener]:
             specs.append(parse_bind_spec(text))
         except BindSpecError as exc:  # validated already; kept for direct callers
             raise ConfigError(str(exc)) from None
-    return open_listeners(specs, reuse_port=config.reuse_port, overlap=config.reuse_port_overlap)
+    return open_listeners(
+        specs,
+        backlog=config.backlog,
+        reuse_port=config.reuse_port,
+        overlap=config.reuse_port_overlap,
+    )
 
 
 def serve_in_process(
@@ -331,6 +365,10 @@ def enter_directory(config: RunConfig, args: argparse.Namespace) -> None:
         args.config = config.config_file  # from SOCKSERVE_CONFIG: keep it past the chdir
     if args.config:
         args.config = os.path.abspath(args.config)
+    if config.env_file and args.env_file is None:
+        args.env_file = config.env_file
+    if args.env_file:
+        args.env_file = os.path.abspath(args.env_file)
     if config.chdir:
         try:
             os.chdir(config.chdir)
@@ -341,6 +379,8 @@ def enter_directory(config: RunConfig, args: argparse.Namespace) -> None:
     here = os.getcwd()
     if here not in sys.path:
         sys.path.insert(0, here)
+    if config.umask is not None:  # before the pid file and socket files are made
+        os.umask(config.umask)
 
 
 def _error(status: int, exc: BaseException) -> int:
@@ -354,21 +394,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # answered with the command's usage, not the top-level one
         _subcommand(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
+    base = dict(os.environ)  # before --env-file adds to it: what a reload starts from
     try:
-        config = config_from_args(args)
+        config = config_from_args(args, base)
         enter_directory(config, args)
+        apply_env_file(config, base)
     except ConfigError as exc:
         return _error(ExitCode.USAGE, exc)
     try:
         with _logging(config):
-            return _run(config, args)
+            return _run(config, args, base)
     except ConfigError as exc:
         return _error(ExitCode.USAGE, exc)
     except (ValueError, TypeError) as exc:  # dictConfig's complaints about --log-config
         return _error(ExitCode.USAGE, exc)
 
 
-def _run(config: RunConfig, args: argparse.Namespace) -> int:
+def _run(config: RunConfig, args: argparse.Namespace, base: Mapping[str, str]) -> int:
     if args.check_config:
         try:
             worker_class = probe_target(config)
@@ -378,12 +420,12 @@ def _run(config: RunConfig, args: argparse.Namespace) -> int:
         return ExitCode.OK
     try:
         with pid_file(config.pid_file):  # before binding: a second instance is told why
-            return _serve(config, args)
+            return _serve(config, args, base)
     except PidFileError as exc:
         return _error(ExitCode.USAGE, exc)
 
 
-def _serve(config: RunConfig, args: argparse.Namespace) -> int:
+def _serve(config: RunConfig, args: argparse.Namespace, base: Mapping[str, str]) -> int:
     try:
         listeners = resolve_listeners(config)
     except ListenerError as exc:
@@ -391,7 +433,9 @@ def _serve(config: RunConfig, args: argparse.Namespace) -> int:
     try:
 
         def reload() -> RunConfig:
-            return config_from_args(args)
+            new = config_from_args(args, base)
+            apply_env_file(new, base)
+            return new
 
         if config.workers == 0:
             return serve_in_process(config, listeners, reload)

@@ -244,6 +244,25 @@ class AddressRules(Kind):
         return "must be a list of " + what + (", uid:N or gid:N" if self.ids else "")
 
 
+class FileMode(Kind):
+    """A file mode mask, 0 to 0o777 (text is octal: ``027``, ``0o027``), or None."""
+
+    optional = True
+
+    def check(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+            raise ValueError(self.wanted())
+        return value
+
+    def parse_one(self, text: str) -> Any:
+        return self.check(int(text.lower().removeprefix("0o"), 8))
+
+    def wanted(self) -> str:
+        return "must be an octal mode from 000 to 777 (027, 0o027), or none"
+
+
 class TLSContext(Kind):
     """An ``ssl.SSLContext`` (server side), or None for plain connections."""
 
@@ -713,6 +732,42 @@ OPTIONS: tuple[Option, ...] = (
         metavar="PATH",
         group="target",
     ),
+    _runner(
+        "env_file",
+        Text(),
+        "set the variables of this file (KEY=VALUE lines) for the target, unless already set; "
+        "SOCKSERVE_* ones there are settings too",
+        None,
+        metavar="PATH",
+        group="target",
+    ),
+    # -- privileges and files ------------------------------------------------------------
+    _runner(
+        "user",
+        Text(),
+        "run the workers as this user (name or uid) once the master has bound, written the "
+        "pid file and each worker has read the TLS key; needs root",
+        None,
+        metavar="USER",
+        group="privileges",
+    ),
+    _runner(
+        "group",
+        Text(),
+        "run the workers with this group (name or gid); default: --user's primary group",
+        None,
+        metavar="GROUP",
+        group="privileges",
+    ),
+    _runner(
+        "umask",
+        FileMode(),
+        "file mode mask set at start, before the pid file and unix: socket files are made "
+        "(octal; none: inherit the caller's)",
+        None,
+        metavar="MODE",
+        group="privileges",
+    ),
     # -- the runner's processes ----------------------------------------------------------
     _runner(
         "grace",
@@ -721,6 +776,15 @@ OPTIONS: tuple[Option, ...] = (
         30.0,
         metavar="SECONDS",
         group="processes",
+    ),
+    _runner(
+        "backlog",
+        Count(1),
+        "the listen queue of each TCP and Unix listener: connections the kernel holds "
+        "before one is accepted (capped by net.core.somaxconn)",
+        socket.SOMAXCONN,
+        metavar="N",
+        group="listening",
     ),
     _runner(
         "reuse_port",

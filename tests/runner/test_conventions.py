@@ -3,22 +3,27 @@ the pid file, short flags, privileges, ``--env-file``, ``--preload``, ``--reload
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
 import signal
 import socket
+import ssl
+import stat
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from helpers.clients import Conn
 from helpers.net import TIMEOUT
-from helpers.processes import child_env, run, sockserve_argv
+from helpers.processes import child_env, proc_status, run, sockserve_argv
 from sockserve import cli
 from sockserve.exitcodes import ExitCode
-from sockserve.runner.settings import RunConfig
+from sockserve.runner.settings import ConfigError, RunConfig, read_env_file
 
 from .support import HANDLER, ask, pids_serving
 
@@ -307,3 +312,132 @@ def test_a_bad_number_is_a_message(args: tuple[str, ...], line: str) -> None:
 def test_log_level_in_capitals() -> None:
     assert parse("run", "x:y", "--log-level", "INFO").log_level == "info"
     assert parse("run", "x:y", "--log-level", "Debug").log_level == "debug"
+
+
+# -- --user, --group, --umask, --backlog -------------------------------------------------
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="changing the user needs root")
+NOBODY = pwd.getpwnam("nobody")
+
+
+def ids_of(pid: int) -> tuple[int, int]:
+    """(effective uid, effective gid) of process ``pid``."""
+    status = proc_status(pid)
+    return int(status["Uid"][1]), int(status["Gid"][1])
+
+
+@root_only
+def test_user_runs_the_workers_as_nobody_the_master_stays(sockserve: Any) -> None:
+    server = sockserve("run", HANDLER, "-b", "127.0.0.1:0", "-w", "1", "--user", "nobody")
+    worker = int(ask(server.port(), "pid"))
+    assert ids_of(worker) == (NOBODY.pw_uid, NOBODY.pw_gid)
+    assert ids_of(server.pid) == (0, 0)  # it binds, writes the pid file, reads keys on reload
+    assert server.stop() == ExitCode.OK
+
+
+@root_only
+def test_user_with_a_key_only_root_may_read(sockserve: Any, tmp_path: Path) -> None:
+    """Each worker reads the certificate and key before it drops to --user."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_pem.write_to_path(str(keyfile))
+    certfile.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    keyfile.chmod(0o600)
+    server = sockserve("run", HANDLER, "-b", "127.0.0.1:0", "-w", "1", "--user", "nobody",
+                       "--group", "nogroup", "--certfile", str(certfile),
+                       "--keyfile", str(keyfile))  # fmt: skip
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with (
+        socket.create_connection(("127.0.0.1", server.port()), TIMEOUT) as raw,
+        client_context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"pid\n")
+        worker = int(tls.recv(100))
+    assert ids_of(worker) == (NOBODY.pw_uid, grp.getgrnam("nogroup").gr_gid)
+
+
+@root_only
+def test_user_without_workers_drops_in_process(sockserve: Any) -> None:
+    server = sockserve("run", HANDLER, "-b", "127.0.0.1:0", "-w", "0", "--user", "nobody")
+    assert ask(server.port(), "pid") == str(server.pid)
+    assert ids_of(server.pid) == (NOBODY.pw_uid, NOBODY.pw_gid)
+
+
+def test_an_unknown_user_is_a_usage_error() -> None:
+    result = run(sockserve_argv("run", HANDLER, "--user", "no-such-user-here", "--check-config"))
+    assert result.returncode == ExitCode.USAGE
+    assert result.stderr == (
+        "sockserve: error: user (from --user): no such user 'no-such-user-here'\n"
+    )
+
+
+def test_umask_applies_to_the_socket_file(sockserve: Any, tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    server = sockserve("echo", "-b", f"unix:{path}", "--umask", "077")
+    server.listening()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+
+
+def test_backlog_sets_the_listen_queue(sockserve: Any) -> None:
+    server = sockserve("run", HANDLER, "-b", "127.0.0.1:0", "-w", "1", "--backlog", "7")
+    port = server.port()
+    # /proc/net/tcp has no backlog; ss -l shows it as Send-Q. TCP_INFO of a listening
+    # socket is not ours to read, so ask the kernel through ss.
+    out = run(["ss", "-ltnH", f"sport = :{port}"]).stdout
+    assert out.split()[2] == "7", out
+
+
+@pytest.mark.parametrize(("text", "mask"), [("027", 0o27), ("0o022", 0o22), ("none", None)])
+def test_umask_is_octal(text: str, mask: int | None) -> None:
+    assert parse("run", "x:y", "--umask", text).umask == mask
+
+
+def test_a_bad_umask_is_a_message() -> None:
+    with pytest.raises(ConfigError, match=r"umask = '99' \(from --umask\): must be an octal"):
+        parse("run", "x:y", "--umask", "99")
+
+
+# -- --env-file ----------------------------------------------------------------------------
+
+
+ENV_FILE = """\
+# the application's settings
+export GREETING="hello there"
+PLAIN=value with spaces
+QUOTED='single'
+SOCKSERVE_WORKERS=3
+SOCKSERVE_GRACE=4
+"""
+
+
+def test_env_file_variables_reach_the_target_and_settings(tmp_path: Path) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text(ENV_FILE)
+    assert read_env_file(str(env_file)) == {
+        "GREETING": "hello there",
+        "PLAIN": "value with spaces",
+        "QUOTED": "single",
+        "SOCKSERVE_WORKERS": "3",
+        "SOCKSERVE_GRACE": "4",
+    }
+    args = cli.build_parser().parse_args(["run", "x:y", "--env-file", str(env_file)])
+    config = cli.config_from_args(args, environ={"SOCKSERVE_GRACE": "9"})
+    assert config.workers == 3  # from the file
+    assert config.grace == 9.0  # the real environment wins
+
+
+def test_env_file_is_in_the_workers_environment(sockserve: Any, tmp_path: Path) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text("SOCKSERVE_TEST_ID=from-the-file\n")
+    server = sockserve("run", HANDLER, "-b", "127.0.0.1:0", "-w", "1", "--env-file",
+                       str(env_file))  # fmt: skip
+    assert ask(server.port(), "id") == "from-the-file"
+
+
+def test_a_bad_env_file_line_is_named(tmp_path: Path) -> None:
+    env_file = tmp_path / "bad.env"
+    env_file.write_text("GOOD=1\nthis is not a variable\n")
+    with pytest.raises(ConfigError, match=r"bad\.env', line 2: not KEY=VALUE"):
+        read_env_file(str(env_file))

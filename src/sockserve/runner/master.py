@@ -223,7 +223,7 @@ class Master:
         slot = self._slots.get(index)
         if slot is None:
             slot = [
-                replace(shared, sock=shared.fresh_reuse_port_socket(backlog=socket.SOMAXCONN))
+                replace(shared, sock=shared.fresh_reuse_port_socket(backlog=self.config.backlog))
                 if _spreadable(shared)
                 else shared
                 for shared in self.listeners

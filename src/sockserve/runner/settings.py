@@ -22,6 +22,7 @@ from typing import Any
 
 from sockserve.core.addresses import BindSpecError, parse_bind_spec
 from sockserve.options import OPTIONS, Option, TextList
+from sockserve.runner.privileges import needs_root, resolve_identity
 
 __all__ = ["ENV_PREFIX", "RUNNER_SETTINGS", "ConfigError", "RunConfig", "build_config"]
 
@@ -112,6 +113,30 @@ class RunConfig:
         return path
 
     @property
+    def env_file(self) -> str | None:
+        path: str | None = self.value("env_file")
+        return path
+
+    @property
+    def user(self) -> str | None:
+        name: str | None = self.value("user")
+        return name
+
+    @property
+    def group(self) -> str | None:
+        name: str | None = self.value("group")
+        return name
+
+    @property
+    def umask(self) -> int | None:
+        mask: int | None = self.value("umask")
+        return mask
+
+    @property
+    def backlog(self) -> int:
+        return int(self.value("backlog"))
+
+    @property
     def pid_file(self) -> str | None:
         path: str | None = self.value("pid_file")
         return path
@@ -197,6 +222,34 @@ def _parse(opt: Option, text: str, source: str) -> Any:
         return opt.kind.parse(text)
     except ValueError as exc:
         raise ConfigError(f"{opt.key} = {text!r} (from {source}): {exc}") from None
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines (``export`` allowed, ``#`` comments, values quoted or not).
+
+    What systemd's ``EnvironmentFile=`` and docker's ``--env-file`` read, no
+    more: no variable expansion, no multi-line values.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise ConfigError(f"cannot read env file {path!r}: {why}") from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        key = key.strip()
+        if not sep or not key.replace("_", "a").isalnum() or key[0].isdigit():
+            raise ConfigError(f"env file {path!r}, line {number}: not KEY=VALUE: {raw!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
 
 
 def read_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -295,11 +348,27 @@ def _check_together(config: RunConfig) -> None:
         raise ConfigError(
             f"reuse_port_overlap (from {config.source('reuse_port_overlap')}) needs --reuse-port"
         )
+    _check_identity(config)
     _check_tls(config)
     if config.value("event_loop") == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ConfigError(
             f"event_loop = 'uvloop' (from {config.source('event_loop')}): uvloop is not "
             "installed (pip install 'sockserve[uvloop]')"
+        )
+
+
+def _check_identity(config: RunConfig) -> None:
+    """``--user``/``--group`` must exist, and changing to them needs root."""
+    try:
+        identity = resolve_identity(config.user, config.group)
+    except ValueError as exc:
+        key = "user" if "user" in str(exc) else "group"
+        raise ConfigError(f"{key} (from {config.source(key)}): {exc}") from None
+    if needs_root(identity):
+        key = "user" if config.user is not None else "group"
+        raise ConfigError(
+            f"{key} = {config.value(key)!r} (from {config.source(key)}): changing the user or "
+            f"group needs root (running as uid {os.getuid()})"
         )
 
 

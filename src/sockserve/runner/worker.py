@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import sys
 import threading
 import time
@@ -31,6 +30,7 @@ from sockserve.observability.logs import describe_address
 from sockserve.runner.build import build_server
 from sockserve.runner.listeners import Listener
 from sockserve.runner.loader import TargetError, load_target
+from sockserve.runner.privileges import drop_privileges, resolve_identity
 from sockserve.runner.settings import RunConfig
 from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
 from sockserve.runner.tls import context_from_config, serves_tls
@@ -249,18 +249,30 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
 def build_servers(
     config: RunConfig, listeners: list[Listener], *, fresh_sockets: bool = False
 ) -> list[BaseServer]:
-    """Load the target and build one server per listener (TargetError if it cannot be)."""
-    target = load_target(config.target)
+    """Load the target and build one server per listener (TargetError if it cannot be).
+
+    The TLS files are read first, then the process becomes ``--user``/``--group``
+    (:mod:`sockserve.runner.privileges`), then the target is imported: a key
+    readable by root alone works, and no code of the target runs as root.
+    """
     try:
         context = context_from_config(config)  # each worker reads the files: reloads rotate
     except (OSError, ValueError) as exc:
         raise TargetError(f"cannot serve TLS: {exc}", ExitCode.USAGE) from None
+    try:
+        drop_privileges(resolve_identity(config.user, config.group))
+    except (OSError, ValueError) as exc:
+        raise TargetError(
+            f"cannot become user {config.user!r} / group {config.group!r}: {exc}",
+            ExitCode.WORKER_BOOT,
+        ) from None
+    target = load_target(config.target)
     servers = []
     try:
         for listener in listeners:
             sock = listener.sock
             if fresh_sockets:
-                sock = listener.fresh_reuse_port_socket(backlog=socket.SOMAXCONN)
+                sock = listener.fresh_reuse_port_socket(backlog=config.backlog)
             tls = context if serves_tls(listener.spec, config) else None
             servers.append(build_server(target, sock, config, tls=tls))
     except BaseException:
