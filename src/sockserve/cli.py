@@ -411,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(config: RunConfig, args: argparse.Namespace, base: Mapping[str, str]) -> int:
+    for name in config.unknown_variables:
+        logger.warning("ignoring %s: no such setting", name)
     if args.check_config:
         try:
             worker_class = probe_target(config)

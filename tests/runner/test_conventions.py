@@ -441,3 +441,42 @@ def test_a_bad_env_file_line_is_named(tmp_path: Path) -> None:
     env_file.write_text("GOOD=1\nthis is not a variable\n")
     with pytest.raises(ConfigError, match=r"bad\.env', line 2: not KEY=VALUE"):
         read_env_file(str(env_file))
+
+
+# -- stopping from a terminal ----------------------------------------------------------------
+
+
+def test_ctrl_c_says_what_it_waits_for_and_a_second_forces(sockserve: Any) -> None:
+    server = sockserve("run", HANDLER, "-b", "127.0.0.1:0", "-w", "0", "--grace", "30")
+    with Conn(server.port()) as in_flight:
+        assert in_flight.ask("echo hold") == "hold"
+        server.signal(signal.SIGINT)
+        server.wait_for(
+            r"^INFO sockserve\.worker: waiting up to 30 s \(--grace\) for 1 connection\(s\) "
+            r"in flight; Ctrl-C again to stop at once$"
+        )
+        assert server.stop(signal.SIGINT, timeout=10) == ExitCode.OK  # not after 30 s
+        assert in_flight.at_eof()
+
+
+def test_ctrl_c_to_the_master_says_the_grace_and_how_to_force(sockserve: Any) -> None:
+    server = sockserve("run", HANDLER, "-b", "127.0.0.1:0", "-w", "1", "--grace", "7")
+    server.listening()
+    server.signal(signal.SIGINT)
+    server.wait_for(
+        r"INFO sockserve\.master: stopping: SIGINT: draining 1 worker\(s\), which finish the "
+        r"connections in flight within 7 s \(--grace\); Ctrl-C \(or another SIGTERM\) again "
+        r"stops them at once$"
+    )
+    assert server.wait_exit() == ExitCode.OK
+
+
+def test_an_unknown_sockserve_variable_is_warned_about() -> None:
+    env = child_env(SOCKSERVE_WOKRERS="4", SOCKSERVE_NOTHING_LIKE_IT="1", SOCKSERVE_TEST_ID="x")
+    result = run(sockserve_argv("run", "echo", "-w", "0", "--check-config"), env=env)
+    assert result.returncode == ExitCode.OK
+    assert result.stderr.splitlines() == [
+        "WARNING sockserve.cli: ignoring SOCKSERVE_NOTHING_LIKE_IT: no such setting",
+        "WARNING sockserve.cli: ignoring SOCKSERVE_WOKRERS (did you mean SOCKSERVE_WORKERS?): "
+        "no such setting",
+    ]

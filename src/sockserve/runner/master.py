@@ -117,7 +117,11 @@ class Master:
         if self.phase is Phase.STOPPING:
             self._abort("second stop signal")
         else:
-            self._begin_stop(f"{signum.name}: draining workers")
+            self._begin_stop(
+                f"{signum.name}: draining {len(self.workers)} worker(s), which finish the "
+                f"connections in flight within {self.config.grace:g} s (--grace); "
+                "Ctrl-C (or another SIGTERM) again stops them at once"
+            )
 
     def _on_quit(self, signum: signal.Signals) -> None:
         # Straight to SIGQUIT: a SIGTERM first would have the workers log a

@@ -12,6 +12,7 @@ rejects exactly what a run would.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import socket
@@ -58,6 +59,8 @@ class RunConfig:
     #: Setting key -> where its value came from: a flag, a variable, a file, or "default".
     sources: Mapping[str, str] = field(default_factory=dict)
     config_file: str | None = None
+    #: ``SOCKSERVE_*`` variables that name no setting (a typo), each with a hint.
+    unknown_variables: tuple[str, ...] = ()
 
     def value(self, key: str, worker_class: str | None = None) -> Any:
         """The effective value of setting ``key`` for ``worker_class`` (default: the setting's)."""
@@ -266,6 +269,29 @@ def read_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[s
     return values, sources
 
 
+#: Variables of the test and benchmark harnesses, not settings (never warned about).
+_HARNESS_PREFIXES = ("SOCKSERVE_TEST_", "SOCKSERVE_BENCH_")
+_KNOWN_VARIABLES = frozenset({ENV_PREFIX + "CONFIG", *(opt.env for opt in RUNNER_SETTINGS)})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """``SOCKSERVE_*`` names that are no setting, as ``NAME (did you mean OTHER?)``.
+
+    A mistyped variable would otherwise do nothing, silently (the TOML file
+    already refuses unknown keys; a variable only warns, since the
+    environment is shared with other programs).
+    """
+    found = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in _KNOWN_VARIABLES:
+            continue
+        if name.startswith(_HARNESS_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, sorted(_KNOWN_VARIABLES), n=1, cutoff=0.8)
+        found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return tuple(found)
+
+
 def read_flags(flags: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """Values from the command line: text is parsed, booleans and lists taken as they are."""
     values: dict[str, Any] = {}
@@ -318,6 +344,7 @@ def build_config(
         given=given,
         sources=sources,
         config_file=str(config_file) if config_file else None,
+        unknown_variables=unknown_variables(env),
     )
     _check_together(config)
     return config

@@ -186,6 +186,14 @@ class WorkerLoop:
         ]
         for thread in drains:
             thread.start()
+        in_flight = sum(server.stats().active for server in self.servers)
+        if in_flight and self._repeat_forces:  # a terminal's Ctrl-C: say what we wait for
+            log.info(
+                "waiting up to %g s (--grace) for %d connection(s) in flight; "
+                "Ctrl-C again to stop at once",
+                self.grace,
+                in_flight,
+            )
         while any(thread.is_alive() for thread in drains):
             self.inbox.wait(0.2)
             if self.inbox.take() and self._repeat_forces:
