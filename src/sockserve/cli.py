@@ -43,7 +43,7 @@ from sockserve.runner.listeners import (
     close_listeners,
     open_listeners,
 )
-from sockserve.runner.loader import TargetError
+from sockserve.runner.loader import TargetError, load_target
 from sockserve.runner.master import Master
 from sockserve.runner.pidfile import PidFileError, pid_file
 from sockserve.runner.probe import probe_target
@@ -428,6 +428,14 @@ def _run(config: RunConfig, args: argparse.Namespace, base: Mapping[str, str]) -
 
 
 def _serve(config: RunConfig, args: argparse.Namespace, base: Mapping[str, str]) -> int:
+    if config.preload and config.workers:
+        # Imported here, in the master, before binding: the workers forked later
+        # find it in sys.modules (its memory shared copy-on-write), and an import
+        # error ends the run at once, with the loader's exit status.
+        try:
+            load_target(config.target)
+        except TargetError as exc:
+            return _error(exc.exit_code, exc)
     try:
         listeners = resolve_listeners(config)
     except ListenerError as exc:

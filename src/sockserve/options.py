@@ -733,6 +733,22 @@ OPTIONS: tuple[Option, ...] = (
         group="target",
     ),
     _runner(
+        "preload",
+        Switch(),
+        "import the target in the master before forking the workers (memory shared "
+        "copy-on-write, import errors caught before any worker); SIGHUP then keeps the old code",
+        False,
+        group="target",
+    ),
+    _runner(
+        "reload",
+        Switch(),
+        "for development: restart a worker when a source file it loaded changes (polled every "
+        "second; the standard library and site-packages are not watched)",
+        False,
+        group="target",
+    ),
+    _runner(
         "env_file",
         Text(),
         "set the variables of this file (KEY=VALUE lines) for the target, unless already set; "

@@ -12,6 +12,7 @@ import socket
 import ssl
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -480,3 +481,80 @@ def test_an_unknown_sockserve_variable_is_warned_about() -> None:
         "WARNING sockserve.cli: ignoring SOCKSERVE_WOKRERS (did you mean SOCKSERVE_WORKERS?): "
         "no such setting",
     ]
+
+
+# -- --preload and --reload ------------------------------------------------------------------
+
+WHERE_LOADED = """
+import os
+import sockserve
+
+LOADED_IN = os.getpid()
+
+class Handler(sockserve.StreamRequestHandler):
+    def handle(self):
+        self.rfile.readline()
+        self.wfile.write(b"%d %d\\n" % (LOADED_IN, os.getpid()))
+"""
+
+
+@pytest.mark.parametrize("preload", [True, False], ids=["preload", "no-preload"])
+def test_preload_imports_the_target_in_the_master(
+    sockserve: Any, tmp_path: Path, preload: bool
+) -> None:
+    (tmp_path / "where.py").write_text(WHERE_LOADED)
+    flags = ["--preload"] if preload else []
+    server = sockserve("run", "where:Handler", "-b", "127.0.0.1:0", "-w", "1", *flags,
+                       env=child_env(tmp_path))  # fmt: skip
+    loaded_in, worker = map(int, ask(server.port(), "?").split())
+    assert worker != server.pid
+    assert loaded_in == (server.pid if preload else worker)
+
+
+def test_preload_catches_an_import_error_before_any_worker(sockserve: Any) -> None:
+    server = sockserve("run", "tests.runner.targets.broken:Handler", "-b", "127.0.0.1:0",
+                       "-w", "2", "--preload")  # fmt: skip
+    assert server.wait_exit() == ExitCode.IMPORT
+    assert "worker 1 started" not in server.output
+    assert server.output.startswith("sockserve: error: importing 'tests.runner.targets.broken'")
+
+
+def test_reload_with_preload_or_without_workers_is_refused() -> None:
+    for extra, complaint in [
+        (("-w", "0"), "reload (from --reload) needs worker processes"),
+        (("-w", "1", "--preload"), "reload (from --reload) and preload (from --preload)"),
+    ]:
+        result = run(sockserve_argv("run", "echo", "--reload", *extra, "--check-config"))
+        assert result.returncode == ExitCode.USAGE
+        assert complaint in result.stderr
+
+
+def _touch_write(path: Path, text: str) -> None:
+    """Write ``text`` and move the mtime on, so that a change within the same tick shows."""
+    before = path.stat().st_mtime
+    path.write_text(text)
+    os.utime(path, (before + 5, before + 5))
+
+
+@pytest.mark.slow
+def test_reload_restarts_the_worker_on_a_change_and_survives_a_broken_edit(
+    sockserve: Any, tmp_path: Path
+) -> None:
+    project = make_project(tmp_path / "project")
+    source = project / "myapp" / "server.py"
+    server = sockserve("run", "myapp.server:Handler", "-b", "127.0.0.1:0", "-w", "1",
+                       "--reload", cwd=project)  # fmt: skip
+    port = server.port()
+    assert ask(port, "abc") == "ABC"
+    mark = server.mark()
+    _touch_write(source, "this is not Python\n")
+    server.wait_for(r"server\.py changed: restarting this worker \(--reload\)$", start=mark)
+    server.wait_for(r"worker 1 failed to boot \(exit status 5\): --reload tries again", start=mark)
+    _touch_write(source, APP.replace("upper()", "lower()"))
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:  # the queued connection waits for the fixed worker
+        if ask(port, "ABC") == "abc":
+            break
+    else:
+        raise AssertionError(server.describe())
+    assert server.stop() == ExitCode.OK

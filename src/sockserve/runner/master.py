@@ -8,7 +8,10 @@ Rules of this module:
   reload (SIGHUP) serves freshly imported code, and a target that cannot be
   imported fails in a worker at boot. A worker that dies before it reported
   ready is a boot failure: the master stops with that worker's exit status
-  instead of respawning it forever.
+  instead of respawning it forever (with ``--reload``, once serving, it tries
+  again every second: the next edit may fix it). ``--preload`` is the
+  exception: the command imports the target before the master forks (see
+  :mod:`sockserve.cli`), trading fresh code on SIGHUP for shared memory.
 * Stops are staged: SIGTERM/SIGINT drain the workers within ``grace``; at the
   deadline, or on a second signal, they are aborted (SIGQUIT), then killed.
 
@@ -50,6 +53,8 @@ BOOT_TIMEOUT = 60.0
 #: Restart back-off for workers that die young: from MIN to MAX, doubling.
 MIN_RESTART_DELAY = 0.1
 MAX_RESTART_DELAY = 10.0
+#: With --reload, seconds before a worker that failed to boot is tried again.
+RELOAD_RETRY = 1.0
 #: A worker that lived longer than this resets the back-off.
 HEALTHY_LIFETIME = 5.0
 
@@ -397,6 +402,14 @@ class Master:
                 )
                 self._abort_reload()
                 return
+            if self.config.reload and self.phase == Phase.RUNNING:
+                # --reload: an edit that does not import yet; the next one may.
+                log.error(
+                    "worker %d failed to boot (%s): --reload tries again in %.0f s",
+                    worker.index, how, RELOAD_RETRY,
+                )  # fmt: skip
+                self._next_spawn = time.monotonic() + RELOAD_RETRY
+                return
             self.exit_code = _boot_failure_code(code)
             log.error(
                 "worker %d failed to boot (%s): stopping instead of respawning", worker.index, how
@@ -440,6 +453,8 @@ class Master:
             self.config = new
             self.target_count = new.workers
         log.info("SIGHUP: reloading with %d new worker(s)", self.target_count)
+        if self.config.preload:
+            log.warning("SIGHUP: with --preload the target's code stays the one loaded at start")
         self.phase = Phase.RELOADING
         self.generation += 1
         for index in range(1, self.target_count + 1):

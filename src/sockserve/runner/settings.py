@@ -116,6 +116,14 @@ class RunConfig:
         return path
 
     @property
+    def preload(self) -> bool:
+        return bool(self.value("preload"))
+
+    @property
+    def reload(self) -> bool:
+        return bool(self.value("reload"))
+
+    @property
     def env_file(self) -> str | None:
         path: str | None = self.value("env_file")
         return path
@@ -370,6 +378,17 @@ def _check_together(config: RunConfig) -> None:
         raise ConfigError(
             f"reuse_port (from {config.source('reuse_port')}) needs worker processes "
             "(--workers 1 or more)"
+        )
+    if config.reload and config.workers == 0:
+        raise ConfigError(
+            f"reload (from {config.source('reload')}) needs worker processes "
+            "(--workers 1 or more): a worker restarts to load the changed code"
+        )
+    if config.reload and config.preload:
+        raise ConfigError(
+            f"reload (from {config.source('reload')}) and preload (from "
+            f"{config.source('preload')}) exclude each other: with --preload the master holds "
+            "the code, and restarted workers would inherit the old one"
         )
     if config.reuse_port_overlap and not config.reuse_port:
         raise ConfigError(

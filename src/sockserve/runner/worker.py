@@ -31,6 +31,7 @@ from sockserve.runner.build import build_server
 from sockserve.runner.listeners import Listener
 from sockserve.runner.loader import TargetError, load_target
 from sockserve.runner.privileges import drop_privileges, resolve_identity
+from sockserve.runner.reloader import SourceWatcher
 from sockserve.runner.settings import RunConfig
 from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
 from sockserve.runner.tls import context_from_config, serves_tls
@@ -64,6 +65,7 @@ class WorkerLoop:
         parent_pid: int | None = None,
         on_stop: Callable[[], None] = lambda: None,
         on_reload: Callable[[], None] | None = None,
+        watch: Callable[[], str | None] | None = None,
     ) -> None:
         self.servers = servers
         self.inbox = inbox
@@ -81,6 +83,8 @@ class WorkerLoop:
         self._budget_spent = False
         self._on_stop = on_stop
         self._on_reload = on_reload
+        #: --reload: names a changed source file, if one has changed.
+        self._watch = watch
 
     def _stamp_progress(self, index: int, server: BaseServer) -> None:
         def stamp() -> None:
@@ -119,7 +123,8 @@ class WorkerLoop:
     def run(self) -> str:
         """Serve until a signal, a failure or the request budget; drain; return why it ended.
 
-        The reason is ``"signal"``, ``"recycle"``, ``"orphaned"`` or ``"failure"``.
+        The reason is ``"signal"``, ``"recycle"``, ``"orphaned"``, ``"reload"`` (a
+        source file changed, with ``--reload``) or ``"failure"``.
         """
         poll = min(1.0, self._interval)
         for index, server in enumerate(self.servers):
@@ -156,6 +161,9 @@ class WorkerLoop:
                 elif self._parent_pid is not None and os.getppid() != self._parent_pid:
                     log.warning("the master (pid %d) is gone: stopping", self._parent_pid)
                     reason = "orphaned"
+                elif self._watch is not None and (changed := self._watch()) is not None:
+                    log.info("%s changed: restarting this worker (--reload)", changed)
+                    reason = "reload"
         self._on_stop()
         self._drain()
         return reason
@@ -248,6 +256,7 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
             max_requests=budget,
             repeat_forces=False,
             parent_pid=os.getppid(),
+            watch=SourceWatcher().changed if config.reload else None,
         )
         _send(status_fd, MSG_READY)
         reason = loop.run()
