@@ -111,6 +111,8 @@ class Master:
         self._next_spawn = 0.0
         #: With --reuse-port: per worker index, its listeners (TCP ones its own).
         self._slots: dict[int, list[Listener]] = {}
+        #: Fixed at start, as the listeners are: a reload cannot change it.
+        self._reuse_port = config.reuse_port
 
     # -- signals ------------------------------------------------------------
 
@@ -227,7 +229,7 @@ class Master:
         worker nothing would listen at all). Datagram and Unix listeners
         cannot be spread that way: they are shared, as without --reuse-port.
         """
-        if not self.config.reuse_port:
+        if not self._reuse_port:
             return self.listeners
         slot = self._slots.get(index)
         if slot is None:
