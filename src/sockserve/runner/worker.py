@@ -187,13 +187,10 @@ class WorkerLoop:
 
     def _drain(self) -> None:
         """Drain every server at once, sharing one deadline; a further signal aborts."""
-        drains = [
-            threading.Thread(target=server.drain, args=(self.grace,), daemon=True)
-            for server in self.servers
-            if server.state.value in ("idle", "serving")
-        ]
-        for thread in drains:
-            thread.start()
+        draining = [s for s in self.servers if s.state.value in ("idle", "serving")]
+        finished = [threading.Event() for _server in draining]
+        for server, done in zip(draining, finished, strict=True):
+            threading.Thread(target=self._drain_one, args=(server, done), daemon=True).start()
         in_flight = sum(server.stats().active for server in self.servers)
         if in_flight and self._repeat_forces:  # a terminal's Ctrl-C: say what we wait for
             log.info(
@@ -202,13 +199,23 @@ class WorkerLoop:
                 self.grace,
                 in_flight,
             )
-        while any(thread.is_alive() for thread in drains):
+        while not all(done.is_set() for done in finished):
             self.inbox.wait(0.2)
             if self.inbox.take() and self._repeat_forces:
                 log.warning("second signal: aborting the drain")
                 self._force()
         for server in self.servers:
             server.server_close()
+
+    def _drain_one(self, server: BaseServer, done: threading.Event) -> None:
+        try:
+            server.drain(self.grace)
+        finally:
+            # Wake the loop at once (the event first: a thread still alive after
+            # its wake-up would look unfinished): a recycled worker's replacement,
+            # and a stop, wait for this process to exit.
+            done.set()
+            self.inbox.wake()
 
 
 def run_worker(
