@@ -22,9 +22,11 @@ import trustme
 
 from helpers.clients import Conn
 from helpers.net import TIMEOUT
-from helpers.processes import child_env, proc_status, run, sockserve_argv
+from helpers.processes import child_env, listening_inodes, proc_status, run, sockserve_argv
 from sockserve import cli
 from sockserve.exitcodes import ExitCode
+from sockserve.runner.listeners import close_listeners
+from sockserve.runner.master import Master
 from sockserve.runner.settings import ConfigError, RunConfig, read_env_file
 
 from .support import HANDLER, ask, pids_serving
@@ -559,3 +561,32 @@ def test_reload_restarts_the_worker_on_a_change_and_survives_a_broken_edit(
     else:
         raise AssertionError(server.describe())
     assert server.stop() == ExitCode.OK
+
+
+def test_reuse_port_fewer_workers_leaves_no_socket_nobody_accepts(sockserve: Any) -> None:
+    server = sockserve("run", HANDLER, "-b", "127.0.0.1:0", "-w", "2", "--reuse-port",
+                       "--no-access-log")  # fmt: skip
+    port = server.port()
+    assert len(listening_inodes(port)) == 2
+    started = dict(server.started())
+    server.signal(signal.SIGTTOU)
+    server.wait_for(rf"worker 2 \(pid {started[2]}\) stopped")  # the highest index goes
+    assert len(listening_inodes(port)) == 1  # its socket closed with it
+    for _ in range(20):  # every connection reaches the remaining worker, none hangs
+        assert ask(port) == str(started[1])
+
+
+def test_a_reload_keeps_the_reuse_port_setting_of_the_start(tmp_path: Path) -> None:
+    """The listeners stay those of the start: so does the way workers get theirs."""
+    config = parse("run", "x:y", "-b", "127.0.0.1:0", "-w", "1", "--reuse-port")
+    listeners = cli.resolve_listeners(config)
+    master = Master(config, listeners)
+    try:
+        master.config = parse("run", "x:y", "-b", "127.0.0.1:0", "-w", "1")  # a reload
+        [own] = master._listeners_of(1)
+        assert own.sock is not listeners[0].sock
+        assert own.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        master._close_slot(1)
+    finally:
+        master._inbox.close()
+        close_listeners(listeners)

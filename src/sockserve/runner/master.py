@@ -249,10 +249,21 @@ class Master:
                 listener.sock.close()
 
     def _close_idle_slots(self) -> None:
-        """Slots above the wanted count whose workers are gone (after SIGTTOU, a reload)."""
-        used = {w.index for w in self.workers.values()}
+        """Close the slots no live worker holds and :meth:`_maintain` will not fill again.
+
+        A slot whose worker is gone but will be replaced (a recycle, a crash)
+        stays open: its queue is the point. One left over after SIGTTOU or a
+        reload to fewer workers is closed, or the kernel would keep handing it
+        connections nobody accepts.
+        """
+        keep = {w.index for w in self.workers.values()}
+        wanted = {w.index for w in self._current_workers()}
+        for index in range(1, self.target_count + 1):  # what _maintain spawns next
+            if len(wanted) >= self.target_count:
+                break
+            wanted.add(index)
         for index in list(self._slots):
-            if index > self.target_count and index not in used:
+            if index not in keep | wanted:
                 self._close_slot(index)
 
     def _spawn(self, index: int) -> None:
@@ -365,8 +376,8 @@ class Master:
         """Keep the current generation at the wanted size (not while booting)."""
         if self.phase != Phase.RUNNING:
             return
-        current = self._current_workers()
-        for worker in current[self.target_count :]:
+        current = sorted(self._current_workers(), key=lambda w: w.index)
+        for worker in current[self.target_count :]:  # the highest indices go
             self._retire(worker)
         if len(current) < self.target_count and now >= self._next_spawn:
             used = {w.index for w in current}
@@ -389,8 +400,8 @@ class Master:
             if worker is None:
                 continue
             os.close(worker.status_fd)
+            self._close_idle_slots()  # before the log line that says it is gone
             self._worker_exited(worker, os.waitstatus_to_exitcode(status))
-            self._close_idle_slots()
 
     def _worker_exited(self, worker: WorkerProcess, code: int) -> None:
         how = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
