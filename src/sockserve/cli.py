@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
             parents=[service_options],
             help=service.description,
             usage="%(prog)s [OPTIONS]",
-            description=f"{service.description}. The same settings as sockserve run.",
+            description=f"{service.description[:1].upper()}{service.description[1:]}. "
+            "It takes the settings of sockserve run (serving in this process by default).",
             formatter_class=_HelpFormatter,
         )
     return parser
