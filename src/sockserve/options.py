@@ -263,6 +263,28 @@ class AddressRules(Kind):
         return "must be a list of " + what + (", uid:N or gid:N" if self.ids else "")
 
 
+class FileMode(Kind):
+    """Permission bits or a mask, 0 to 0o777 (text is octal: ``660``, ``0o660``), or None.
+
+    Used for ``umask`` and the socket files' ``socket_mode``.
+    """
+
+    optional = True
+
+    def check(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+            raise ValueError(self.wanted())
+        return value
+
+    def parse_one(self, text: str) -> Any:
+        return self.check(int(text.lower().removeprefix("0o"), 8))
+
+    def wanted(self) -> str:
+        return "must be an octal mode from 000 to 777 (027, 0o660), or none"
+
+
 class TLSContext(Kind):
     """An ``ssl.SSLContext`` (server side), or None for plain connections."""
 
@@ -322,25 +344,6 @@ def keepalive_problem(value: Callable[[str], Any]) -> str | None:
     return None
 
 
-class FileMode(Kind):
-    """Permission bits of a file, 0 to 0o777 (text: octal, ``660``), or None."""
-
-    optional = True
-
-    def check(self, value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
-            raise ValueError(self.wanted())
-        return value
-
-    def parse_one(self, text: str) -> Any:
-        return self.check(int(text, 8))
-
-    def wanted(self) -> str:
-        return "must be permission bits from 0 to 0o777 (octal text: 660), or None"
-
-
 class Account(Kind):
     """A user or group: a name that exists, or a number; or None (unchanged)."""
 
@@ -396,6 +399,8 @@ class Option:
     stream_only: bool = False
     #: Several values (a repeatable flag, a TOML list).
     multiple: bool = False
+    #: A one-letter flag as well (gunicorn's: -b, -w, -k, -t), with its dash.
+    short: str | None = None
 
     def default(self, family: str) -> Any:
         """The default for a server of ``family`` (``stdlib``, ``pool`` or ``async``)."""
@@ -460,9 +465,10 @@ OPTIONS: tuple[Option, ...] = (
         "address to listen on (repeatable): HOST:PORT, [V6]:PORT, :PORT, udp://HOST:PORT, "
         "unix:PATH, fd://N; default 127.0.0.1:0, or the sockets systemd passed",
         [],
-        metavar="ADDRESS",
+        metavar="HOST:PORT",
         group="listening",
         multiple=True,
+        short="-b",
     ),
     _runner(
         "workers",
@@ -471,6 +477,7 @@ OPTIONS: tuple[Option, ...] = (
         0,
         metavar="N",
         group="processes",
+        short="-w",
     ),
     _runner(
         "worker_class",
@@ -480,6 +487,7 @@ OPTIONS: tuple[Option, ...] = (
         "pool",
         metavar="CLASS",
         group="processes",
+        short="-k",
     ),
     _server(
         "max_workers",
@@ -883,6 +891,68 @@ OPTIONS: tuple[Option, ...] = (
         metavar="LIST",
         group="tls",
     ),
+    # -- the target ------------------------------------------------------------------------
+    _runner(
+        "chdir",
+        Text(),
+        "change to this directory before loading the target; the working directory is on "
+        "the import path either way, and relative paths (--pid-file, unix:PATH) resolve in it",
+        None,
+        metavar="PATH",
+        group="target",
+    ),
+    _runner(
+        "preload",
+        Switch(),
+        "import the target in the master before forking the workers (memory shared "
+        "copy-on-write, import errors caught before any worker); SIGHUP then keeps the old code",
+        False,
+        group="target",
+    ),
+    _runner(
+        "reload",
+        Switch(),
+        "for development: restart a worker when a source file it loaded changes (polled every "
+        "second; the standard library and site-packages are not watched)",
+        False,
+        group="target",
+    ),
+    _runner(
+        "env_file",
+        Text(),
+        "set the variables of this file (KEY=VALUE lines) for the target, unless already set; "
+        "SOCKSERVE_* ones there are settings too",
+        None,
+        metavar="PATH",
+        group="target",
+    ),
+    # -- privileges and files ------------------------------------------------------------
+    _runner(
+        "user",
+        Text(),
+        "run the workers as this user (name or uid) once the master has bound, written the "
+        "pid file and each worker has read the TLS key; needs root",
+        None,
+        metavar="USER",
+        group="privileges",
+    ),
+    _runner(
+        "group",
+        Text(),
+        "run the workers with this group (name or gid); default: --user's primary group",
+        None,
+        metavar="GROUP",
+        group="privileges",
+    ),
+    _runner(
+        "umask",
+        FileMode(),
+        "file mode mask set at start, before the pid file and unix: socket files are made "
+        "(octal; none: inherit the caller's)",
+        None,
+        metavar="MODE",
+        group="privileges",
+    ),
     # -- the runner's processes ----------------------------------------------------------
     _runner(
         "grace",
@@ -893,9 +963,27 @@ OPTIONS: tuple[Option, ...] = (
         group="processes",
     ),
     _runner(
+        "backlog",
+        Count(1),
+        "the listen queue of each TCP and Unix listener: connections the kernel holds "
+        "before one is accepted (capped by net.core.somaxconn)",
+        socket.SOMAXCONN,
+        metavar="N",
+        group="listening",
+    ),
+    _runner(
         "reuse_port",
         Switch(),
-        "each worker opens its own listening socket with SO_REUSEPORT",
+        "a listening socket of its own per worker, with SO_REUSEPORT: the kernel spreads "
+        "connections over them; refused on a port another process listens on",
+        False,
+        group="listening",
+    ),
+    _runner(
+        "reuse_port_overlap",
+        Switch(),
+        "with --reuse-port, start even if another process listens on the port, and share "
+        "its connections (a blue/green restart of a whole instance)",
         False,
         group="listening",
     ),
@@ -907,6 +995,7 @@ OPTIONS: tuple[Option, ...] = (
         30.0,
         metavar="SECONDS",
         group="processes",
+        short="-t",
     ),
     _runner(
         "max_requests",
@@ -927,7 +1016,8 @@ OPTIONS: tuple[Option, ...] = (
     _runner(
         "pid_file",
         Text(),
-        "write the master's pid to this file",
+        "write the master's pid to this file and hold it locked while running; a file "
+        "locked by a running server is refused",
         None,
         metavar="PATH",
         group="processes",

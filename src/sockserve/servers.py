@@ -497,7 +497,12 @@ class BaseServer:
         )
         limiter = self._pipeline.error_log
         if failure.outcome == TIMEOUT:
-            limiter.log(logging.INFO, key, "client %s timed out: %s", peer, exc, extra=extra)
+            # socket.timeout's own text is "timed out": say it once.
+            why = str(exc).removeprefix("timed out").lstrip(": ")
+            limiter.log(
+                logging.INFO, key, "client %s timed out%s", peer, f": {why}" if why else "",
+                extra=extra,
+            )  # fmt: skip
         elif failure.outcome == RESET:
             limiter.log(logging.INFO, key, "client %s disconnected: %s", peer, exc, extra=extra)
         elif failure.outcome == PEER_ERROR:

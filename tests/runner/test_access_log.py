@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import struct
 from typing import Any
 
 from helpers.clients import Conn
@@ -75,3 +76,32 @@ def test_no_access_log_turns_it_off(sockserve: Any) -> None:
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == ExitCode.OK  # all it will ever write has been read
     assert "sockserve.access" not in server.output
+
+
+def _reset(conn: Conn) -> None:
+    """Close with a reset (SO_LINGER 0), not a FIN."""
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.sock.close()
+
+
+def test_rx_after_a_reset_counts_the_bytes_sent_no_fin_taken_off(sockserve: Any) -> None:
+    """A reset is no FIN: nothing is taken off the count for one (it said rx=3 here)."""
+    server = sockserve("echo", *BIND, "--workers", "0")
+    with Conn(server.port()) as conn:
+        peer = conn.sock.getsockname()[1]
+        conn.sock.sendall(b"abcd")
+        assert conn.sock.recv(4) == b"abcd"  # the server has read all four
+        _reset(conn)
+    [line] = server.wait_for(rf"^INFO sockserve\.access: 127\.0\.0\.1:{peer} (\S+) \S+ (.*)$")
+    assert line.groups() == ("reset", "rx=4 tx=4")
+
+
+def test_rx_of_a_client_that_closed_with_unread_data_is_0(sockserve: Any) -> None:
+    """Closing with unread data sends a reset, no FIN (it said rx=-1 here)."""
+    server = sockserve("chargen", *BIND, "--workers", "0")
+    with Conn(server.port()) as conn:
+        peer = conn.sock.getsockname()[1]
+        assert conn.sock.recv(100)
+        conn.sock.close()  # chargen's stream still in our buffer: a reset
+    [line] = server.wait_for(rf"^INFO sockserve\.access: 127\.0\.0\.1:{peer} (\S+) \S+ rx=(\S+)")
+    assert line[2] == "0"

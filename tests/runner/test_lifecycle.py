@@ -162,7 +162,7 @@ def test_sigterm_to_every_process_still_drains(sockserve: Any) -> None:
         os.kill(worker, signal.SIGTERM)
         server.wait_for(RECEIVED_TERM)
         server.signal(signal.SIGTERM)
-        server.wait_for(r"INFO sockserve\.master: stopping: SIGTERM: draining workers$")
+        server.wait_for(r"INFO sockserve\.master: stopping: SIGTERM: draining 1 worker\(s\), ")
         assert quiet_for(in_flight, 1.0), f"the request was aborted; {server.describe()}"
         assert in_flight.ask("echo done") == "done"
     assert server.wait_exit() == ExitCode.OK

@@ -85,4 +85,4 @@ def test_socket_file_settings_without_a_unix_listener_are_refused() -> None:
 def test_a_bad_mode_is_refused_naming_the_flag() -> None:
     result = run(sockserve_argv("echo", "--bind", "unix:/nonexistent/x", "--socket-mode", "rw"))
     assert result.returncode == ExitCode.USAGE
-    assert "socket_mode = 'rw' (from --socket-mode): must be permission bits" in result.stderr
+    assert "socket_mode = 'rw' (from --socket-mode): must be an octal mode" in result.stderr

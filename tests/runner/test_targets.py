@@ -135,7 +135,7 @@ BAD_TARGETS = [
      "no module named"),
     ("missing-name", "tests.runner.targets.mod:Missing", ExitCode.NOT_FOUND,
      "has no attribute 'Missing'"),
-    ("constant", "tests.runner.targets.mod:NOT_A_TARGET", ExitCode.BAD_TARGET, "is a int, not a"),
+    ("constant", "tests.runner.targets.mod:NOT_A_TARGET", ExitCode.BAD_TARGET, "is an int, not a"),
     ("plain-class", "tests.runner.targets.mod:NotAHandler", ExitCode.BAD_TARGET,
      "is a type, not a"),
     ("bad-factory", "tests.runner.targets.mod:bad_factory", ExitCode.BAD_TARGET, "returned str"),

@@ -30,7 +30,7 @@ _raw = socket.socket  # methods of the C socket type, called without a Python-le
 def _timed_out(sock: socket.socket, exc: BlockingIOError) -> OSError:
     """EAGAIN on a blocking socket is the kernel's timeout; on a non-blocking one, not."""
     if sock.gettimeout() is None:
-        return TimeoutError("timed out: the connection was idle too long")
+        return TimeoutError("the connection was idle too long")
     return exc
 
 

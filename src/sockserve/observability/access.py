@@ -8,6 +8,7 @@ Other sockets (Unix) show ``-``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import struct
@@ -26,16 +27,21 @@ _BYTES_RECEIVED = 128  # __u64 tcpi_bytes_received (Linux 4.1+)
 _BYTES_ACKED = 120  # __u64 tcpi_bytes_acked (Linux 4.1+)
 _BYTES_SENT = 200  # __u64 tcpi_bytes_sent, then tcpi_bytes_retrans (Linux 4.19+)
 _TCP_INFO_SIZE = 216
-# tcpi_state values (the first byte) in which the peer's FIN has arrived:
-# CLOSE_WAIT, LAST_ACK, CLOSING, TIME_WAIT, CLOSE.
-_FIN_RECEIVED_STATES = frozenset({8, 9, 11, 6, 7})
+# tcpi_state values (the first byte) in which the peer's FIN has surely arrived:
+# CLOSE_WAIT, LAST_ACK, CLOSING, TIME_WAIT.
+_FIN_RECEIVED_STATES = frozenset({8, 9, 11, 6})
+# CLOSE: after a FIN exchange (when our side had shut down writing), or after a
+# reset, with or without a FIN before it. See _fin_before_close.
+_CLOSE = 7
 
 
-def tcp_byte_counts(sock: Any) -> tuple[int, int] | None:
+def tcp_byte_counts(sock: Any, *, reset: bool | None = None) -> tuple[int, int] | None:
     """(bytes received, bytes sent) of a TCP socket, from the kernel; None if unknown.
 
     ``sock`` is a socket, or anything with its ``family`` and ``getsockopt``
-    (an async handler's view of its connection's socket).
+    (an async handler's view of its connection's socket). ``reset``: whether
+    the connection is known to have ended with a reset (its outcome), which
+    tells how to read a closed socket's counter (None: not known).
     """
     if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
         return None
@@ -46,13 +52,36 @@ def tcp_byte_counts(sock: Any) -> tuple[int, int] | None:
     if len(info) < _BYTES_RECEIVED + 8:
         return None
     (received,) = struct.unpack_from("Q", info, _BYTES_RECEIVED)
-    if info[0] in _FIN_RECEIVED_STATES:
-        received -= 1  # the peer's FIN takes a sequence number but carries no byte
+    if info[0] in _FIN_RECEIVED_STATES or (info[0] == _CLOSE and _fin_before_close(sock, reset)):
+        received = max(0, received - 1)  # the peer's FIN takes a sequence number, no byte
     if len(info) >= _BYTES_SENT + 16:
         sent, retransmitted = struct.unpack_from("QQ", info, _BYTES_SENT)
         return received, sent - retransmitted
     (acked,) = struct.unpack_from("Q", info, _BYTES_ACKED)
     return received, acked
+
+
+def _fin_before_close(sock: Any, reset: bool | None) -> bool:
+    """Whether a socket in state CLOSE (still open on our side) had received the peer's FIN.
+
+    Our end is still open, so CLOSE came from a reset, or from a FIN after
+    the handler shut its side down. The kernel records a reset as the
+    socket's error: EPIPE if the peer's FIN had come first, ECONNRESET if
+    not; when the handler has read that error already, the outcome says
+    whether the connection was reset. A peer that closes with data unread
+    sends a reset and no FIN (a chargen client does), so without either
+    clue a reset (no FIN) is assumed. Left over: a peer that half-closed,
+    then reset, once the handler has read the error, counts one byte high.
+    """
+    try:
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    except OSError:
+        error = 0
+    if error == errno.EPIPE:
+        return True
+    if error == errno.ECONNRESET:
+        return False
+    return reset is False
 
 
 def log_access(
@@ -72,7 +101,7 @@ def log_access(
     if not access_logger.isEnabledFor(logging.INFO):
         return
     if counts is None and hasattr(request, "getsockopt"):
-        counts = tcp_byte_counts(request)
+        counts = tcp_byte_counts(request, reset=outcome == "reset")
     client = describe_address(client_address)
     rx, tx = counts if counts else (None, None)
     access_logger.info(

@@ -9,11 +9,13 @@ and factories work unchanged.
 from __future__ import annotations
 
 import socket
+import socketserver
 import ssl
 from typing import Any
 
 from sockserve.aio import AsyncTCPServer, AsyncUnixStreamServer
 from sockserve.exitcodes import ExitCode
+from sockserve.handlers import DatagramRequestHandler, StreamRequestHandler
 from sockserve.mixins import (
     ForkingTCPServer,
     ForkingUDPServer,
@@ -95,19 +97,29 @@ def effective_worker_class(config: RunConfig, handler: Any, datagram: bool = Fal
     configuration error (exit status 2) naming the setting and its source, as
     is a synchronous handler with ``--worker-class async``. Datagram
     listeners of an async run are served by the pool (there are no async
-    datagram handlers), so there any synchronous handler is fine.
+    datagram handlers), so there any synchronous handler is fine, except one
+    written for streams (a ``StreamRequestHandler``): that, and a
+    ``DatagramRequestHandler`` on a stream listener, is refused at start with
+    exit status 7 rather than failing on every request.
     """
     is_async = bool(getattr(handler, "_is_async_handler", False))
     name = getattr(handler, "__name__", handler)
     chosen = config.worker_class
     where = f"worker_class = {chosen!r} (from {config.source('worker_class')})"
     if datagram:
-        if is_async:
+        if is_async or _is_stream_handler(handler):
+            kind = "an async handler" if is_async else "a stream handler"
             raise TargetError(
-                f"{name} is an async handler: it serves stream sockets, not a udp:// listener",
+                f"{name} is {kind}: it serves stream sockets, not a udp:// listener",
                 ExitCode.BAD_TARGET,
             )
         return chosen
+    if _is_datagram_handler(handler):
+        raise TargetError(
+            f"{name} is a datagram handler: it serves udp:// listeners, not a stream socket "
+            "(bind udp://HOST:PORT, or derive it from StreamRequestHandler)",
+            ExitCode.BAD_TARGET,
+        )
     if is_async:
         if chosen == "async" or config.source("worker_class") == "default":
             return "async"
@@ -122,6 +134,24 @@ def effective_worker_class(config: RunConfig, handler: Any, datagram: bool = Fal
             ExitCode.USAGE,
         )
     return chosen
+
+
+def _is_stream_handler(handler: Any) -> bool:
+    """Whether ``handler`` reads a byte stream (``rfile``/``wfile`` over a connection)."""
+    return isinstance(handler, type) and issubclass(
+        handler, StreamRequestHandler | socketserver.StreamRequestHandler
+    )
+
+
+def _is_datagram_handler(handler: Any) -> bool:
+    """Whether ``handler`` takes ``(data, socket)`` requests: one datagram each.
+
+    A plain ``BaseRequestHandler`` subclass may serve either (the built-in
+    services' stream handlers do): only the two specialised bases tell.
+    """
+    return isinstance(handler, type) and issubclass(
+        handler, DatagramRequestHandler | socketserver.DatagramRequestHandler
+    )
 
 
 def build_server(

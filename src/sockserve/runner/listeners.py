@@ -3,9 +3,11 @@
 The master opens every listener before any worker exists: binding several
 addresses is all-or-nothing, and the error names the address that failed.
 Workers receive the sockets across ``fork`` and wrap each in a server. With
-``reuse_port`` the master only binds (to reserve the port and report errors
-early) and every worker opens its own listening socket with SO_REUSEPORT,
-letting the kernel spread connections across them.
+``reuse_port`` the master binds (to reserve the port and report errors early)
+and opens one more listening socket with SO_REUSEPORT per worker slot, letting
+the kernel spread connections across them; it keeps its copy of each, so a
+worker that is recycled or dies leaves its socket, and the connections queued
+on it, to its replacement (see :mod:`sockserve.runner.master`).
 """
 
 from __future__ import annotations
@@ -95,11 +97,19 @@ def open_listeners(
     backlog: int = socket.SOMAXCONN,
     reuse_port: bool = False,
     socket_files: SocketFileOptions = SocketFileOptions(),
+    overlap: bool = False,
 ) -> list[Listener]:
-    """Open every spec or none: on the first failure close the others and raise."""
+    """Open every spec or none: on the first failure close the others and raise.
+
+    With ``reuse_port``, a port another process already listens on is
+    refused unless ``overlap``: SO_REUSEPORT would let both bind and split
+    the connections between two unrelated servers without a word.
+    """
     opened: list[Listener] = []
     try:
         for spec in specs:
+            if reuse_port and not overlap:
+                _refuse_a_port_in_use(spec)
             opened.append(_open_one(spec, backlog, reuse_port, socket_files))
     except BaseException:
         close_listeners(opened)
@@ -148,14 +158,41 @@ def _open_one(
                 sock.bind(address)
         except OSError as exc:
             raise ListenerError(spec, exc) from exc
-        # With reuse_port the workers listen on their own sockets: a listening
+        # With reuse_port the workers listen on their own TCP sockets: a listening
         # socket here would get a share of the connections and never accept them.
-        if kind == socket.SOCK_STREAM and not reuse_port:
+        # (Unix sockets cannot be spread so: they are shared, and listen here.)
+        if kind == socket.SOCK_STREAM and not (reuse_port and spec.transport is Transport.TCP):
             sock.listen(backlog)
     except BaseException:
         sock.close()
         raise
     return Listener(spec.bound_to(sock.getsockname()), sock, socket_file)
+
+
+def _refuse_a_port_in_use(spec: BindSpec) -> None:
+    """Bind a probe without SO_REUSEPORT: it fails where another process listens (or, for
+    UDP, is bound), which our own SO_REUSEPORT socket would silently join."""
+    if spec.transport not in (Transport.TCP, Transport.UDP) or spec.inet_address[1] == 0:
+        return
+    kind = socket.SOCK_DGRAM if spec.transport is Transport.UDP else socket.SOCK_STREAM
+    try:
+        probe = socket.socket(spec.family, kind)
+    except OSError:
+        return  # _open_one reports it, or falls back to IPv4
+    with probe:
+        if kind == socket.SOCK_STREAM:  # TIME_WAIT leftovers are no one's
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if spec.dual_stack:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        try:
+            probe.bind(spec.inet_address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ListenerError(
+                    spec,
+                    "another process already listens on this port; --reuse-port would share "
+                    "its connections with it (--reuse-port-overlap to do that on purpose)",
+                ) from None
 
 
 def _remove_stale_socket_file(spec: BindSpec, path: str) -> None:

@@ -122,7 +122,12 @@ def _classify(spec: str, obj: object) -> TargetKind:
     if callable(obj) and not isinstance(obj, type):
         return "factory"
     raise TargetError(
-        f"{spec!r} is a {type(obj).__name__}, not a request handler class, a server class "
+        f"{spec!r} is {_a(type(obj).__name__)}, not a request handler class, a server class "
         "or a factory function",
         ExitCode.BAD_TARGET,
     )
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article: "an int", "a str"."""
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun

@@ -8,7 +8,10 @@ Rules of this module:
   reload (SIGHUP) serves freshly imported code, and a target that cannot be
   imported fails in a worker at boot. A worker that dies before it reported
   ready is a boot failure: the master stops with that worker's exit status
-  instead of respawning it forever.
+  instead of respawning it forever (with ``--reload``, once serving, it tries
+  again every second: the next edit may fix it). ``--preload`` is the
+  exception: the command imports the target before the master forks (see
+  :mod:`sockserve.cli`), trading fresh code on SIGHUP for shared memory.
 * Stops are staged: SIGTERM/SIGINT drain the workers within ``grace``; at the
   deadline, or on a second signal, they are aborted (SIGQUIT), then killed.
 
@@ -25,17 +28,17 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from sockserve.exitcodes import ExitCode
 from sockserve.runner import systemd
 from sockserve.runner.listeners import Listener
 from sockserve.runner.logsetup import LOGGING_SETTINGS, log_startup, reopen_logs
-from sockserve.runner.pidfile import pid_file
 from sockserve.runner.settings import ConfigError, RunConfig
 from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
 from sockserve.runner.worker import (
@@ -58,6 +61,8 @@ BOOT_TIMEOUT = 60.0
 #: Restart back-off for workers that die young: from MIN to MAX, doubling.
 MIN_RESTART_DELAY = 0.1
 MAX_RESTART_DELAY = 10.0
+#: With --reload, seconds before a worker that failed to boot is tried again.
+RELOAD_RETRY = 1.0
 #: A worker that lived longer than this resets the back-off.
 HEALTHY_LIFETIME = 5.0
 
@@ -114,6 +119,10 @@ class Master:
         self._aborted = False
         self._restart_delay = 0.0
         self._next_spawn = 0.0
+        #: With --reuse-port: per worker index, its listeners (TCP ones its own).
+        self._slots: dict[int, list[Listener]] = {}
+        #: Fixed at start, as the listeners are: a reload cannot change it.
+        self._reuse_port = config.reuse_port
 
     # -- signals ------------------------------------------------------------
 
@@ -125,10 +134,16 @@ class Master:
         if self.phase is Phase.STOPPING:
             self._abort("second stop signal")
         else:
-            self._begin_stop(f"{signum.name}: draining workers")
+            self._begin_stop(
+                f"{signum.name}: draining {len(self.workers)} worker(s), which finish the "
+                f"connections in flight within {self.config.grace:g} s (--grace); "
+                "Ctrl-C (or another SIGTERM) again stops them at once"
+            )
 
     def _on_quit(self, signum: signal.Signals) -> None:
-        self._begin_stop("SIGQUIT: stopping at once")
+        # Straight to SIGQUIT: a SIGTERM first would have the workers log a
+        # graceful stop ("received SIGTERM") that is not happening.
+        self._begin_stop("SIGQUIT: stopping at once", drain=False)
         self._abort("SIGQUIT")
 
     def _on_reload(self, signum: signal.Signals) -> None:
@@ -165,7 +180,7 @@ class Master:
     # -- the loop -------------------------------------------------------------
 
     def run(self) -> int:
-        with self._inbox, pid_file(self.config.pid_file):
+        with self._inbox:
             return self._run()
 
     def _run(self) -> int:
@@ -188,6 +203,8 @@ class Master:
         finally:
             self._kill_all()
             self._reap_all()
+            for index in list(self._slots):
+                self._close_slot(index)
 
     def _tick(self) -> float:
         return 0.5 if self.phase != Phase.STOPPING else 0.1
@@ -217,7 +234,63 @@ class Master:
 
     # -- workers ----------------------------------------------------------------
 
+    def _listeners_of(self, index: int) -> list[Listener]:
+        """What worker ``index`` serves: the shared listeners, or its slot's (--reuse-port).
+
+        With SO_REUSEPORT each worker index has its own listening TCP socket,
+        which the master opens and keeps: when the worker is recycled
+        (--max-requests), killed or reloaded, the socket stays open here, so the
+        connections the kernel queued on it, and those it queues meanwhile,
+        wait for the replacement instead of being reset (closing the last
+        descriptor of a reuse-port listener drops its queue, and with a single
+        worker nothing would listen at all). Datagram and Unix listeners
+        cannot be spread that way: they are shared, as without --reuse-port.
+        """
+        if not self._reuse_port:
+            return self.listeners
+        slot = self._slots.get(index)
+        if slot is None:
+            slot = [
+                replace(shared, sock=shared.fresh_reuse_port_socket(backlog=self.config.backlog))
+                if _spreadable(shared)
+                else shared
+                for shared in self.listeners
+            ]
+            self._slots[index] = slot
+        return slot
+
+    def _close_slot(self, index: int) -> None:
+        """Close the sockets of a worker index nobody will serve again."""
+        for listener in self._slots.pop(index, []):
+            if _spreadable(listener):
+                listener.sock.close()
+
+    def _close_idle_slots(self) -> None:
+        """Close the slots no live worker holds and :meth:`_maintain` will not fill again.
+
+        A slot whose worker is gone but will be replaced (a recycle, a crash)
+        stays open: its queue is the point. One left over after SIGTTOU or a
+        reload to fewer workers is closed, or the kernel would keep handing it
+        connections nobody accepts.
+        """
+        keep = {w.index for w in self.workers.values()}
+        wanted = {w.index for w in self._current_workers()}
+        for index in range(1, self.target_count + 1):  # what _maintain spawns next
+            if len(wanted) >= self.target_count:
+                break
+            wanted.add(index)
+        for index in list(self._slots):
+            if index not in keep | wanted:
+                self._close_slot(index)
+
     def _spawn(self, index: int) -> None:
+        try:
+            listeners = self._listeners_of(index)
+        except OSError as exc:
+            log.error("cannot open a listening socket for worker %d: %s", index, exc)
+            self.exit_code = ExitCode.BIND
+            self._begin_stop("no listening socket")
+            return
         read_fd, write_fd = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -233,10 +306,12 @@ class Master:
             signal.set_wakeup_fd(-1)
             for other in self.workers.values():
                 os.close(other.status_fd)
+            for slot_index in [i for i in self._slots if i != index]:
+                self._close_slot(slot_index)  # another worker's queue is not ours to hold
             self._inbox.close()
             for signum in HANDLED_SIGNALS:  # the worker installs what it needs
                 signal.signal(signum, signal.SIG_DFL)
-            run_worker(self.config, self.listeners, write_fd, index=index)
+            run_worker(self.config, listeners, write_fd, index=index)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         now = time.monotonic()
@@ -319,8 +394,8 @@ class Master:
         """Keep the current generation at the wanted size (not while booting)."""
         if self.phase != Phase.RUNNING:
             return
-        current = self._current_workers()
-        for worker in current[self.target_count :]:
+        current = sorted(self._current_workers(), key=lambda w: w.index)
+        for worker in current[self.target_count :]:  # the highest indices go
             self._retire(worker)
         if len(current) < self.target_count and now >= self._next_spawn:
             used = {w.index for w in current}
@@ -343,6 +418,7 @@ class Master:
             if worker is None:
                 continue
             os.close(worker.status_fd)
+            self._close_idle_slots()  # before the log line that says it is gone
             self._worker_exited(worker, os.waitstatus_to_exitcode(status))
 
     def _worker_exited(self, worker: WorkerProcess, code: int) -> None:
@@ -356,6 +432,14 @@ class Master:
                     "reload failed: a new worker did not boot (%s); keeping the old ones", how
                 )
                 self._abort_reload()
+                return
+            if self.config.reload and self.phase == Phase.RUNNING:
+                # --reload: an edit that does not import yet; the next one may.
+                log.error(
+                    "worker %d failed to boot (%s): --reload tries again in %.0f s",
+                    worker.index, how, RELOAD_RETRY,
+                )  # fmt: skip
+                self._next_spawn = time.monotonic() + RELOAD_RETRY
                 return
             self.exit_code = _boot_failure_code(code)
             log.error(
@@ -406,6 +490,8 @@ class Master:
             self.config = new
             self.target_count = new.workers
         log.info("SIGHUP: reloading with %d new worker(s)", self.target_count)
+        if self.config.preload:
+            log.warning("SIGHUP: with --preload the target's code stays the one loaded at start")
         self.phase = Phase.RELOADING
         self.generation += 1
         for index in range(1, self.target_count + 1):
@@ -419,7 +505,7 @@ class Master:
         self.phase = Phase.RUNNING
         systemd.notify("READY=1")
 
-    def _begin_stop(self, why: str) -> None:
+    def _begin_stop(self, why: str, *, drain: bool = True) -> None:
         if self.phase == Phase.STOPPING:
             return
         log.info("stopping: %s", why)
@@ -429,8 +515,10 @@ class Master:
         # nobody will accept once the workers have drained: close it now.
         for listener in self.listeners:
             listener.sock.close()
+        for index in list(self._slots):
+            self._close_slot(index)
         for worker in self.workers.values():
-            if not worker.retiring:  # those are draining already: a 2nd SIGTERM would abort
+            if drain and not worker.retiring:  # retiring ones drain already
                 self._signal(worker.pid, signal.SIGTERM)
         self._kill_at = time.monotonic() + self.config.grace + KILL_MARGIN
 
@@ -460,6 +548,14 @@ class Master:
     def _signal(pid: int, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
+
+
+def _spreadable(listener: Listener) -> bool:
+    """Whether SO_REUSEPORT can give each worker its own socket: TCP listeners only."""
+    return listener.sock.type == socket.SOCK_STREAM and listener.sock.family in (
+        socket.AF_INET,
+        socket.AF_INET6,
+    )
 
 
 def _boot_failure_code(code: int) -> ExitCode:

@@ -12,6 +12,7 @@ rejects exactly what a run would.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import socket
@@ -22,6 +23,7 @@ from typing import Any
 
 from sockserve.core.addresses import BindSpecError, parse_bind_spec
 from sockserve.options import OPTIONS, Option, TextList, keepalive_problem
+from sockserve.runner.privileges import needs_root, resolve_identity
 
 __all__ = ["ENV_PREFIX", "RUNNER_SETTINGS", "ConfigError", "RunConfig", "build_config"]
 
@@ -57,6 +59,8 @@ class RunConfig:
     #: Setting key -> where its value came from: a flag, a variable, a file, or "default".
     sources: Mapping[str, str] = field(default_factory=dict)
     config_file: str | None = None
+    #: ``SOCKSERVE_*`` variables that name no setting (a typo), each with a hint.
+    unknown_variables: tuple[str, ...] = ()
 
     def value(self, key: str, worker_class: str | None = None) -> Any:
         """The effective value of setting ``key`` for ``worker_class`` (default: the setting's)."""
@@ -90,6 +94,10 @@ class RunConfig:
         return bool(self.value("reuse_port"))
 
     @property
+    def reuse_port_overlap(self) -> bool:
+        return bool(self.value("reuse_port_overlap"))
+
+    @property
     def worker_timeout(self) -> float | None:
         timeout: float | None = self.value("worker_timeout")
         return timeout
@@ -101,6 +109,43 @@ class RunConfig:
     @property
     def max_requests_jitter(self) -> int:
         return int(self.value("max_requests_jitter"))
+
+    @property
+    def chdir(self) -> str | None:
+        path: str | None = self.value("chdir")
+        return path
+
+    @property
+    def preload(self) -> bool:
+        return bool(self.value("preload"))
+
+    @property
+    def reload(self) -> bool:
+        return bool(self.value("reload"))
+
+    @property
+    def env_file(self) -> str | None:
+        path: str | None = self.value("env_file")
+        return path
+
+    @property
+    def user(self) -> str | None:
+        name: str | None = self.value("user")
+        return name
+
+    @property
+    def group(self) -> str | None:
+        name: str | None = self.value("group")
+        return name
+
+    @property
+    def umask(self) -> int | None:
+        mask: int | None = self.value("umask")
+        return mask
+
+    @property
+    def backlog(self) -> int:
+        return int(self.value("backlog"))
 
     @property
     def pid_file(self) -> str | None:
@@ -205,6 +250,34 @@ def _parse(opt: Option, text: str, source: str) -> Any:
         raise ConfigError(f"{opt.key} = {text!r} (from {source}): {exc}") from None
 
 
+def read_env_file(path: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines (``export`` allowed, ``#`` comments, values quoted or not).
+
+    What systemd's ``EnvironmentFile=`` and docker's ``--env-file`` read, no
+    more: no variable expansion, no multi-line values.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise ConfigError(f"cannot read env file {path!r}: {why}") from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        key = key.strip()
+        if not sep or not key.replace("_", "a").isalnum() or key[0].isdigit():
+            raise ConfigError(f"env file {path!r}, line {number}: not KEY=VALUE: {raw!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
 def read_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """``SOCKSERVE_*`` variables; ``SOCKSERVE_BIND`` may list several addresses, comma-separated."""
     values: dict[str, Any] = {}
@@ -217,6 +290,29 @@ def read_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[s
         values[opt.key] = _parse(opt, text, source)
         sources[opt.key] = source
     return values, sources
+
+
+#: Variables of the test and benchmark harnesses, not settings (never warned about).
+_HARNESS_PREFIXES = ("SOCKSERVE_TEST_", "SOCKSERVE_BENCH_")
+_KNOWN_VARIABLES = frozenset({ENV_PREFIX + "CONFIG", *(opt.env for opt in RUNNER_SETTINGS)})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """``SOCKSERVE_*`` names that are no setting, as ``NAME (did you mean OTHER?)``.
+
+    A mistyped variable would otherwise do nothing, silently (the TOML file
+    already refuses unknown keys; a variable only warns, since the
+    environment is shared with other programs).
+    """
+    found = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in _KNOWN_VARIABLES:
+            continue
+        if name.startswith(_HARNESS_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, sorted(_KNOWN_VARIABLES), n=1, cutoff=0.8)
+        found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return tuple(found)
 
 
 def read_flags(flags: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -271,6 +367,7 @@ def build_config(
         given=given,
         sources=sources,
         config_file=str(config_file) if config_file else None,
+        unknown_variables=unknown_variables(env),
     )
     _check_together(config)
     return config
@@ -297,6 +394,22 @@ def _check_together(config: RunConfig) -> None:
             f"reuse_port (from {config.source('reuse_port')}) needs worker processes "
             "(--workers 1 or more)"
         )
+    if config.reload and config.workers == 0:
+        raise ConfigError(
+            f"reload (from {config.source('reload')}) needs worker processes "
+            "(--workers 1 or more): a worker restarts to load the changed code"
+        )
+    if config.reload and config.preload:
+        raise ConfigError(
+            f"reload (from {config.source('reload')}) and preload (from "
+            f"{config.source('preload')}) exclude each other: with --preload the master holds "
+            "the code, and restarted workers would inherit the old one"
+        )
+    if config.reuse_port_overlap and not config.reuse_port:
+        raise ConfigError(
+            f"reuse_port_overlap (from {config.source('reuse_port_overlap')}) needs --reuse-port"
+        )
+    _check_identity(config)
     _check_tls(config)
     _check_socket_files(config)
     problem = keepalive_problem(config.value)
@@ -332,6 +445,21 @@ def _check_socket_files(config: RunConfig) -> None:
                 "listeners, and --bind names none (for sockets systemd passes: SocketMode=, "
                 "SocketUser=, SocketGroup= in the .socket unit)"
             )
+
+
+def _check_identity(config: RunConfig) -> None:
+    """``--user``/``--group`` must exist, and changing to them needs root."""
+    try:
+        identity = resolve_identity(config.user, config.group)
+    except ValueError as exc:
+        key = "user" if "user" in str(exc) else "group"
+        raise ConfigError(f"{key} (from {config.source(key)}): {exc}") from None
+    if needs_root(identity):
+        key = "user" if config.user is not None else "group"
+        raise ConfigError(
+            f"{key} = {config.value(key)!r} (from {config.source(key)}): changing the user or "
+            f"group needs root (running as uid {os.getuid()})"
+        )
 
 
 _TLS_DETAILS = (

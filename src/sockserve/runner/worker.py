@@ -21,7 +21,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import sys
 import threading
 import time
@@ -34,6 +33,8 @@ from sockserve.runner.build import build_server, worker_class_of
 from sockserve.runner.listeners import Listener
 from sockserve.runner.loader import TargetError, load_target
 from sockserve.runner.logsetup import reopen_logs
+from sockserve.runner.privileges import drop_privileges, resolve_identity
+from sockserve.runner.reloader import SourceWatcher
 from sockserve.runner.settings import RunConfig
 from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
 from sockserve.runner.tls import context_from_config, serves_tls
@@ -76,6 +77,7 @@ class WorkerLoop:
         parent_pid: int | None = None,
         on_stop: Callable[[], None] = lambda: None,
         on_reload: Callable[[], None] | None = None,
+        watch: Callable[[], str | None] | None = None,
     ) -> None:
         self.servers = servers
         self.inbox = inbox
@@ -93,6 +95,8 @@ class WorkerLoop:
         self._budget_spent = False
         self._on_stop = on_stop
         self._on_reload = on_reload
+        #: --reload: names a changed source file, if one has changed.
+        self._watch = watch
 
     def _stamp_progress(self, index: int, server: BaseServer) -> None:
         def stamp() -> None:
@@ -131,7 +135,8 @@ class WorkerLoop:
     def run(self) -> str:
         """Serve until a signal, a failure or the request budget; drain; return why it ended.
 
-        The reason is ``"signal"``, ``"recycle"``, ``"orphaned"`` or ``"failure"``.
+        The reason is ``"signal"``, ``"recycle"``, ``"orphaned"``, ``"reload"`` (a
+        source file changed, with ``--reload``) or ``"failure"``.
         """
         poll = min(1.0, self._interval)
         for index, server in enumerate(self.servers):
@@ -168,6 +173,9 @@ class WorkerLoop:
                 elif self._parent_pid is not None and os.getppid() != self._parent_pid:
                     log.warning("the master (pid %d) is gone: stopping", self._parent_pid)
                     reason = "orphaned"
+                elif self._watch is not None and (changed := self._watch()) is not None:
+                    log.info("%s changed: restarting this worker (--reload)", changed)
+                    reason = "reload"
         self._on_stop()
         self._drain()
         return reason
@@ -199,20 +207,35 @@ class WorkerLoop:
 
     def _drain(self) -> None:
         """Drain every server at once, sharing one deadline; a further signal aborts."""
-        drains = [
-            threading.Thread(target=server.drain, args=(self.grace,), daemon=True)
-            for server in self.servers
-            if server.state.value in ("idle", "serving")
-        ]
-        for thread in drains:
-            thread.start()
-        while any(thread.is_alive() for thread in drains):
+        draining = [s for s in self.servers if s.state.value in ("idle", "serving")]
+        finished = [threading.Event() for _server in draining]
+        for server, done in zip(draining, finished, strict=True):
+            threading.Thread(target=self._drain_one, args=(server, done), daemon=True).start()
+        in_flight = sum(server.stats().active for server in self.servers)
+        if in_flight and self._repeat_forces:  # a terminal's Ctrl-C: say what we wait for
+            log.info(
+                "waiting up to %g s (--grace) for %d connection(s) in flight; "
+                "Ctrl-C again to stop at once",
+                self.grace,
+                in_flight,
+            )
+        while not all(done.is_set() for done in finished):
             self.inbox.wait(0.2)
             if self._take() and self._repeat_forces:
                 log.warning("second signal: aborting the drain")
                 self._force()
         for server in self.servers:
             server.server_close()
+
+    def _drain_one(self, server: BaseServer, done: threading.Event) -> None:
+        try:
+            server.drain(self.grace)
+        finally:
+            # Wake the loop at once (the event first: a thread still alive after
+            # its wake-up would look unfinished): a recycled worker's replacement,
+            # and a stop, wait for this process to exit.
+            done.set()
+            self.inbox.wake()
 
 
 def run_worker(
@@ -240,7 +263,7 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
         # The master blocked these around the fork; our handlers are in place now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)
         try:
-            servers = build_servers(config, listeners, fresh_sockets=config.reuse_port)
+            servers = build_servers(config, listeners)  # with --reuse-port: our slot's
         except TargetError as exc:
             say(f"sockserve: error: {exc}")
             return exc.exit_code
@@ -260,6 +283,7 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
             max_requests=budget,
             repeat_forces=False,
             parent_pid=os.getppid(),
+            watch=SourceWatcher().changed if config.reload else None,
         )
         _send(status_fd, ready_message(server_details(servers)))
         reason = loop.run()
@@ -269,18 +293,30 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
 def build_servers(
     config: RunConfig, listeners: list[Listener], *, fresh_sockets: bool = False
 ) -> list[BaseServer]:
-    """Load the target and build one server per listener (TargetError if it cannot be)."""
-    target = load_target(config.target)
+    """Load the target and build one server per listener (TargetError if it cannot be).
+
+    The TLS files are read first, then the process becomes ``--user``/``--group``
+    (:mod:`sockserve.runner.privileges`), then the target is imported: a key
+    readable by root alone works, and no code of the target runs as root.
+    """
     try:
         context = context_from_config(config)  # each worker reads the files: reloads rotate
     except (OSError, ValueError) as exc:
         raise TargetError(f"cannot serve TLS: {exc}", ExitCode.USAGE) from None
+    try:
+        drop_privileges(resolve_identity(config.user, config.group))
+    except (OSError, ValueError) as exc:
+        raise TargetError(
+            f"cannot become user {config.user!r} / group {config.group!r}: {exc}",
+            ExitCode.WORKER_BOOT,
+        ) from None
+    target = load_target(config.target)
     servers = []
     try:
         for listener in listeners:
             sock = listener.sock
             if fresh_sockets:
-                sock = listener.fresh_reuse_port_socket(backlog=socket.SOMAXCONN)
+                sock = listener.fresh_reuse_port_socket(backlog=config.backlog)
             tls = context if serves_tls(listener.spec, config) else None
             servers.append(build_server(target, sock, config, tls=tls, address=listener.address))
     except BaseException:

@@ -102,3 +102,10 @@ class SlowAcceptServer(sockserve.TCPServer):
     def get_request(self) -> tuple[object, object]:
         time.sleep(0.3)  # the window in which the other worker takes the connection
         return super().get_request()
+
+
+class DatagramHandler(sockserve.DatagramRequestHandler):
+    """Answers each datagram with the same protocol (for udp:// listeners only)."""
+
+    def handle(self) -> None:
+        self.wfile.write(answer(self.rfile.read().strip(), self.client_address))
