@@ -92,7 +92,9 @@ def test_rx_after_a_reset_counts_the_bytes_sent_no_fin_taken_off(sockserve: Any)
         conn.sock.sendall(b"abcd")
         assert conn.sock.recv(4) == b"abcd"  # the server has read all four
         _reset(conn)
-    [line] = server.wait_for(rf"^INFO sockserve\.access: 127\.0\.0\.1:{peer} (\S+) \S+ (.*)$")
+    [line] = server.wait_for(
+        rf"^\[\d+\] INFO sockserve\.access: 127\.0\.0\.1:{peer} (\S+) \S+ (.*)$"
+    )
     assert line.groups() == ("reset", "rx=4 tx=4")
 
 
@@ -103,5 +105,7 @@ def test_rx_of_a_client_that_closed_with_unread_data_is_0(sockserve: Any) -> Non
         peer = conn.sock.getsockname()[1]
         assert conn.sock.recv(100)
         conn.sock.close()  # chargen's stream still in our buffer: a reset
-    [line] = server.wait_for(rf"^INFO sockserve\.access: 127\.0\.0\.1:{peer} (\S+) \S+ rx=(\S+)")
+    [line] = server.wait_for(
+        rf"^\[\d+\] INFO sockserve\.access: 127\.0\.0\.1:{peer} (\S+) \S+ rx=(\S+)"
+    )
     assert line[2] == "0"

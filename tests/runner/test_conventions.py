@@ -183,7 +183,7 @@ def test_an_idle_timeout_says_timed_out_once(sockserve: Any) -> None:
                        "--idle-timeout", "0.2", "--dispatch", "immediate")  # fmt: skip
     with Conn(server.port()) as conn:
         assert conn.at_eof()
-    [line] = server.wait_for(r"^INFO sockserve\.server: client \S+ timed out.*$")
+    [line] = server.wait_for(r"^\[\d+\] INFO sockserve\.server: client \S+ timed out.*$")
     assert line[0].endswith(" timed out: the connection was idle too long")
 
 
@@ -456,8 +456,8 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_forces(sockserve: Any) -> No
         assert in_flight.ask("echo hold") == "hold"
         server.signal(signal.SIGINT)
         server.wait_for(
-            r"^INFO sockserve\.worker: waiting up to 30 s \(--grace\) for 1 connection\(s\) "
-            r"in flight; Ctrl-C again to stop at once$"
+            r"^\[\d+\] INFO sockserve\.worker: waiting up to 30 s \(--grace\) "
+            r"for 1 connection\(s\) in flight; Ctrl-C again to stop at once$"
         )
         assert server.stop(signal.SIGINT, timeout=10) == ExitCode.OK  # not after 30 s
         assert in_flight.at_eof()
@@ -479,7 +479,8 @@ def test_an_unknown_sockserve_variable_is_warned_about() -> None:
     env = child_env(SOCKSERVE_WOKRERS="4", SOCKSERVE_NOTHING_LIKE_IT="1", SOCKSERVE_TEST_ID="x")
     result = run(sockserve_argv("run", "echo", "-w", "0", "--check-config"), env=env)
     assert result.returncode == ExitCode.OK
-    assert result.stderr.splitlines() == [
+    # Each line after the log's timestamp and pid ("2026-12-02T02:40:47.402+00:00 [11095] ").
+    assert [line.split("] ", 1)[1] for line in result.stderr.splitlines()] == [
         "WARNING sockserve.cli: ignoring SOCKSERVE_NOTHING_LIKE_IT: no such setting",
         "WARNING sockserve.cli: ignoring SOCKSERVE_WOKRERS (did you mean SOCKSERVE_WORKERS?): "
         "no such setting",

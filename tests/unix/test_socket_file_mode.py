@@ -169,9 +169,9 @@ def test_a_path_near_the_length_limit_still_binds(net: Net, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("name", "value", "problem"),
     [
-        ("socket_mode", 0o1777, "permission bits"),
-        ("socket_mode", "660", "permission bits"),
-        ("socket_mode", True, "permission bits"),
+        ("socket_mode", 0o1777, "an octal mode"),
+        ("socket_mode", "660", "an octal mode"),
+        ("socket_mode", True, "an octal mode"),
         ("socket_owner", "no-such-user-here", "no user named"),
         ("socket_group", "no-such-group-here", "no group named"),
         ("socket_group", -3, "group name or number"),
