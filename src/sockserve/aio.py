@@ -153,7 +153,7 @@ class AsyncMixIn(MixInBase):
             if not self._datagram:
                 await self._tasks.open_stream(
                     conn,
-                    record_bytes=self.access_log,
+                    record_bytes=self.access_log or pipeline.recorder is not None,
                     tls=tls_context_of(self),
                     handshake_timeout=self.handshake_timeout,
                 )
@@ -224,10 +224,10 @@ class AsyncMixIn(MixInBase):
         if self._datagram:
             super().shutdown_request(request)  # a datagram: nothing of its own to close
             return
-        if self.access_log:
+        if self.access_log or self._pipeline.recorder is not None:
             stream = request.stream if isinstance(request, ConnectionSocket) else None
             counts = stream.byte_counts if stream is not None else None
-            self._pipeline.log_access(request, counts)
+            self._pipeline.ending(request, counts)
         self.close_request(request)
 
     def close_request(self, request: Request) -> None:
