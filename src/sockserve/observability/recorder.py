@@ -28,7 +28,8 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from sockserve.observability.access import tcp_byte_counts
 
@@ -39,6 +40,7 @@ __all__ = [
     "RECORDER_SIZE",
     "Histogram",
     "RequestRecorder",
+    "Storage",
 ]
 
 #: Upper bounds (seconds) of the duration buckets: a millisecond to five minutes.
@@ -68,6 +70,14 @@ HISTOGRAMS: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("bytes_in", BYTES_BUCKETS),
     ("bytes_out", BYTES_BUCKETS),
 )
+
+
+class Storage(Protocol):
+    """Where a recorder keeps its doubles: a list, or a ``memoryview`` of shared memory."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int, /) -> float: ...
+    def __setitem__(self, index: int, value: float, /) -> None: ...
 
 
 def _size(bounds: Sequence[float]) -> int:
@@ -116,9 +126,9 @@ class RequestRecorder:
     scrape may see one connection's duration before its bytes).
     """
 
-    def __init__(self, storage: MutableSequence[float] | None = None) -> None:
+    def __init__(self, storage: Storage | None = None) -> None:
         if storage is None:
-            storage = [0.0] * RECORDER_SIZE
+            storage = [0.0] * RECORDER_SIZE  # a list is a Storage
         if len(storage) != RECORDER_SIZE:
             raise ValueError(f"a recorder needs {RECORDER_SIZE} values, got {len(storage)}")
         self.storage = storage
@@ -154,7 +164,7 @@ class RequestRecorder:
 
     def histograms(self) -> dict[str, Histogram]:
         """The histograms now, by name (``duration``, ``bytes_in``, ``bytes_out``)."""
-        return read_histograms(self.storage)
+        return read_histograms([self.storage[at] for at in range(RECORDER_SIZE)])
 
 
 def read_histograms(storage: Sequence[float]) -> dict[str, Histogram]:

@@ -120,7 +120,9 @@ def sample(stats: ServerStats) -> list[float]:
     return values
 
 
-def _spread(values: list[float], prefix: str, counts: dict[str, int], known: tuple[str, ...]) -> None:
+def _spread(
+    values: list[float], prefix: str, counts: dict[str, int], known: tuple[str, ...]
+) -> None:
     for key, count in counts.items():
         name = prefix + (key if key in known else "other")
         values[INDEX[name]] += float(count)

@@ -12,6 +12,10 @@ Rules of this module:
 * Stops are staged: SIGTERM/SIGINT drain the workers within ``grace``; at the
   deadline, or on a second signal, they are aborted (SIGQUIT), then killed.
 
+With ``--metrics-bind``, the loop also serves ``/metrics`` and ``/healthz``
+(:mod:`sockserve.runner.metrics`); with ``--shutdown-delay``, a stop signal
+first turns ``/healthz`` to 503 for that long while the workers keep serving.
+
 Signals: TERM/INT graceful stop; QUIT immediate stop; HUP reload (new
 workers with re-read configuration start; once all are ready the old ones
 drain); TTIN/TTOU one worker more/less.
@@ -33,6 +37,7 @@ from enum import Enum
 from sockserve.exitcodes import ExitCode
 from sockserve.runner import systemd
 from sockserve.runner.listeners import Listener
+from sockserve.runner.metrics import MasterMetrics
 from sockserve.runner.pidfile import pid_file
 from sockserve.runner.settings import ConfigError, RunConfig
 from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
@@ -104,6 +109,9 @@ class Master:
         self._aborted = False
         self._restart_delay = 0.0
         self._next_spawn = 0.0
+        #: When a stop signal's ``shutdown_delay`` ends and the drain begins.
+        self._drain_at: float | None = None
+        self.metrics = MasterMetrics(listeners, config.worker_class)
 
     # -- signals ------------------------------------------------------------
 
@@ -114,6 +122,14 @@ class Master:
     def _on_stop_signal(self, signum: signal.Signals) -> None:
         if self.phase is Phase.STOPPING:
             self._abort("second stop signal")
+        elif self._drain_at is None and self.config.shutdown_delay > 0:
+            # Keep serving while /healthz says 503, so balancers stop sending first.
+            self._drain_at = time.monotonic() + self.config.shutdown_delay
+            log.info(
+                "%s: unready; draining in %.1f s (a second signal drains now)",
+                signum.name,
+                self.config.shutdown_delay,
+            )
         else:
             self._begin_stop(f"{signum.name}: draining workers")
 
@@ -150,7 +166,22 @@ class Master:
 
     def run(self) -> int:
         with self._inbox, pid_file(self.config.pid_file):
-            return self._run()
+            if self.config.metrics_bind is not None:
+                try:
+                    bound = self.metrics.open(self.config.metrics_bind)
+                except OSError as exc:
+                    log.error("cannot serve metrics on %s: %s", self.config.metrics_bind, exc)
+                    return int(ExitCode.BIND)
+                log.info("metrics on http://%s/metrics, health on /healthz", bound)
+            try:
+                return self._run()
+            finally:
+                self.metrics.close()
+
+    @property
+    def healthy(self) -> bool:
+        """What /healthz says: serving, and no stop on its way."""
+        return self.phase in (Phase.RUNNING, Phase.RELOADING) and self._drain_at is None
 
     def _run(self) -> int:
         set_process_title(f"sockserve: master [{self.config.target}]")
@@ -161,6 +192,9 @@ class Master:
                 self._act_on_signals()
                 self._reap()
                 now = time.monotonic()
+                self.metrics.expire(now)
+                if self._drain_at is not None and now >= self._drain_at:
+                    self._begin_stop("shutdown delay over: draining workers")
                 if self.phase == Phase.STOPPING:
                     if not self.workers:
                         return int(self.exit_code)
@@ -178,14 +212,27 @@ class Master:
 
     def _wait_for_events(self, timeout: float) -> None:
         by_fd = {w.status_fd: w for w in self.workers.values()}
+        metrics = self.metrics
+        if self._drain_at is not None:
+            timeout = max(0.0, min(timeout, self._drain_at - time.monotonic()))
         try:
-            readable, _, _ = select.select([self._inbox.fileno(), *by_fd], [], [], timeout)
+            readable, writable, _ = select.select(
+                [self._inbox.fileno(), *by_fd, *metrics.readers()],
+                metrics.writers(),
+                [],
+                timeout,
+            )
         except InterruptedError:
             return
+        for fd in writable:
+            metrics.writable(fd)
         now = time.monotonic()
         for fd in readable:
             if fd == self._inbox.fileno():
                 self._inbox.drain()
+                continue
+            if fd not in by_fd:
+                metrics.readable(fd, len(self.workers), self.healthy)
                 continue
             worker = by_fd[fd]
             try:
@@ -201,6 +248,7 @@ class Master:
     # -- workers ----------------------------------------------------------------
 
     def _spawn(self, index: int) -> None:
+        slot = self.metrics.new_slot()
         read_fd, write_fd = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -219,8 +267,10 @@ class Master:
             self._inbox.close()
             for signum in HANDLED_SIGNALS:  # the worker installs what it needs
                 signal.signal(signum, signal.SIG_DFL)
-            run_worker(self.config, self.listeners, write_fd, index=index)
+            self.metrics.in_child(slot)
+            run_worker(self.config, self.listeners, write_fd, index=index, metrics_slot=slot)
         os.close(write_fd)
+        self.metrics.worker_started(pid, slot)
         os.set_blocking(read_fd, False)
         now = time.monotonic()
         self.workers[pid] = WorkerProcess(pid, index, self.generation, read_fd, now, last_beat=now)
@@ -249,6 +299,7 @@ class Master:
             log.info(
                 "reload complete: %d new worker(s), %d old draining", self.target_count, len(old)
             )
+            self.metrics.reloads["ok"] += 1
         else:
             for listener in self.listeners:
                 log.info("%s listening on %s", self.config.target, listener.spec)
@@ -325,6 +376,7 @@ class Master:
             if worker is None:
                 continue
             os.close(worker.status_fd)
+            self.metrics.worker_gone(pid)
             self._worker_exited(worker, os.waitstatus_to_exitcode(status))
 
     def _worker_exited(self, worker: WorkerProcess, code: int) -> None:
@@ -333,6 +385,7 @@ class Master:
             log.info("worker %d (pid %d) stopped (%s)", worker.index, worker.pid, how)
             return
         if not worker.ready:
+            self.metrics.boot_failures += 1
             if self.phase == Phase.RELOADING and worker.generation == self.generation:
                 log.error(
                     "reload failed: a new worker did not boot (%s); keeping the old ones", how
@@ -346,6 +399,7 @@ class Master:
             self._begin_stop("boot failure")
             return
         lived = time.monotonic() - worker.started
+        self.metrics.restarts[_restart_cause(worker, code)] += 1
         level = logging.INFO if code == 0 else logging.WARNING
         log.log(
             level,
@@ -375,6 +429,7 @@ class Master:
                 new = self._reload_config()
             except ConfigError as exc:
                 log.error("reload: configuration rejected, keeping the current one: %s", exc)
+                self.metrics.reloads["failed"] += 1
                 systemd.notify("READY=1")
                 return
             if new.bind != self.config.bind or new.reuse_port != self.config.reuse_port:
@@ -388,6 +443,7 @@ class Master:
             self._spawn(index)
 
     def _abort_reload(self) -> None:
+        self.metrics.reloads["failed"] += 1
         for worker in [w for w in self.workers.values() if w.generation == self.generation]:
             worker.retiring = True
             self._signal(worker.pid, signal.SIGKILL)
@@ -436,6 +492,15 @@ class Master:
     def _signal(pid: int, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
+
+
+def _restart_cause(worker: WorkerProcess, code: int) -> str:
+    """Why a serving worker had to be replaced, as ``sockserve_worker_restarts_total`` says."""
+    if worker.killed:
+        return "timeout"  # the master killed it: no progress (or no boot) in time
+    if code == 0:
+        return "recycled"  # it left by itself: --max-requests, or the master vanished
+    return "killed" if code < 0 else "crashed"
 
 
 def _boot_failure_code(code: int) -> ExitCode:

@@ -108,6 +108,15 @@ class RunConfig:
         return path
 
     @property
+    def shutdown_delay(self) -> float:
+        return float(self.value("shutdown_delay"))
+
+    @property
+    def metrics_bind(self) -> str | None:
+        address: str | None = self.value("metrics_bind")
+        return address
+
+    @property
     def log_level(self) -> str:
         return str(self.value("log_level"))
 
@@ -283,10 +292,31 @@ def _check_together(config: RunConfig) -> None:
             "(--workers 1 or more)"
         )
     _check_tls(config)
+    _check_metrics(config)
     if config.value("event_loop") == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ConfigError(
             f"event_loop = 'uvloop' (from {config.source('event_loop')}): uvloop is not "
             "installed (pip install 'sockserve[uvloop]')"
+        )
+
+
+def _check_metrics(config: RunConfig) -> None:
+    """--metrics-bind: a TCP HOST:PORT, worker processes, and prometheus-client installed."""
+    address = config.metrics_bind
+    if address is None:
+        return
+    where = f"metrics_bind = {address!r} (from {config.source('metrics_bind')})"
+    try:
+        spec = parse_bind_spec(address)
+    except BindSpecError as exc:
+        raise ConfigError(f"{where}: {exc.problem}") from None
+    if spec.transport != "tcp":
+        raise ConfigError(f"{where}: must be a TCP HOST:PORT")
+    if config.workers == 0:
+        raise ConfigError(f"{where}: needs worker processes (--workers 1 or more)")
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise ConfigError(
+            f"{where}: prometheus-client is not installed (pip install 'sockserve[metrics]')"
         )
 
 

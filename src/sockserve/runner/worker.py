@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import NoReturn
 
 from sockserve.exitcodes import ExitCode
@@ -33,6 +34,7 @@ from sockserve.runner.listeners import Listener
 from sockserve.runner.loader import TargetError, load_target
 from sockserve.runner.settings import RunConfig
 from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
+from sockserve.runner.slots import Slot
 from sockserve.runner.tls import context_from_config, serves_tls
 from sockserve.servers import BaseServer
 
@@ -64,6 +66,7 @@ class WorkerLoop:
         parent_pid: int | None = None,
         on_stop: Callable[[], None] = lambda: None,
         on_reload: Callable[[], None] | None = None,
+        on_tick: Callable[[], None] = lambda: None,
     ) -> None:
         self.servers = servers
         self.inbox = inbox
@@ -81,6 +84,8 @@ class WorkerLoop:
         self._budget_spent = False
         self._on_stop = on_stop
         self._on_reload = on_reload
+        #: Called at every turn of the loop and once after the drain (metrics publish there).
+        self._on_tick = on_tick
 
     def _stamp_progress(self, index: int, server: BaseServer) -> None:
         def stamp() -> None:
@@ -135,6 +140,7 @@ class WorkerLoop:
         reason = ""
         while not reason:
             self.inbox.wait(self._interval)
+            self._on_tick()
             received = self.inbox.take()
             if signal.SIGHUP in received:
                 self._reload()
@@ -157,7 +163,9 @@ class WorkerLoop:
                     log.warning("the master (pid %d) is gone: stopping", self._parent_pid)
                     reason = "orphaned"
         self._on_stop()
+        self._on_tick()  # the drain is visible while it lasts
         self._drain()
+        self._on_tick()
         return reason
 
     def _reload(self) -> None:
@@ -196,12 +204,20 @@ class WorkerLoop:
 
 
 def run_worker(
-    config: RunConfig, listeners: list[Listener], status_fd: int, *, index: int
+    config: RunConfig,
+    listeners: list[Listener],
+    status_fd: int,
+    *,
+    index: int,
+    metrics_slot: Slot | None = None,
 ) -> NoReturn:
-    """The body of a worker process (never returns)."""
+    """The body of a worker process (never returns).
+
+    ``metrics_slot``: the shared memory its numbers go to (``--metrics-bind``).
+    """
     code = ExitCode.OK
     try:
-        code = _serve(config, listeners, status_fd, index)
+        code = _serve(config, listeners, status_fd, index, metrics_slot)
     except BaseException as exc:  # nothing may unwind into the master's code after fork
         say(f"sockserve: worker error: {type(exc).__name__}: {exc}")
         code = ExitCode.FAILURE
@@ -211,7 +227,13 @@ def run_worker(
     os._exit(code)
 
 
-def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: int) -> ExitCode:
+def _serve(
+    config: RunConfig,
+    listeners: list[Listener],
+    status_fd: int,
+    index: int,
+    slot: Slot | None = None,
+) -> ExitCode:
     signal.signal(signal.SIGQUIT, lambda signum, frame: os._exit(ExitCode.OK))
     for ignored in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(ignored, signal.SIG_IGN)
@@ -231,6 +253,10 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
         if budget and config.max_requests_jitter:
             budget += random.randint(0, config.max_requests_jitter)
         interval = 1.0 if config.worker_timeout is None else min(1.0, config.worker_timeout / 4)
+        publish: Callable[[], None] = _nothing
+        if slot is not None:
+            slot.attach(servers)
+            publish = partial(slot.publish, servers)
         loop = WorkerLoop(
             servers,
             inbox,
@@ -240,10 +266,15 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
             max_requests=budget,
             repeat_forces=False,
             parent_pid=os.getppid(),
+            on_tick=publish,
         )
         _send(status_fd, MSG_READY)
         reason = loop.run()
     return ExitCode.FAILURE if reason == "failure" else ExitCode.OK
+
+
+def _nothing() -> None:
+    pass
 
 
 def build_servers(
