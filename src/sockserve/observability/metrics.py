@@ -91,6 +91,10 @@ _HISTOGRAMS = (
 )
 
 
+#: Why the master replaces a worker (every cause is exposed, zeros included).
+RESTART_CAUSES = ("crashed", "killed", "recycled", "timeout")
+
+
 @dataclass
 class ListenerNumbers:
     """One listener's numbers: a sample vector (``samples.FIELDS``) and its histograms."""
@@ -245,14 +249,14 @@ def _master(master: MasterNumbers) -> Iterator[Metric]:
         "Workers the master replaced, by cause (crashed, killed, timeout, recycled).",
         labels=["cause"],
     )
-    for cause, count in sorted(master.restarts.items()):
-        restarts.add_metric([cause], count)
+    for cause in sorted({*RESTART_CAUSES, *master.restarts}):
+        restarts.add_metric([cause], master.restarts.get(cause, 0))
     yield restarts
     reloads = CounterMetricFamily(
         "sockserve_reloads", "Reloads (SIGHUP), by result: ok or failed.", labels=["result"]
     )
-    for result, count in sorted(master.reloads.items()):
-        reloads.add_metric([result], count)
+    for result in sorted({"ok", "failed", *master.reloads}):
+        reloads.add_metric([result], master.reloads.get(result, 0))
     yield reloads
     yield CounterMetricFamily(
         "sockserve_worker_boot_failures",

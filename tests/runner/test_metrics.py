@@ -1,0 +1,126 @@
+"""--metrics-bind: /metrics adds up every worker, survives restarts; /healthz and --shutdown-delay."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.processes import REPO
+from sockserve.exitcodes import ExitCode
+
+from .metrics_support import get, metrics_port, scrape, scrape_until, total
+from .support import HANDLER, ask
+
+pytest.importorskip("prometheus_client")
+
+BIND = ("--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0")
+DASHBOARD = REPO / "deploy" / "grafana" / "sockserve.json"
+
+
+def accepted(samples: dict[Any, float]) -> float:
+    return total(samples, "sockserve_connections_accepted_total")
+
+
+def test_metrics_add_up_every_worker_with_a_duration_histogram(sockserve: Any) -> None:
+    server = sockserve("run", HANDLER, *BIND, "--workers", "2")
+    port, mport = server.port(), metrics_port(server)
+    pids = {ask(port) for _ in range(40)}
+    samples = scrape_until(mport, lambda s: accepted(s) >= 40)
+    assert accepted(samples) == 40
+    assert len(pids) == 2  # (the kernel spread 40 connections over both workers)
+    assert total(samples, "sockserve_connection_duration_seconds_count") == 40
+    buckets = [
+        (dict(labels)["le"], value)
+        for (name, labels), value in samples.items()
+        if name == "sockserve_connection_duration_seconds_bucket"
+    ]
+    assert ("+Inf", 40.0) in buckets and len(buckets) > 10
+    # Each connection sent "pid\n" (4 bytes) and got a pid and a newline back.
+    assert total(samples, "sockserve_connection_received_bytes_sum") == 40 * 4
+    assert total(samples, "sockserve_connection_sent_bytes_count") == 40
+    assert total(samples, "sockserve_worker_processes") == 2
+    [(_, labels)] = [key for key in samples if key[0] == "sockserve_build_info"]
+    assert dict(labels)["worker_class"] == "pool"
+    assert dict(labels)["event_loop"] == "none"
+    assert total(samples, "sockserve_healthy") == 1
+    assert server.stop() == 0
+
+
+def test_counts_survive_a_killed_worker_and_its_gauges_go_with_it(sockserve: Any) -> None:
+    server = sockserve("run", HANDLER, *BIND, "--workers", "2")
+    port, mport = server.port(), metrics_port(server)
+    for _ in range(10):
+        ask(port)
+    scrape_until(mport, lambda s: accepted(s) >= 10)
+    [(_, victim), *_] = server.started()
+    mark = server.mark()
+    os.kill(victim, signal.SIGKILL)
+    server.wait_for(r"worker \d+ started", start=mark)
+    samples = scrape_until(mport, lambda s: total(s, "sockserve_worker_restarts_total") >= 1)
+    assert accepted(samples) == 10  # the dead worker's connections still count
+    assert samples[("sockserve_worker_restarts_total", frozenset({("cause", "killed")}))] == 1
+    assert total(samples, "sockserve_connections_active") == 0
+    for _ in range(5):
+        ask(port)
+    assert accepted(scrape_until(mport, lambda s: accepted(s) >= 15)) == 15
+    assert server.stop() == 0
+
+
+def test_healthz_turns_503_in_the_shutdown_delay_while_clients_are_still_served(
+    sockserve: Any,
+) -> None:
+    server = sockserve("run", HANDLER, *BIND, "--workers", "1", "--shutdown-delay", "60")
+    port, mport = server.port(), metrics_port(server)
+    assert get(mport, "/healthz") == (200, "ok\n")
+    assert get(mport, "/nowhere")[0] == 404
+    mark = server.mark()
+    server.signal(signal.SIGTERM)
+    server.wait_for(r"SIGTERM: unready; draining in 60\.0 s", start=mark)
+    assert get(mport, "/healthz")[0] == 503
+    assert ask(port, "echo still here") == "still here"  # accepting all along
+    assert total(scrape(mport), "sockserve_healthy") == 0
+    # A second signal does not wait for the delay: the drain starts now.
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_metrics_bind_needs_workers_and_a_tcp_address(sockserve: Any) -> None:
+    for argv in (
+        ("--workers", "0", "--metrics-bind", "127.0.0.1:0"),
+        ("--workers", "1", "--metrics-bind", "unix:/tmp/x"),
+        ("--workers", "1", "--metrics-bind", "nonsense"),
+    ):
+        server = sockserve("run", HANDLER, "--bind", "127.0.0.1:0", *argv)
+        assert server.wait_exit() == ExitCode.USAGE
+        assert re.search(r"metrics_bind = .* \(from --metrics-bind\)", server.describe())
+
+
+def dashboard_metrics() -> set[str]:
+    """The metric names the Grafana dashboard's queries use."""
+    dashboard = json.loads(Path(DASHBOARD).read_text())
+    exprs = [
+        target["expr"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if "expr" in target
+    ]
+    assert len(exprs) >= 8
+    return {name for expr in exprs for name in re.findall(r"\bsockserve_[a-z_]+", expr)}
+
+
+def test_every_metric_the_grafana_dashboard_queries_is_exposed(sockserve: Any) -> None:
+    server = sockserve("run", HANDLER, *BIND, "--workers", "1")
+    port, mport = server.port(), metrics_port(server)
+    ask(port)
+    samples = scrape_until(mport, lambda s: accepted(s) >= 1)
+    exposed = {name for name, _ in samples}
+    for suffix in ("_bucket", "_count", "_sum"):  # a histogram's series and its name
+        exposed |= {name[: -len(suffix)] for name in exposed if name.endswith(suffix)}
+    missing = dashboard_metrics() - exposed
+    assert not missing, f"the dashboard queries metrics nobody exposes: {sorted(missing)}"
+    assert server.stop() == 0
