@@ -69,6 +69,8 @@ class ServerSpec:
     #: "v1"/"v2": the server reads PROXY protocol headers and the load generator
     #: opens each connection with one, as a load balancer would ("": neither)
     proxy_header: str = ""
+    #: Registered with sockserve.observability.metrics (per-connection histograms on).
+    metrics: bool = False
 
     def describe(self, proto: str) -> str:
         """What implements ``proto`` for this kind, in the words of its API."""
@@ -146,6 +148,22 @@ SERVERS: tuple[ServerSpec, ...] = (
         protocols=("tcp",),
         skips=_PROXY_SKIPS,
         proxy_header="v2",
+    ),
+    ServerSpec(
+        name="sockserve-pool-metrics",
+        family="sockserve",
+        tcp="sockserve.ThreadPoolTCPServer registered with sockserve.observability.metrics "
+        "(sockserve-pool plus the per-connection histograms; needs prometheus-client)",
+        protocols=("tcp",),
+        metrics=True,
+    ),
+    ServerSpec(
+        name="sockserve-async-metrics",
+        family="sockserve",
+        tcp="sockserve.AsyncTCPServer registered with sockserve.observability.metrics "
+        "(sockserve-async plus the per-connection histograms; needs prometheus-client)",
+        protocols=("tcp",),
+        metrics=True,
     ),
     ServerSpec(
         name="sockserve-run-1",

@@ -70,8 +70,14 @@ class _Quick(sockserve.BaseRequestHandler):
         self.request.sendall(b"x")
 
 
-def _time_connections(count: int, **options: object) -> float:
+def _time_connections(count: int, *, metrics: bool = False, **options: object) -> float:
     server = sockserve.TCPServer(("127.0.0.1", 0), _Quick, **options)  # type: ignore[arg-type]
+    if metrics:  # the extra is optional: imported only when measured
+        from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+        from sockserve.observability.metrics import register  # noqa: PLC0415
+
+        register(server, registry=CollectorRegistry())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -104,6 +110,49 @@ def limits_cost(count: int = 2000) -> None:
         f"{count} sequential connections: {best['no limits'] * 1e6:.1f} us each with no "
         f"limits, {best['all limits'] * 1e6:.1f} us with every limit "
         f"({(best['all limits'] - best['no limits']) * 1e6:+.1f} us)"
+    )
+
+
+def metrics_cost(count: int = 2000, records: int = 100_000) -> None:
+    """What the metrics extra costs a connection: the recorder alone, then end to end.
+
+    The recorder (a clock read, ``getsockopt(TCP_INFO)`` and three histogram
+    updates) is the only per-connection work; counters are read at scrape time.
+    """
+    try:  # the extra is optional: imported only when measured
+        from prometheus_client import CollectorRegistry, generate_latest  # noqa: PLC0415
+
+        from sockserve.observability.metrics import register  # noqa: PLC0415
+        from sockserve.observability.recorder import RequestRecorder  # noqa: PLC0415
+    except ImportError as exc:
+        print(f"metrics: not measured ({exc}; pip install 'sockserve[metrics]')")
+        return
+    recorder = RequestRecorder()
+    with socket.socket() as sock:
+        started = time.perf_counter()
+        for _ in range(records):
+            recorder.record(time.monotonic(), sock)
+        per_record = (time.perf_counter() - started) / records
+    rounds: dict[str, list[float]] = {"without": [], "with": []}
+    for _ in range(3):  # interleaved, best of three, to damp noise
+        rounds["without"].append(_time_connections(count))
+        rounds["with"].append(_time_connections(count, metrics=True))
+    best = {name: min(times) / count for name, times in rounds.items()}
+    server = sockserve.ThreadPoolTCPServer(("127.0.0.1", 0), _Quick, max_workers=4)
+    try:
+        registry = CollectorRegistry()
+        register(server, registry=registry)
+        started = time.perf_counter()
+        for _ in range(200):
+            generate_latest(registry)
+        per_scrape = (time.perf_counter() - started) / 200
+    finally:
+        server.server_close()
+    print(
+        f"metrics: recorder {per_record * 1e6:.2f} us per connection; {count} sequential "
+        f"connections {best['without'] * 1e6:.1f} us each without, {best['with'] * 1e6:.1f} us "
+        f"with ({best['with'] / best['without']:.3f}x); one scrape of one server "
+        f"{per_scrape * 1e3:.2f} ms"
     )
 
 
@@ -189,6 +238,7 @@ def main() -> None:
     tracker_alone()
     stats_cost()
     limits_cost()
+    metrics_cost()
     idle_flood()
 
 

@@ -1,4 +1,4 @@
-"""--metrics-bind: /metrics adds up every worker, survives restarts; /healthz and --shutdown-delay."""
+"""--metrics-bind: /metrics adds up every worker and survives restarts; /healthz, shutdown delay."""
 
 from __future__ import annotations
 

@@ -54,9 +54,9 @@ from sockserve.engine.connection import (
 from sockserve.engine.lifecycle import Lifecycle, State
 from sockserve.engine.prepare import DONE, Preparer, Step, advance_cheap, prepare_in_place
 from sockserve.engine.tracker import ConnectionTracker
-from sockserve.observability.access import log_access, tcp_byte_counts
+from sockserve.observability.access import log_access
 from sockserve.observability.logs import RateLimitedLog, describe_address, server_logger
-from sockserve.observability.recorder import RequestRecorder
+from sockserve.observability.recorder import RequestRecorder, tcp_counts
 from sockserve.security.slowclients import GuardedSocket
 from sockserve.strategies.base import Strategy
 
@@ -473,8 +473,8 @@ class ConnectionPipeline:
         if recorder is not None:
             conn = self.tracker.find(request)
             if conn is not None:
-                if counts is None and hasattr(request, "getsockopt"):
-                    counts = tcp_byte_counts(request)
+                if counts is None:
+                    counts = tcp_counts(request)
                 recorder.record_values(time.monotonic() - conn.admitted_at, counts)
         if self.server.access_log:
             self.log_access(request, counts)

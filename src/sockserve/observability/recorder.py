@@ -25,13 +25,21 @@ steps, a free worker) it is the handler's own time.
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from sockserve.observability.access import tcp_byte_counts
+from sockserve.observability.access import (
+    _BYTES_ACKED,
+    _BYTES_RECEIVED,
+    _BYTES_SENT,
+    _FIN_RECEIVED_STATES,
+    _TCP_INFO_SIZE,
+)
 
 __all__ = [
     "BYTES_BUCKETS",
@@ -41,6 +49,7 @@ __all__ = [
     "Histogram",
     "RequestRecorder",
     "Storage",
+    "tcp_counts",
 ]
 
 #: Upper bounds (seconds) of the duration buckets: a millisecond to five minutes.
@@ -84,6 +93,9 @@ def _size(bounds: Sequence[float]) -> int:
     return len(bounds) + 2  # the buckets, +Inf, the sum
 
 
+#: Offsets of the sums within their histogram (after the buckets and +Inf).
+_DURATION_SUM = len(DURATION_BUCKETS) + 1
+_BYTES_SUM = len(BYTES_BUCKETS) + 1
 #: Doubles a recorder's storage holds.
 RECORDER_SIZE = sum(_size(bounds) for _, bounds in HISTOGRAMS)
 
@@ -140,31 +152,70 @@ class RequestRecorder:
             at += _size(bounds)
         self._duration_at, self._in_at, self._out_at = offsets
 
-    def record(self, admitted_at: float, request: object) -> None:
-        """Record one ending connection: admitted at ``admitted_at``, socket still open."""
+    def record(self, admitted_at: float, request: Any) -> None:
+        """Record one ending connection: admitted at ``admitted_at``, its socket still open."""
         duration = time.monotonic() - admitted_at
-        counts = tcp_byte_counts(request) if hasattr(request, "getsockopt") else None
-        self.record_values(duration, counts)
+        self.record_values(duration, tcp_counts(request))
 
     def record_values(self, duration: float, counts: tuple[int, int] | None) -> None:
         """Record a connection of ``duration`` seconds that moved ``counts`` (in, out) bytes."""
         store = self.storage
+        # Bucket positions first, outside the lock: it only guards the additions.
+        at = self._duration_at
+        bucket = at + bisect_left(DURATION_BUCKETS, duration)
+        total = at + _DURATION_SUM
+        if counts is None:
+            with self._lock:
+                store[bucket] += 1.0
+                store[total] += duration
+            return
+        received, sent = counts
+        in_at, out_at = self._in_at, self._out_at
+        in_bucket = in_at + bisect_left(BYTES_BUCKETS, received)
+        out_bucket = out_at + bisect_left(BYTES_BUCKETS, sent)
         with self._lock:
-            at = self._duration_at
-            store[at + bisect_left(DURATION_BUCKETS, duration)] += 1.0
-            store[at + len(DURATION_BUCKETS) + 1] += duration
-            if counts is not None:
-                received, sent = counts
-                at = self._in_at
-                store[at + bisect_left(BYTES_BUCKETS, received)] += 1.0
-                store[at + len(BYTES_BUCKETS) + 1] += received
-                at = self._out_at
-                store[at + bisect_left(BYTES_BUCKETS, sent)] += 1.0
-                store[at + len(BYTES_BUCKETS) + 1] += sent
+            store[bucket] += 1.0
+            store[total] += duration
+            store[in_bucket] += 1.0
+            store[in_at + _BYTES_SUM] += received
+            store[out_bucket] += 1.0
+            store[out_at + _BYTES_SUM] += sent
 
     def histograms(self) -> dict[str, Histogram]:
         """The histograms now, by name (``duration``, ``bytes_in``, ``bytes_out``)."""
         return read_histograms([self.storage[at] for at in range(RECORDER_SIZE)])
+
+
+_U64 = struct.Struct("Q")
+_TWO_U64 = struct.Struct("QQ")
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+
+
+def tcp_counts(sock: Any) -> tuple[int, int] | None:
+    """(bytes received, bytes sent) of a TCP socket from ``TCP_INFO``; None for others.
+
+    The access log's :func:`~sockserve.observability.access.tcp_byte_counts`,
+    made cheap for a per-connection path: it asks the kernel at once and lets
+    a non-TCP socket fail, instead of first reading ``sock.family`` (an enum
+    conversion that cost as much as the ``getsockopt`` itself).
+    """
+    if _TCP_INFO is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+    except (OSError, AttributeError, TypeError):
+        return None  # not a TCP socket (Unix, a datagram's tuple), or closed already
+    size = len(info)
+    if size < _BYTES_RECEIVED + 8:
+        return None
+    (received,) = _U64.unpack_from(info, _BYTES_RECEIVED)
+    if info[0] in _FIN_RECEIVED_STATES:
+        received -= 1  # the peer's FIN takes a sequence number but carries no byte
+    if size >= _BYTES_SENT + 16:
+        sent, retransmitted = _TWO_U64.unpack_from(info, _BYTES_SENT)
+        return received, sent - retransmitted
+    (acked,) = _U64.unpack_from(info, _BYTES_ACKED)
+    return received, acked
 
 
 def read_histograms(storage: Sequence[float]) -> dict[str, Histogram]:
