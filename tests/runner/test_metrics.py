@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from helpers.clients import Conn
 from helpers.processes import REPO
 from sockserve.exitcodes import ExitCode
 
@@ -57,18 +58,25 @@ def test_counts_survive_a_killed_worker_and_its_gauges_go_with_it(sockserve: Any
     port, mport = server.port(), metrics_port(server)
     for _ in range(10):
         ask(port)
-    scrape_until(mport, lambda s: accepted(s) >= 10)
-    [(_, victim), *_] = server.started()
-    mark = server.mark()
-    os.kill(victim, signal.SIGKILL)
-    server.wait_for(r"worker \d+ started", start=mark)
-    samples = scrape_until(mport, lambda s: total(s, "sockserve_worker_restarts_total") >= 1)
-    assert accepted(samples) == 10  # the dead worker's connections still count
+    held = Conn(port)  # in flight on the victim: an active connection the victim reports
+    try:
+        victim = int(held.ask("pid"))
+        samples = scrape_until(
+            mport, lambda s: total(s, "sockserve_connections_active") == 1 and accepted(s) >= 11
+        )
+        assert total(samples, "sockserve_connections_active") == 1
+        mark = server.mark()
+        os.kill(victim, signal.SIGKILL)
+        server.wait_for(r"worker \d+ started", start=mark)
+        samples = scrape_until(mport, lambda s: total(s, "sockserve_worker_restarts_total") >= 1)
+    finally:
+        held.close()
+    assert accepted(samples) == 11  # the dead worker's connections still count...
+    assert total(samples, "sockserve_connections_active") == 0  # ...its gauges do not
     assert samples[("sockserve_worker_restarts_total", frozenset({("cause", "killed")}))] == 1
-    assert total(samples, "sockserve_connections_active") == 0
     for _ in range(5):
         ask(port)
-    assert accepted(scrape_until(mport, lambda s: accepted(s) >= 15)) == 15
+    assert accepted(scrape_until(mport, lambda s: accepted(s) >= 16)) == 16
     assert server.stop() == 0
 
 
