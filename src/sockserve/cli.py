@@ -192,7 +192,12 @@ def serve_in_process(
             )
 
         reason = WorkerLoop(
-            servers, inbox, grace=config.grace, on_stop=_notify_stopping, on_reload=reload
+            servers,
+            inbox,
+            grace=config.grace,
+            on_stop=_notify_stopping,
+            on_reload=reload,
+            shutdown_delay=config.shutdown_delay,
         ).run()
     logger.info("stopped")
     return ExitCode.FAILURE if reason == "failure" else ExitCode.OK

@@ -97,6 +97,19 @@ def test_healthz_turns_503_in_the_shutdown_delay_while_clients_are_still_served(
     assert server.stop(signal.SIGTERM) == 0
 
 
+def test_the_shutdown_delay_without_a_master_keeps_serving_until_a_second_signal(
+    sockserve: Any,
+) -> None:
+    server = sockserve("run", HANDLER, "--bind", "127.0.0.1:0", "--workers", "0",
+                       "--shutdown-delay", "60")  # fmt: skip
+    port = server.port()
+    mark = server.mark()
+    server.signal(signal.SIGTERM)
+    server.wait_for(r"received SIGTERM: draining in 60\.0 s", start=mark)
+    assert ask(port, "echo still here") == "still here"
+    assert server.stop(signal.SIGTERM) == 0
+
+
 def test_metrics_bind_needs_workers_and_a_tcp_address(sockserve: Any) -> None:
     for argv in (
         ("--workers", "0", "--metrics-bind", "127.0.0.1:0"),

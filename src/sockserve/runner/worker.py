@@ -67,6 +67,7 @@ class WorkerLoop:
         on_stop: Callable[[], None] = lambda: None,
         on_reload: Callable[[], None] | None = None,
         on_tick: Callable[[], None] = lambda: None,
+        shutdown_delay: float = 0.0,
     ) -> None:
         self.servers = servers
         self.inbox = inbox
@@ -86,6 +87,9 @@ class WorkerLoop:
         self._on_reload = on_reload
         #: Called at every turn of the loop and once after the drain (metrics publish there).
         self._on_tick = on_tick
+        #: Seconds a first stop signal keeps serving before the drain (--workers 0:
+        #: a worker's master waits instead, before it signals).
+        self._shutdown_delay = shutdown_delay
 
     def _stamp_progress(self, index: int, server: BaseServer) -> None:
         def stamp() -> None:
@@ -138,18 +142,37 @@ class WorkerLoop:
                 daemon=True,
             ).start()
         reason = ""
+        drain_at: float | None = None
         while not reason:
-            self.inbox.wait(self._interval)
+            wait = self._interval
+            if drain_at is not None:
+                wait = max(0.0, min(wait, drain_at - time.monotonic()))
+            self.inbox.wait(wait)
             self._on_tick()
             received = self.inbox.take()
             if signal.SIGHUP in received:
                 self._reload()
                 received = [signum for signum in received if signum != signal.SIGHUP]
-            if received:
+            if (
+                received
+                and drain_at is None
+                and self._shutdown_delay > 0
+                and (signal.SIGQUIT not in received)
+            ):
+                drain_at = time.monotonic() + self._shutdown_delay
+                log.info(
+                    "received %s: draining in %.1f s (a second signal drains now)",
+                    received[0].name,
+                    self._shutdown_delay,
+                )
+            elif received:
                 log.info("received %s: stopping", received[0].name)
                 reason = "signal"
                 if signal.SIGQUIT in received:
                     self._force()
+            elif drain_at is not None and time.monotonic() >= drain_at:
+                log.info("shutdown delay over: stopping")
+                reason = "signal"
             elif self._failed:
                 reason = "failure"
             else:
