@@ -136,22 +136,19 @@ def metrics_cost(count: int = 2000, records: int = 20_000) -> None:
         print(f"metrics: not measured ({exc}; pip install 'sockserve[metrics]')")
         return
     recorder = RequestRecorder()
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        with socket.create_connection(listener.getsockname()) as client:
-            accepted, _ = listener.accept()
-            with accepted:
-                client.sendall(b"x" * 100)
-                accepted.recv(100)
-                per_record = (
-                    min(
-                        timeit.repeat(
-                            lambda: recorder.record(time.monotonic(), accepted),
-                            number=records,
-                            repeat=5,
-                        )
-                    )
-                    / records
-                )
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    try:
+        client.sendall(b"x" * 100)
+        accepted.recv(100)
+        timings = timeit.repeat(
+            lambda: recorder.record(time.monotonic(), accepted), number=records, repeat=5
+        )
+        per_record = min(timings) / records
+    finally:
+        for sock in (accepted, client, listener):
+            sock.close()
     rounds: dict[str, list[float]] = {"without": [], "with": []}
     for _ in range(5):  # interleaved, best of five, to damp noise
         rounds["without"].append(_time_connections(count, cpu=True))
