@@ -26,6 +26,7 @@ from sockserve._types import Address, Request
 from sockserve.engine.connection import ABORTED, DENIED, Connection
 from sockserve.engine.pipeline import ConnectionPipeline
 from sockserve.engine.prepare import Step, prepare_async
+from sockserve.observability.recorder import tcp_counts
 from sockserve.options import family_default
 from sockserve.security import tls_context_of
 from sockserve.security.tls import TLSInfo
@@ -227,6 +228,10 @@ class AsyncMixIn(MixInBase):
         if self.access_log or self._pipeline.recorder is not None:
             stream = request.stream if isinstance(request, ConnectionSocket) else None
             counts = stream.byte_counts if stream is not None else None
+            if counts is None and stream is not None:
+                # Read once, here, for the log and the metrics; closing the stream
+                # then finds them read and does not ask the kernel again.
+                counts = stream.byte_counts = tcp_counts(request)
             self._pipeline.ending(request, counts)
         self.close_request(request)
 
