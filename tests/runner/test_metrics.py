@@ -6,12 +6,14 @@ import json
 import os
 import re
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from helpers.clients import Conn
+from helpers.net import TIMEOUT
 from helpers.processes import REPO
 from sockserve.exitcodes import ExitCode
 
@@ -77,6 +79,42 @@ def test_counts_survive_a_killed_worker_and_its_gauges_go_with_it(sockserve: Any
     for _ in range(5):
         ask(port)
     assert accepted(scrape_until(mport, lambda s: accepted(s) >= 16)) == 16
+    assert server.stop() == 0
+
+
+def test_counts_survive_a_reload_and_recycled_workers(sockserve: Any) -> None:
+    server = sockserve("run", HANDLER, *BIND, "--workers", "1", "--max-requests", "4")
+    port, mport = server.port(), metrics_port(server)
+    for _ in range(6):  # the first worker recycles after 4; its replacement serves the rest
+        ask(port)
+    samples = scrape_until(mport, lambda s: accepted(s) >= 6)
+    mark = server.mark()
+    server.signal(signal.SIGHUP)
+    server.wait_for(r"INFO sockserve\.master: reload complete", start=mark)
+    ask(port)
+    samples = scrape_until(
+        mport,
+        lambda s: accepted(s) >= 7 and total(s, "sockserve_reloads_total") >= 1,
+    )
+    assert accepted(samples) == 7
+    assert total(samples, "sockserve_connection_duration_seconds_count") == 7
+    assert samples[("sockserve_reloads_total", frozenset({("result", "ok")}))] == 1
+    recycled = ("sockserve_worker_restarts_total", frozenset({("cause", "recycled")}))
+    assert samples[recycled] >= 1
+    assert server.stop() == 0
+
+
+def test_a_silent_scraper_does_not_hold_up_the_endpoint(sockserve: Any) -> None:
+    server = sockserve("run", HANDLER, *BIND, "--workers", "1")
+    mport = metrics_port(server)
+    server.port()  # serving: until then /healthz says 503
+    with socket.create_connection(("127.0.0.1", mport), timeout=TIMEOUT) as silent:
+        assert get(mport, "/healthz") == (200, "ok\n")  # served while the other says nothing
+        with socket.create_connection(("127.0.0.1", mport), timeout=TIMEOUT) as flood:
+            flood.sendall(b"GET /" + b"x" * 9000)  # no end of headers within 8 KiB
+            assert flood.recv(100).startswith(b"HTTP/1.1 431 ")
+        silent.sendall(b"POST /metrics HTTP/1.1\r\n\r\n")
+        assert silent.recv(100).startswith(b"HTTP/1.1 405 ")
     assert server.stop() == 0
 
 
