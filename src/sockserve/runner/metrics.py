@@ -3,9 +3,8 @@
 ``--metrics-bind HOST:PORT`` opens one more listening socket in the master,
 served by the master's own ``select`` loop: no thread, because the master
 forks (a thread holding a lock at a fork leaves the child a lock nobody will
-release). Each request is small, non-blocking and bounded (headers up to
-8 KiB, 5 seconds, 16 clients at once), so a scraper cannot stall
-supervision. Workers' numbers come from their shared-memory slots
+release). The HTTP side (:mod:`sockserve.runner.endpoint`) never blocks, so a
+scraper cannot stall supervision. Workers' numbers come from their shared-memory slots
 (:mod:`sockserve.runner.slots`, which says why that aggregation).
 
 ``/healthz`` answers 200 while the run serves and 503 otherwise: while
@@ -19,55 +18,40 @@ kept whether or not anyone exposes them.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import socket
-import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import cast
 
 from sockserve import __version__
 from sockserve.core.addresses import parse_bind_spec
 from sockserve.observability.logs import describe_address
 from sockserve.observability.recorder import Histogram
+from sockserve.runner.endpoint import Endpoint, Reply
 from sockserve.runner.listeners import Listener
 from sockserve.runner.slots import ListenerTotals, Slot
 
 __all__ = ["MasterMetrics"]
 
-log = logging.getLogger("sockserve.master")
-
-#: Limits of the HTTP side: header bytes, seconds per request, clients at once.
-MAX_REQUEST = 8192
-REQUEST_TIMEOUT = 5.0
-MAX_CLIENTS = 16
+#: The text exposition's content type (prometheus-client's format 0.0.4).
+EXPOSITION = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@dataclass
-class _Client:
-    sock: socket.socket
-    deadline: float
-    received: bytes = b""
-    reply: bytes = b""
-    sent: int = 0
-
-
-@dataclass
 class MasterMetrics:
     """What the master counts, and (with ``--metrics-bind``) the endpoint and the slots."""
 
-    listeners: list[Listener]
-    worker_class: str
-    restarts: Counter[str] = field(default_factory=Counter)
-    reloads: Counter[str] = field(default_factory=Counter)
-    boot_failures: int = 0
-    _server: socket.socket | None = None
-    _clients: dict[int, _Client] = field(default_factory=dict)
-    _slots: dict[int, Slot] = field(default_factory=dict)
-    _totals: list[ListenerTotals] = field(default_factory=list)
-    _render: Callable[[MasterMetrics, int, bool], bytes] | None = None
+    def __init__(self, listeners: list[Listener], worker_class: str) -> None:
+        self.listeners = listeners
+        self.worker_class = worker_class
+        #: Workers replaced, by cause (``sockserve_worker_restarts_total``).
+        self.restarts: Counter[str] = Counter()
+        #: Reloads by result, "ok" or "failed".
+        self.reloads: Counter[str] = Counter()
+        self.boot_failures = 0
+        self._endpoint: Endpoint | None = None
+        self._slots: dict[int, Slot] = {}
+        self._totals: list[ListenerTotals] = []
+        self._render: Callable[[MasterMetrics, int, bool], bytes] | None = None
 
     # -- life ------------------------------------------------------------------
 
@@ -78,21 +62,18 @@ class MasterMetrics:
         spec = parse_bind_spec(address)
         host, port = cast(tuple[str, int], spec.address)[:2]
         sock = socket.create_server((host, port), family=spec.family, backlog=64)
-        sock.setblocking(False)
-        self._server = sock
+        self._endpoint = Endpoint(sock)
         self._render = render
         self._totals = [ListenerTotals() for _ in self.listeners]
         return describe_address(sock.getsockname())
 
     @property
     def enabled(self) -> bool:
-        return self._server is not None
+        return self._endpoint is not None
 
     def close(self) -> None:
-        for client in list(self._clients.values()):
-            self._drop(client)
-        if self._server is not None:
-            self._server.close()
+        if self._endpoint is not None:
+            self._endpoint.close()
         for slot in self._slots.values():
             slot.close()
         self._slots.clear()
@@ -109,12 +90,9 @@ class MasterMetrics:
 
     def in_child(self, keep: Slot | None) -> None:
         """In a freshly forked worker: let go of the master's sockets and other slots."""
-        for client in self._clients.values():
-            client.sock.close()
-        self._clients.clear()
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        if self._endpoint is not None:
+            self._endpoint.close()
+            self._endpoint = None
         for slot in self._slots.values():
             if slot is not keep:
                 slot.close()
@@ -143,115 +121,33 @@ class MasterMetrics:
         triples = [(__version__, *described) for described in seen if described is not None]
         return triples or [(__version__, self.worker_class, "none")]
 
-    # -- HTTP ------------------------------------------------------------------------
+    # -- HTTP: the master's loop drives the endpoint ---------------------------------
 
     def readers(self) -> list[int]:
-        if self._server is None:
-            return []
-        fds = [fd for fd, client in self._clients.items() if not client.reply]
-        return [self._server.fileno(), *fds]
+        return self._endpoint.readers() if self._endpoint is not None else []
 
     def writers(self) -> list[int]:
-        return [fd for fd, client in self._clients.items() if client.reply]
-
-    def owns(self, fd: int) -> bool:
-        return self._server is not None and (fd == self._server.fileno() or fd in self._clients)
+        return self._endpoint.writers() if self._endpoint is not None else []
 
     def readable(self, fd: int, workers_alive: int, healthy: bool) -> None:
-        if self._server is not None and fd == self._server.fileno():
-            self._accept()
+        if self._endpoint is None:
             return
-        client = self._clients.get(fd)
-        if client is None:
-            return
-        try:
-            data = client.sock.recv(MAX_REQUEST)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._drop(client)
-            return
-        client.received += data
-        if b"\r\n\r\n" in client.received or b"\n\n" in client.received:
-            client.reply = self._answer(client.received, workers_alive, healthy)
-            self.writable(fd)
-        elif len(client.received) >= MAX_REQUEST:
-            client.reply = _response(431, "text/plain", b"request header too large\n")
-            self.writable(fd)
+
+        def answer(path: str) -> Reply:
+            if path == "/healthz":
+                if healthy:
+                    return 200, "text/plain", b"ok\n"
+                return 503, "text/plain", b"unavailable\n"  # booting, delaying or draining
+            if path == "/metrics" and self._render is not None:
+                return 200, EXPOSITION, self._render(self, workers_alive, healthy)
+            return 404, "text/plain", b"not found: try /metrics or /healthz\n"
+
+        self._endpoint.readable(fd, answer)
 
     def writable(self, fd: int) -> None:
-        client = self._clients.get(fd)
-        if client is None:
-            return
-        try:
-            client.sent += client.sock.send(client.reply[client.sent :])
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            client.sent = len(client.reply)
-        if client.sent >= len(client.reply):
-            self._drop(client)
+        if self._endpoint is not None:
+            self._endpoint.writable(fd)
 
     def expire(self, now: float) -> None:
-        for client in [c for c in self._clients.values() if now >= c.deadline]:
-            self._drop(client)
-
-    def _accept(self) -> None:
-        assert self._server is not None
-        for _ in range(MAX_CLIENTS):
-            try:
-                sock, _ = self._server.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("metrics: accept failed: %s", exc)
-                return
-            if len(self._clients) >= MAX_CLIENTS:
-                oldest = min(self._clients.values(), key=lambda c: c.deadline)
-                self._drop(oldest)
-            sock.setblocking(False)
-            self._clients[sock.fileno()] = _Client(sock, time.monotonic() + REQUEST_TIMEOUT)
-
-    def _drop(self, client: _Client) -> None:
-        self._clients.pop(client.sock.fileno(), None)
-        with contextlib.suppress(OSError):
-            client.sock.close()
-
-    def _answer(self, request: bytes, workers_alive: int, healthy: bool) -> bytes:
-        line = request.split(b"\n", 1)[0].decode("latin-1").strip()
-        parts = line.split()
-        if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
-            return _response(405, "text/plain", b"only GET /metrics and GET /healthz\n")
-        path = parts[1].split("?", 1)[0]
-        if path == "/healthz":
-            body = b"ok\n" if healthy else b"unavailable\n"
-            reply = _response(200 if healthy else 503, "text/plain", body)
-        elif path == "/metrics" and self._render is not None:
-            body = self._render(self, workers_alive, healthy)
-            reply = _response(200, "text/plain; version=0.0.4; charset=utf-8", body)
-        else:
-            reply = _response(404, "text/plain", b"not found: try /metrics or /healthz\n")
-        if parts[0] == "HEAD":
-            return reply.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
-        return reply
-
-
-_REASONS = {
-    200: "OK",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-}
-
-
-def _response(status: int, content_type: str, body: bytes) -> bytes:
-    head = (
-        f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-        f"Content-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode("ascii") + body
+        if self._endpoint is not None:
+            self._endpoint.expire(now)
