@@ -135,6 +135,23 @@ def test_healthz_turns_503_in_the_shutdown_delay_while_clients_are_still_served(
     assert server.stop(signal.SIGTERM) == 0
 
 
+def test_the_drain_shows_as_draining_and_unhealthy(sockserve: Any) -> None:
+    server = sockserve("run", HANDLER, *BIND, "--workers", "1", "--grace", "30")
+    port, mport = server.port(), metrics_port(server)
+    held = Conn(port)  # its handler stays in flight: the drain waits for it
+    try:
+        assert held.ask("echo hi") == "hi"
+        assert total(scrape(mport), "sockserve_draining") == 0
+        server.signal(signal.SIGTERM)
+        samples = scrape_until(mport, lambda s: total(s, "sockserve_draining") == 1)
+        assert total(samples, "sockserve_draining") == 1
+        assert total(samples, "sockserve_healthy") == 0
+        assert get(mport, "/healthz")[0] == 503
+    finally:
+        held.close()  # the handler returns; the drain ends
+    assert server.wait_exit() == 0
+
+
 def test_the_shutdown_delay_without_a_master_keeps_serving_until_a_second_signal(
     sockserve: Any,
 ) -> None:

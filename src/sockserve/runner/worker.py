@@ -85,7 +85,7 @@ class WorkerLoop:
         self._budget_spent = False
         self._on_stop = on_stop
         self._on_reload = on_reload
-        #: Called at every turn of the loop and once after the drain (metrics publish there).
+        #: Called at every turn of the loop and of a drain, and once after (metrics publish).
         self._on_tick = on_tick
         #: Seconds a first stop signal keeps serving before the drain (--workers 0:
         #: a worker's master waits instead, before it signals).
@@ -186,7 +186,6 @@ class WorkerLoop:
                     log.warning("the master (pid %d) is gone: stopping", self._parent_pid)
                     reason = "orphaned"
         self._on_stop()
-        self._on_tick()  # the drain is visible while it lasts
         self._drain()
         self._on_tick()
         return reason
@@ -219,6 +218,7 @@ class WorkerLoop:
             thread.start()
         while any(thread.is_alive() for thread in drains):
             self.inbox.wait(0.2)
+            self._on_tick()  # the drain is visible while it lasts (metrics' draining gauge)
             if self.inbox.take() and self._repeat_forces:
                 log.warning("second signal: aborting the drain")
                 self._force()
