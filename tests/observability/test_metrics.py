@@ -122,6 +122,23 @@ def test_refusals_by_reason_and_busy_workers() -> None:
     assert "max_connections_per_ip" in reasons and "other" in reasons
 
 
+def test_timeouts_by_kind() -> None:
+    server = sockserve.ThreadPoolTCPServer(
+        ("127.0.0.1", 0), Echo, idle_timeout=0.05, dispatch="immediate"
+    )
+    registry = CollectorRegistry()
+    register(server, registry=registry, names=["t"])
+    with serving(server), connect(server.server_address) as silent:
+        # The handler waits for a line that never comes: its read times out.
+        assert server.wait_for(lambda st: st.timed_out == 1, TIMEOUT)
+        samples = scrape(registry)
+        silent.close()
+    timed_out = "sockserve_connections_timed_out_total"
+    assert value(samples, timed_out, listener="t", kind="handler") == 1
+    for kind in ("first-bytes", "tls", "proxy"):
+        assert value(samples, timed_out, listener="t", kind=kind) == 0
+
+
 def test_a_server_without_a_recorder_records_nothing_per_connection() -> None:
     server = sockserve.ThreadPoolTCPServer(("127.0.0.1", 0), Echo)
     registry = CollectorRegistry()

@@ -55,11 +55,6 @@ __all__ = ["ListenerNumbers", "MasterNumbers", "ServerCollector", "families", "r
 _COUNTERS = (
     ("sockserve_connections_accepted", "accepted", "Connections admitted (datagrams for UDP)."),
     ("sockserve_connections_completed", "completed", "Admitted connections that have ended."),
-    (
-        "sockserve_connections_timed_out",
-        "timed_out",
-        "Connections ended by a timeout (idle, a handler's own, a pre-handler deadline).",
-    ),
     ("sockserve_handler_errors", "handler_errors", "Handler exceptions (bugs, not peers)."),
     (
         "sockserve_peer_errors",
@@ -91,6 +86,8 @@ _HISTOGRAMS = (
 )
 
 
+#: Pre-handler steps with a deadline of their own (their ``step:S:timeout`` counters).
+_TIMED_STEPS = ("first-bytes", "tls", "proxy")
 #: Why the master replaces a worker (every cause is exposed, zeros included).
 RESTART_CAUSES = ("crashed", "killed", "recycled", "timeout")
 
@@ -175,6 +172,12 @@ def _labelled(listeners: Mapping[str, ListenerNumbers]) -> Iterator[Metric]:
         "PROXY protocol headers that failed, by kind (malformed, missing, timeout...).",
         labels=["listener", "kind"],
     )
+    timed_out = CounterMetricFamily(
+        "sockserve_connections_timed_out",
+        "Connections ended by a timeout, by kind: handler (idle_timeout or the handler's own), "
+        "first-bytes, tls (handshake), proxy (header).",
+        labels=["listener", "kind"],
+    )
     first_bytes = CounterMetricFamily(
         "sockserve_first_byte_timeouts",
         "Connections that sent nothing within first_byte_timeout.",
@@ -190,6 +193,12 @@ def _labelled(listeners: Mapping[str, ListenerNumbers]) -> Iterator[Metric]:
             [listener],
             values[INDEX["accept_errors:resource"]] + values[INDEX["accept_errors:unexpected"]],
         )
+        # Step timeouts count in timed_out too: the rest are the handlers' own.
+        steps = {step: values[INDEX[f"step:{step}:timeout"]] for step in _TIMED_STEPS}
+        handler = max(0.0, values[INDEX["timed_out"]] - sum(steps.values()))
+        timed_out.add_metric([listener, "handler"], handler)
+        for step, count in steps.items():
+            timed_out.add_metric([listener, step], count)
         for kind in STEP_FAILURE_KINDS:
             step, _, what = kind.partition(":")
             count = values[INDEX[f"step:{kind}"]]
@@ -199,7 +208,7 @@ def _labelled(listeners: Mapping[str, ListenerNumbers]) -> Iterator[Metric]:
                 proxy.add_metric([listener, what], count)
             elif step == "first-bytes":
                 first_bytes.add_metric([listener], count)
-    yield from (refused, accept_errors, backoffs, tls, proxy, first_bytes)
+    yield from (refused, timed_out, accept_errors, backoffs, tls, proxy, first_bytes)
 
 
 def _gauges(listeners: Mapping[str, ListenerNumbers]) -> Iterator[Metric]:
