@@ -434,6 +434,8 @@ class Master:
                 return
             if new.bind != self.config.bind or new.reuse_port != self.config.reuse_port:
                 log.warning("reload: bind addresses change only with a restart; keeping them")
+            if new.metrics_bind != self.config.metrics_bind:
+                log.warning("reload: metrics_bind changes only with a restart; keeping it")
             self.config = new
             self.target_count = new.workers
         log.info("SIGHUP: reloading with %d new worker(s)", self.target_count)
