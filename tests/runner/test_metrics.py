@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -52,6 +53,23 @@ def test_metrics_add_up_every_worker_with_a_duration_histogram(sockserve: Any) -
     assert dict(labels)["worker_class"] == "pool"
     assert dict(labels)["event_loop"] == "none"
     assert total(samples, "sockserve_healthy") == 1
+    assert server.stop() == 0
+
+
+def test_async_workers_record_too_and_name_their_event_loop(sockserve: Any) -> None:
+    target = HANDLER.replace(":Handler", ":AsyncHandler")
+    server = sockserve("run", target, *BIND, "--workers", "2", "--worker-class", "async")
+    port, mport = server.port(), metrics_port(server)
+    for _ in range(6):
+        ask(port)
+    samples = scrape_until(mport, lambda s: accepted(s) >= 6)
+    assert accepted(samples) == 6
+    assert total(samples, "sockserve_connection_duration_seconds_count") == 6
+    assert total(samples, "sockserve_connection_received_bytes_sum") == 6 * 4
+    [(_, labels)] = [key for key in samples if key[0] == "sockserve_build_info"]
+    uvloop = importlib.util.find_spec("uvloop") is not None
+    assert dict(labels)["worker_class"] == "async"
+    assert dict(labels)["event_loop"] == ("uvloop" if uvloop else "asyncio")
     assert server.stop() == 0
 
 
