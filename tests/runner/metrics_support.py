@@ -9,8 +9,8 @@ from typing import Any
 
 from helpers.net import TIMEOUT
 
-#: The master's line naming the metrics address (port 0 picks one).
-METRICS_AT = r"INFO sockserve\.master: metrics on http://([\d.]+):(\d+)/metrics"
+#: The line naming the metrics address (port 0 picks one): the master's, or --workers 0's.
+METRICS_AT = r"INFO sockserve\.(?:master|cli): metrics on http://([\d.]+):(\d+)/metrics"
 
 
 def metrics_port(server: Any) -> int:

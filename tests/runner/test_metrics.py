@@ -170,28 +170,42 @@ def test_the_drain_shows_as_draining_and_unhealthy(sockserve: Any) -> None:
     assert server.wait_exit() == 0
 
 
-def test_the_shutdown_delay_without_a_master_keeps_serving_until_a_second_signal(
+def test_without_a_master_the_process_serves_metrics_and_its_shutdown_delay(
     sockserve: Any,
 ) -> None:
-    server = sockserve("run", HANDLER, "--bind", "127.0.0.1:0", "--workers", "0",
-                       "--shutdown-delay", "60")  # fmt: skip
-    port = server.port()
+    server = sockserve("run", HANDLER, *BIND, "--workers", "0", "--shutdown-delay", "60")
+    port, mport = server.port(), metrics_port(server)
+    for _ in range(3):
+        ask(port)
+    # Read live from the servers: no publishing delay, nothing to wait for.
+    samples = scrape(mport)
+    assert accepted(samples) == 3
+    assert total(samples, "sockserve_connection_duration_seconds_count") == 3
+    assert total(samples, "sockserve_healthy") == 1
+    assert get(mport, "/healthz") == (200, "ok\n")
     mark = server.mark()
     server.signal(signal.SIGTERM)
     server.wait_for(r"received SIGTERM: draining in 60\.0 s", start=mark)
+    assert get(mport, "/healthz")[0] == 503
     assert ask(port, "echo still here") == "still here"
     assert server.stop(signal.SIGTERM) == 0
 
 
-def test_metrics_bind_needs_workers_and_a_tcp_address(sockserve: Any) -> None:
-    for argv in (
-        ("--workers", "0", "--metrics-bind", "127.0.0.1:0"),
-        ("--workers", "1", "--metrics-bind", "unix:/tmp/x"),
-        ("--workers", "1", "--metrics-bind", "nonsense"),
-    ):
-        server = sockserve("run", HANDLER, "--bind", "127.0.0.1:0", *argv)
+def test_metrics_bind_needs_a_tcp_address(sockserve: Any) -> None:
+    for address in ("unix:/tmp/x", "nonsense"):
+        server = sockserve("run", HANDLER, "--bind", "127.0.0.1:0", "--metrics-bind", address)
         assert server.wait_exit() == ExitCode.USAGE
         assert re.search(r"metrics_bind = .* \(from --metrics-bind\)", server.describe())
+
+
+def test_a_metrics_port_in_use_is_a_bind_error(sockserve: Any) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        for workers in ("0", "1"):
+            server = sockserve("run", HANDLER, "--bind", "127.0.0.1:0", "--workers", workers,
+                               "--metrics-bind", address)  # fmt: skip
+            assert server.wait_exit() == ExitCode.BIND
+            assert f"cannot serve metrics on {address}" in server.describe()
 
 
 def dashboard_metrics() -> set[str]:

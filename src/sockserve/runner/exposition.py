@@ -12,15 +12,20 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sockserve.observability.metrics import ListenerNumbers, MasterNumbers, families
+from sockserve.observability.metrics import (
+    ListenerNumbers,
+    MasterNumbers,
+    ServerCollector,
+    families,
+)
 
 if TYPE_CHECKING:
     from sockserve.runner.metrics import MasterMetrics
 
-__all__ = ["render"]
+__all__ = ["render", "render_collector"]
 
 
 class _Snapshot(Collector):
@@ -54,4 +59,27 @@ def render(metrics: MasterMetrics, workers_alive: int, healthy: bool) -> bytes:
     """The text exposition of everything the master knows now."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(metrics, workers_alive, healthy))
+    return generate_latest(registry)
+
+
+class _Health(Collector):
+    def __init__(self, healthy: bool) -> None:
+        self._healthy = healthy
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "sockserve_healthy",
+            "1 while /healthz answers 200; 0 in the shutdown delay and the drain.",
+            value=1.0 if self._healthy else 0.0,
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+
+def render_collector(collector: ServerCollector, healthy: bool) -> bytes:
+    """The text exposition of live servers (``--workers 0``), with ``sockserve_healthy``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    registry.register(_Health(healthy))
     return generate_latest(registry)

@@ -7,6 +7,9 @@ release). The HTTP side (:mod:`sockserve.runner.endpoint`) never blocks, so a
 scraper cannot stall supervision. Workers' numbers come from their shared-memory slots
 (:mod:`sockserve.runner.slots`, which says why that aggregation).
 
+With ``--workers 0`` there is no master and nothing forks: :class:`InProcessMetrics`
+serves the same endpoint from a thread, reading the servers themselves.
+
 ``/healthz`` answers 200 while the run serves and 503 otherwise: while
 booting, during ``--shutdown-delay`` (still accepting, so load balancers and
 Kubernetes endpoints stop sending first) and during the drain.
@@ -18,10 +21,14 @@ kept whether or not anyone exposes them.
 
 from __future__ import annotations
 
+import select
 import socket
+import threading
+import time
 from collections import Counter
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, cast
 
 from sockserve import __version__
 from sockserve.core.addresses import parse_bind_spec
@@ -31,7 +38,7 @@ from sockserve.runner.endpoint import Endpoint, Reply
 from sockserve.runner.listeners import Listener
 from sockserve.runner.slots import ListenerTotals, Slot
 
-__all__ = ["MasterMetrics"]
+__all__ = ["InProcessMetrics", "MasterMetrics"]
 
 #: The text exposition's content type (prometheus-client's format 0.0.4).
 EXPOSITION = "text/plain; version=0.0.4; charset=utf-8"
@@ -59,9 +66,7 @@ class MasterMetrics:
         """Listen on ``address`` (HOST:PORT); return the bound address (port 0 picks one)."""
         from sockserve.runner.exposition import render  # noqa: PLC0415  (prometheus-client)
 
-        spec = parse_bind_spec(address)
-        host, port = cast(tuple[str, int], spec.address)[:2]
-        sock = socket.create_server((host, port), family=spec.family, backlog=64)
+        sock = _listen(address)
         self._endpoint = Endpoint(sock)
         self._render = render
         self._totals = [ListenerTotals() for _ in self.listeners]
@@ -133,16 +138,11 @@ class MasterMetrics:
         if self._endpoint is None:
             return
 
-        def answer(path: str) -> Reply:
-            if path == "/healthz":
-                if healthy:
-                    return 200, "text/plain", b"ok\n"
-                return 503, "text/plain", b"unavailable\n"  # booting, delaying or draining
-            if path == "/metrics" and self._render is not None:
-                return 200, EXPOSITION, self._render(self, workers_alive, healthy)
-            return 404, "text/plain", b"not found: try /metrics or /healthz\n"
+        def render() -> bytes:
+            assert self._render is not None
+            return self._render(self, workers_alive, healthy)
 
-        self._endpoint.readable(fd, answer)
+        self._endpoint.readable(fd, partial(_answer, healthy, render))
 
     def writable(self, fd: int) -> None:
         if self._endpoint is not None:
@@ -151,3 +151,71 @@ class MasterMetrics:
     def expire(self, now: float) -> None:
         if self._endpoint is not None:
             self._endpoint.expire(now)
+
+
+class InProcessMetrics:
+    """``--metrics-bind`` with ``--workers 0``: the endpoint in a thread of the serving process.
+
+    No master and no worker processes here, so nothing to add up: the
+    servers are read live (the library's collector), and a thread serves the
+    endpoint (this process forks only for the fork worker class, whose
+    children run one handler and exit). ``healthy`` says what ``/healthz``
+    answers.
+    """
+
+    def __init__(self, servers: Sequence[Any], names: Sequence[str]) -> None:
+        from sockserve.observability.metrics import ServerCollector  # noqa: PLC0415
+
+        self._collector = ServerCollector(dict(zip(names, servers, strict=True)))
+        self._endpoint: Endpoint | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, address: str, healthy: Callable[[], bool]) -> str:
+        """Listen on ``address`` and serve from a thread; return the bound address."""
+        sock = _listen(address)
+        self._endpoint = Endpoint(sock)
+        self._thread = threading.Thread(
+            target=self._serve, args=(self._endpoint, healthy), name="sockserve-metrics"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+        return describe_address(sock.getsockname())
+
+    def _serve(self, endpoint: Endpoint, healthy: Callable[[], bool]) -> None:
+        from sockserve.runner.exposition import render_collector  # noqa: PLC0415
+
+        while not self._stop.is_set():
+            readable, writable, _ = select.select(endpoint.readers(), endpoint.writers(), [], 0.2)
+            for fd in writable:
+                endpoint.writable(fd)
+            for fd in readable:
+                ok = healthy()
+                render = partial(render_collector, self._collector, ok)
+                endpoint.readable(fd, partial(_answer, ok, render))
+            endpoint.expire(time.monotonic())
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        if self._endpoint is not None:
+            self._endpoint.close()
+        self._collector.stop_recording()
+
+
+def _listen(address: str) -> socket.socket:
+    spec = parse_bind_spec(address)
+    host, port = cast(tuple[str, int], spec.address)[:2]
+    return socket.create_server((host, port), family=spec.family, backlog=64)
+
+
+def _answer(healthy: bool, render: Callable[[], bytes], path: str) -> Reply:
+    """The reply for ``path``: /healthz from ``healthy``, /metrics from ``render``."""
+    if path == "/healthz":
+        if healthy:
+            return 200, "text/plain", b"ok\n"
+        return 503, "text/plain", b"unavailable\n"  # booting, delaying or draining
+    if path == "/metrics":
+        return 200, EXPOSITION, render()
+    return 404, "text/plain", b"not found: try /metrics or /healthz\n"

@@ -301,7 +301,7 @@ def _check_together(config: RunConfig) -> None:
 
 
 def _check_metrics(config: RunConfig) -> None:
-    """--metrics-bind: a TCP HOST:PORT, worker processes, and prometheus-client installed."""
+    """--metrics-bind: a TCP HOST:PORT, and prometheus-client installed."""
     address = config.metrics_bind
     if address is None:
         return
@@ -312,8 +312,6 @@ def _check_metrics(config: RunConfig) -> None:
         raise ConfigError(f"{where}: {exc.problem}") from None
     if spec.transport != "tcp":
         raise ConfigError(f"{where}: must be a TCP HOST:PORT")
-    if config.workers == 0:
-        raise ConfigError(f"{where}: needs worker processes (--workers 1 or more)")
     if importlib.util.find_spec("prometheus_client") is None:
         raise ConfigError(
             f"{where}: prometheus-client is not installed (pip install 'sockserve[metrics]')"

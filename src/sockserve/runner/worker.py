@@ -90,6 +90,9 @@ class WorkerLoop:
         #: Seconds a first stop signal keeps serving before the drain (--workers 0:
         #: a worker's master waits instead, before it signals).
         self._shutdown_delay = shutdown_delay
+        #: Set at the first stop signal (the shutdown delay, then the drain): what an
+        #: in-process /healthz reports as 503.
+        self.stopping = False
 
     def _stamp_progress(self, index: int, server: BaseServer) -> None:
         def stamp() -> None:
@@ -153,6 +156,8 @@ class WorkerLoop:
             if signal.SIGHUP in received:
                 self._reload()
                 received = [signum for signum in received if signum != signal.SIGHUP]
+            if received:
+                self.stopping = True
             if (
                 received
                 and drain_at is None
@@ -185,6 +190,7 @@ class WorkerLoop:
                 elif self._parent_pid is not None and os.getppid() != self._parent_pid:
                     log.warning("the master (pid %d) is gone: stopping", self._parent_pid)
                     reason = "orphaned"
+        self.stopping = True
         self._on_stop()
         self._drain()
         self._on_tick()
