@@ -96,6 +96,14 @@ _PROXY_SKIPS = (
     ("idle", "measured on the plain kind; the header's cost shows in churn"),
 )
 
+#: The metrics kinds measure the per-connection recorder: churn shows its cost,
+#: round trips on open connections show that they pay nothing; bursts and idle
+#: memory would only repeat their plain kind's numbers.
+_METRICS_SKIPS = (
+    ("burst", "measured on the plain kind; the recorder's cost shows in churn"),
+    ("idle", "measured on the plain kind; the recorder's cost shows in churn"),
+)
+
 SERVERS: tuple[ServerSpec, ...] = (
     ServerSpec(
         name="sockserve-threading",
@@ -155,6 +163,7 @@ SERVERS: tuple[ServerSpec, ...] = (
         tcp="sockserve.ThreadPoolTCPServer registered with sockserve.observability.metrics "
         "(sockserve-pool plus the per-connection histograms; needs prometheus-client)",
         protocols=("tcp",),
+        skips=_METRICS_SKIPS,
         metrics=True,
     ),
     ServerSpec(
@@ -163,6 +172,7 @@ SERVERS: tuple[ServerSpec, ...] = (
         tcp="sockserve.AsyncTCPServer registered with sockserve.observability.metrics "
         "(sockserve-async plus the per-connection histograms; needs prometheus-client)",
         protocols=("tcp",),
+        skips=_METRICS_SKIPS,
         metrics=True,
     ),
     ServerSpec(
