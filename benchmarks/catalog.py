@@ -69,6 +69,8 @@ class ServerSpec:
     #: "v1"/"v2": the server reads PROXY protocol headers and the load generator
     #: opens each connection with one, as a load balancer would ("": neither)
     proxy_header: str = ""
+    #: Registered with sockserve.observability.metrics (per-connection histograms on).
+    metrics: bool = False
 
     def describe(self, proto: str) -> str:
         """What implements ``proto`` for this kind, in the words of its API."""
@@ -92,6 +94,14 @@ _PROXY_SKIPS = (
     ("pingpong", "one header per connection: round trips on open connections never see it"),
     ("burst", "measured on the plain kind; the header's cost shows in churn"),
     ("idle", "measured on the plain kind; the header's cost shows in churn"),
+)
+
+#: The metrics kinds measure the per-connection recorder: churn shows its cost,
+#: round trips on open connections show that they pay nothing; bursts and idle
+#: memory would only repeat their plain kind's numbers.
+_METRICS_SKIPS = (
+    ("burst", "measured on the plain kind; the recorder's cost shows in churn"),
+    ("idle", "measured on the plain kind; the recorder's cost shows in churn"),
 )
 
 SERVERS: tuple[ServerSpec, ...] = (
@@ -146,6 +156,24 @@ SERVERS: tuple[ServerSpec, ...] = (
         protocols=("tcp",),
         skips=_PROXY_SKIPS,
         proxy_header="v2",
+    ),
+    ServerSpec(
+        name="sockserve-pool-metrics",
+        family="sockserve",
+        tcp="sockserve.ThreadPoolTCPServer registered with sockserve.observability.metrics "
+        "(sockserve-pool plus the per-connection histograms; needs prometheus-client)",
+        protocols=("tcp",),
+        skips=_METRICS_SKIPS,
+        metrics=True,
+    ),
+    ServerSpec(
+        name="sockserve-async-metrics",
+        family="sockserve",
+        tcp="sockserve.AsyncTCPServer registered with sockserve.observability.metrics "
+        "(sockserve-async plus the per-connection histograms; needs prometheus-client)",
+        protocols=("tcp",),
+        skips=_METRICS_SKIPS,
+        metrics=True,
     ),
     ServerSpec(
         name="sockserve-run-1",

@@ -133,6 +133,8 @@ DEFAULT_VERSUS: tuple[tuple[str, str], ...] = (
     ("sockserve-run-async-1", "uvloop-protocol"),
     ("sockserve-pool-proxy", "sockserve-pool"),
     ("sockserve-async-proxy", "sockserve-async"),
+    ("sockserve-pool-metrics", "sockserve-pool"),
+    ("sockserve-async-metrics", "sockserve-async"),
 )
 
 

@@ -152,6 +152,8 @@ _SOCKETSERVER_CLASSES: dict[tuple[str, str], str] = {
     ("sockserve-async", "udp"): "AsyncUDPServer",
     ("sockserve-pool-proxy", "tcp"): "ThreadPoolTCPServer",
     ("sockserve-async-proxy", "tcp"): "AsyncTCPServer",
+    ("sockserve-pool-metrics", "tcp"): "ThreadPoolTCPServer",
+    ("sockserve-async-metrics", "tcp"): "AsyncTCPServer",
     ("sockserve-sync", "udp"): "UDPServer",
     ("stdlib-threading-backlog5", "tcp"): "ThreadingTCPServer",
     ("stdlib-threading-somaxconn", "tcp"): "ThreadingTCPServer",
@@ -290,9 +292,23 @@ def serve_socketserver(kind: str, proto: str) -> None:
     server = make_socketserver(kind, proto, **options)
     if setup is not None:
         setup(server, tls_context())
+    spec = BY_NAME.get(kind)
+    if spec is not None and spec.metrics:
+        _register_metrics(server)
     backlog = getattr(server, "request_queue_size", None) if proto != "udp" else None
     announce(server.server_address[1], backlog)
     server.serve_forever()
+
+
+def _register_metrics(server: Any) -> None:
+    """Expose ``server`` through a registry of its own, as a program using the extra would."""
+    try:
+        from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+        from sockserve.observability.metrics import register  # noqa: PLC0415
+    except IMPORT_FAILURES as exc:
+        raise Unavailable(f"no metrics here (pip install 'sockserve[metrics]'): {exc!r}") from exc
+    register(server, registry=CollectorRegistry())
 
 
 # -- sockserve's prefork runner ------------------------------------------------------

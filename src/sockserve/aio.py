@@ -26,6 +26,7 @@ from sockserve._types import Address, Request
 from sockserve.engine.connection import ABORTED, DENIED, Connection
 from sockserve.engine.pipeline import ConnectionPipeline
 from sockserve.engine.prepare import Step, prepare_async
+from sockserve.observability.access import tcp_byte_counts
 from sockserve.options import family_default
 from sockserve.security import tls_context_of
 from sockserve.security.tls import TLSInfo
@@ -153,7 +154,7 @@ class AsyncMixIn(MixInBase):
             if not self._datagram:
                 await self._tasks.open_stream(
                     conn,
-                    record_bytes=self.access_log,
+                    record_bytes=self.access_log or pipeline.recorder is not None,
                     tls=tls_context_of(self),
                     handshake_timeout=self.handshake_timeout,
                 )
@@ -224,10 +225,14 @@ class AsyncMixIn(MixInBase):
         if self._datagram:
             super().shutdown_request(request)  # a datagram: nothing of its own to close
             return
-        if self.access_log:
+        if self.access_log or self._pipeline.recorder is not None:
             stream = request.stream if isinstance(request, ConnectionSocket) else None
             counts = stream.byte_counts if stream is not None else None
-            self._pipeline.log_access(request, counts)
+            if counts is None and stream is not None:
+                # Read once, here, for the log and the metrics; closing the stream
+                # then finds them read and does not ask the kernel again.
+                counts = stream.byte_counts = tcp_byte_counts(request)
+            self._pipeline.ending(request, counts)
         self.close_request(request)
 
     def close_request(self, request: Request) -> None:

@@ -336,9 +336,34 @@ def serve_in_process(
                 swapped,
             )
 
-        reason = WorkerLoop(
-            servers, inbox, grace=config.grace, on_stop=_notify_stopping, on_reload=reload
-        ).run()
+        loop = WorkerLoop(
+            servers,
+            inbox,
+            grace=config.grace,
+            on_stop=_notify_stopping,
+            on_reload=reload,
+            shutdown_delay=config.shutdown_delay,
+        )
+        metrics = None
+        if config.metrics_bind is not None:
+            # Imported only here: it needs prometheus-client (the metrics extra).
+            from sockserve.runner.metrics import InProcessMetrics  # noqa: PLC0415
+
+            metrics = InProcessMetrics(servers, [str(listener.spec) for listener in listeners])
+            try:
+                bound = metrics.start(config.metrics_bind, lambda: not loop.stopping)
+            except OSError as exc:
+                metrics.stop()
+                for server in servers:
+                    server.server_close()
+                logger.error("cannot serve metrics on %s: %s", config.metrics_bind, exc)
+                return int(ExitCode.BIND)
+            logger.info("metrics on http://%s/metrics, health on /healthz", bound)
+        try:
+            reason = loop.run()
+        finally:
+            if metrics is not None:
+                metrics.stop()
     logger.info("stopped")
     return ExitCode.FAILURE if reason == "failure" else ExitCode.OK
 

@@ -1023,6 +1023,25 @@ OPTIONS: tuple[Option, ...] = (
         group="processes",
     ),
     _runner(
+        "shutdown_delay",
+        Seconds(0.0),
+        "on SIGTERM, keep accepting this long while /healthz answers 503, then drain "
+        "(load balancers stop sending first)",
+        0.0,
+        metavar="SECONDS",
+        group="processes",
+    ),
+    # -- metrics ------------------------------------------------------------------------
+    _runner(
+        "metrics_bind",
+        Text(),
+        "serve Prometheus /metrics and /healthz on this HOST:PORT, for all workers "
+        "(needs sockserve[metrics])",
+        None,
+        metavar="HOST:PORT",
+        group="processes",
+    ),
+    _runner(
         "log_level",
         Choice("debug", "info", "warning", "error", "critical"),
         "log level: debug, info, warning, error or critical",

@@ -454,8 +454,8 @@ class BaseServer:
 
     def shutdown_request(self, request: Request) -> None:
         """End the request; stream servers shut the socket down first."""
-        if self.access_log:
-            self._pipeline.log_access(request)
+        if self.access_log or self._pipeline.recorder is not None:
+            self._pipeline.ending(request)
         self.close_request(request)
 
     def close_request(self, request: Request) -> None:
@@ -796,8 +796,8 @@ class TCPServer(BaseServer):
         return self.socket.accept()
 
     def shutdown_request(self, request: Any) -> None:
-        if self.access_log:
-            self._pipeline.log_access(request)
+        if self.access_log or self._pipeline.recorder is not None:
+            self._pipeline.ending(request)
         if isinstance(request, ssl.SSLSocket):
             send_close_notify(request)
         # Send our FIN before closing so the peer sees a clean end of stream
@@ -832,8 +832,8 @@ class UDPServer(TCPServer):
         """Keep the socket: handlers in flight send their replies through it."""
 
     def shutdown_request(self, request: Any) -> None:
-        if self.access_log:
-            self._pipeline.log_access(request)
+        if self.access_log or self._pipeline.recorder is not None:
+            self._pipeline.ending(request)
         self.close_request(request)
 
     def close_request(self, request: Any) -> None:

@@ -112,14 +112,20 @@ def test_the_socket_unit_is_what_the_service_listens_on() -> None:
 def test_kubernetes_grace_period_covers_prestop_and_drain() -> None:
     text = K8S.read_text()
     [period] = re.findall(r"terminationGracePeriodSeconds: (\d+)", text)
-    [sleep] = re.findall(r'command: \["sleep", "(\d+)"\]', text)
+    # A preStop sleep, if any, counts in the period too (--shutdown-delay replaces it).
+    sleep = sum(int(n) for n in re.findall(r'command: \["sleep", "(\d+)"\]', text))
     block = re.search(r"command:\n((?:\s+- .+\n)+)", text)
     assert block is not None
     words = [w.strip().removeprefix("- ").strip('"') for w in block[1].splitlines()]
     assert words[0] == "sockserve"
     config = run_config(words[1:])
-    assert int(period) > int(sleep) + config.grace + KILL_MARGIN
+    assert int(period) > sleep + config.shutdown_delay + config.grace + KILL_MARGIN
     assert config.bind and config.workers >= 1
+    # The readiness probe asks /healthz on the metrics port, which goes 503 for the delay.
+    assert config.shutdown_delay > 0 and config.metrics_bind is not None
+    assert re.search(r"readinessProbe:\n\s+httpGet:\n\s+path: /healthz", text)
+    port = config.metrics_bind.rpartition(":")[2]
+    assert re.search(rf"- name: metrics\n\s+containerPort: {port}\n", text)
 
 
 def test_runner_doc_names_every_setting_exit_status_and_signal() -> None:

@@ -44,6 +44,7 @@ from sockserve.engine.connection import (
     DENIED,
     EMPTY,
     OK,
+    RESET,
     Connection,
     NothingSent,
     Refused,
@@ -55,8 +56,9 @@ from sockserve.engine.connection import (
 from sockserve.engine.lifecycle import Lifecycle, State
 from sockserve.engine.prepare import DONE, Preparer, Step, advance_cheap, prepare_in_place
 from sockserve.engine.tracker import ConnectionTracker
-from sockserve.observability.access import log_access
+from sockserve.observability.access import log_access, tcp_byte_counts
 from sockserve.observability.logs import RateLimitedLog, describe_address, server_logger
+from sockserve.observability.recorder import RequestRecorder
 from sockserve.security.slowclients import GuardedSocket, GuardedSSLSocket
 from sockserve.security.slowclients import release as release_guarded
 from sockserve.strategies.base import Strategy
@@ -115,6 +117,8 @@ class ConnectionPipeline:
         self._adopt_steps()
         #: Whether handlers get blocking sockets, whose idle timeout the kernel keeps.
         self._kernel_timeouts = self.strategy.blocking_sockets
+        #: The per-connection histograms, when metrics asked for them (None: no cost).
+        self.recorder: RequestRecorder | None = None
 
     # -- the accept loop's side -----------------------------------------------
 
@@ -512,6 +516,22 @@ class ConnectionPipeline:
             self.server.shutdown_request(conn.request)
         finally:
             self.tracker.release(conn)
+
+    def ending(self, request: Request, counts: tuple[int, int] | None = None) -> None:
+        """A connection is ending, its socket still open: its histograms and access line.
+
+        Called by ``shutdown_request`` when the server logs access or records
+        metrics; the byte counts are read from the kernel once for both.
+        """
+        recorder = self.recorder
+        if recorder is not None:
+            conn = self.tracker.find(request)
+            if conn is not None:
+                if counts is None:
+                    counts = tcp_byte_counts(request, reset=conn.outcome == RESET)
+                recorder.record_values(time.monotonic() - conn.admitted_at, counts)
+        if self.server.access_log:
+            self.log_access(request, counts)
 
     def log_access(self, request: Request, counts: tuple[int, int] | None = None) -> None:
         """The access-log line of a connection that is ending (its socket still open).

@@ -38,27 +38,38 @@ _CLOSE = 7
 def tcp_byte_counts(sock: Any, *, reset: bool | None = None) -> tuple[int, int] | None:
     """(bytes received, bytes sent) of a TCP socket, from the kernel; None if unknown.
 
-    ``sock`` is a socket, or anything with its ``family`` and ``getsockopt``
-    (an async handler's view of its connection's socket). ``reset``: whether
-    the connection is known to have ended with a reset (its outcome), which
-    tells how to read a closed socket's counter (None: not known).
+    ``sock`` is a socket, or anything with its ``getsockopt`` (an async
+    handler's view of its connection's socket). ``reset``: whether the
+    connection is known to have ended with a reset (its outcome), which tells
+    how to read a closed socket's counter (None: not known).
+
+    The one reader of these counters (the access log, the metrics'
+    histograms, the slow-client guard), cheap enough for every connection: it
+    asks the kernel at once and lets a socket that is not TCP fail, instead of
+    first reading ``sock.family`` (an enum conversion that costs as much as
+    the ``getsockopt`` itself).
     """
-    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
+    if _TCP_INFO is None:
         return None
     try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
-    except OSError:
-        return None
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+    except (OSError, AttributeError, TypeError):
+        return None  # not a TCP socket (Unix, a datagram's tuple), or closed already
     if len(info) < _BYTES_RECEIVED + 8:
         return None
-    (received,) = struct.unpack_from("Q", info, _BYTES_RECEIVED)
+    (received,) = _U64.unpack_from(info, _BYTES_RECEIVED)
     if info[0] in _FIN_RECEIVED_STATES or (info[0] == _CLOSE and _fin_before_close(sock, reset)):
         received = max(0, received - 1)  # the peer's FIN takes a sequence number, no byte
     if len(info) >= _BYTES_SENT + 16:
-        sent, retransmitted = struct.unpack_from("QQ", info, _BYTES_SENT)
+        sent, retransmitted = _TWO_U64.unpack_from(info, _BYTES_SENT)
         return received, sent - retransmitted
-    (acked,) = struct.unpack_from("Q", info, _BYTES_ACKED)
+    (acked,) = _U64.unpack_from(info, _BYTES_ACKED)
     return received, acked
+
+
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_U64 = struct.Struct("Q")
+_TWO_U64 = struct.Struct("QQ")
 
 
 def _fin_before_close(sock: Any, reset: bool | None) -> bool:

@@ -15,6 +15,10 @@ Rules of this module:
 * Stops are staged: SIGTERM/SIGINT drain the workers within ``grace``; at the
   deadline, or on a second signal, they are aborted (SIGQUIT), then killed.
 
+With ``--metrics-bind``, the loop also serves ``/metrics`` and ``/healthz``
+(:mod:`sockserve.runner.metrics`); with ``--shutdown-delay``, a stop signal
+first turns ``/healthz`` to 503 for that long while the workers keep serving.
+
 Signals: TERM/INT graceful stop; QUIT immediate stop; HUP reload (new
 workers with re-read configuration start; once all are ready the old ones
 drain); TTIN/TTOU one worker more/less; USR1 reopen the log files (here,
@@ -39,6 +43,7 @@ from sockserve.exitcodes import ExitCode
 from sockserve.runner import systemd
 from sockserve.runner.listeners import Listener
 from sockserve.runner.logsetup import LOGGING_SETTINGS, log_startup, reopen_logs
+from sockserve.runner.metrics import MasterMetrics
 from sockserve.runner.settings import ConfigError, RunConfig
 from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
 from sockserve.runner.worker import (
@@ -123,6 +128,9 @@ class Master:
         self._slots: dict[int, list[Listener]] = {}
         #: Fixed at start, as the listeners are: a reload cannot change it.
         self._reuse_port = config.reuse_port
+        #: When a stop signal's ``shutdown_delay`` ends and the drain begins.
+        self._drain_at: float | None = None
+        self.metrics = MasterMetrics(listeners, config.worker_class)
 
     # -- signals ------------------------------------------------------------
 
@@ -133,6 +141,14 @@ class Master:
     def _on_stop_signal(self, signum: signal.Signals) -> None:
         if self.phase is Phase.STOPPING:
             self._abort("second stop signal")
+        elif self._drain_at is None and self.config.shutdown_delay > 0:
+            # Keep serving while /healthz says 503, so balancers stop sending first.
+            self._drain_at = time.monotonic() + self.config.shutdown_delay
+            log.info(
+                "%s: unready; draining in %.1f s (a second signal drains now)",
+                signum.name,
+                self.config.shutdown_delay,
+            )
         else:
             self._begin_stop(
                 f"{signum.name}: draining {len(self.workers)} worker(s), which finish the "
@@ -181,7 +197,22 @@ class Master:
 
     def run(self) -> int:
         with self._inbox:
-            return self._run()
+            if self.config.metrics_bind is not None:
+                try:
+                    bound = self.metrics.open(self.config.metrics_bind)
+                except OSError as exc:
+                    log.error("cannot serve metrics on %s: %s", self.config.metrics_bind, exc)
+                    return int(ExitCode.BIND)
+                log.info("metrics on http://%s/metrics, health on /healthz", bound)
+            try:
+                return self._run()
+            finally:
+                self.metrics.close()
+
+    @property
+    def healthy(self) -> bool:
+        """What /healthz says: serving, and no stop on its way."""
+        return self.phase in (Phase.RUNNING, Phase.RELOADING) and self._drain_at is None
 
     def _run(self) -> int:
         set_process_title(f"sockserve: master [{self.config.target}]")
@@ -192,6 +223,9 @@ class Master:
                 self._act_on_signals()
                 self._reap()
                 now = time.monotonic()
+                self.metrics.expire(now)
+                if self._drain_at is not None and now >= self._drain_at:
+                    self._begin_stop("shutdown delay over: draining workers")
                 if self.phase == Phase.STOPPING:
                     if not self.workers:
                         return int(self.exit_code)
@@ -211,14 +245,27 @@ class Master:
 
     def _wait_for_events(self, timeout: float) -> None:
         by_fd = {w.status_fd: w for w in self.workers.values()}
+        metrics = self.metrics
+        if self._drain_at is not None:
+            timeout = max(0.0, min(timeout, self._drain_at - time.monotonic()))
         try:
-            readable, _, _ = select.select([self._inbox.fileno(), *by_fd], [], [], timeout)
+            readable, writable, _ = select.select(
+                [self._inbox.fileno(), *by_fd, *metrics.readers()],
+                metrics.writers(),
+                [],
+                timeout,
+            )
         except InterruptedError:
             return
+        for fd in writable:
+            metrics.writable(fd)
         now = time.monotonic()
         for fd in readable:
             if fd == self._inbox.fileno():
                 self._inbox.drain()
+                continue
+            if fd not in by_fd:
+                metrics.readable(fd, len(self.workers), self.healthy)
                 continue
             worker = by_fd[fd]
             try:
@@ -291,6 +338,7 @@ class Master:
             self.exit_code = ExitCode.BIND
             self._begin_stop("no listening socket")
             return
+        slot = self.metrics.new_slot()
         read_fd, write_fd = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -311,8 +359,10 @@ class Master:
             self._inbox.close()
             for signum in HANDLED_SIGNALS:  # the worker installs what it needs
                 signal.signal(signum, signal.SIG_DFL)
-            run_worker(self.config, listeners, write_fd, index=index)
+            self.metrics.in_child(slot)
+            run_worker(self.config, listeners, write_fd, index=index, metrics_slot=slot)
         os.close(write_fd)
+        self.metrics.worker_started(pid, slot)
         os.set_blocking(read_fd, False)
         now = time.monotonic()
         self.workers[pid] = WorkerProcess(pid, index, self.generation, read_fd, now, last_beat=now)
@@ -341,6 +391,7 @@ class Master:
             log.info(
                 "reload complete: %d new worker(s), %d old draining", self.target_count, len(old)
             )
+            self.metrics.reloads["ok"] += 1
         else:
             log_startup(log, self.config, self.listeners, self._current_workers()[0].details)
             for listener in self.listeners:
@@ -419,6 +470,7 @@ class Master:
                 continue
             os.close(worker.status_fd)
             self._close_idle_slots()  # before the log line that says it is gone
+            self.metrics.worker_gone(pid)
             self._worker_exited(worker, os.waitstatus_to_exitcode(status))
 
     def _worker_exited(self, worker: WorkerProcess, code: int) -> None:
@@ -427,6 +479,7 @@ class Master:
             log.info("worker %d (pid %d) stopped (%s)", worker.index, worker.pid, how)
             return
         if not worker.ready:
+            self.metrics.boot_failures += 1
             if self.phase == Phase.RELOADING and worker.generation == self.generation:
                 log.error(
                     "reload failed: a new worker did not boot (%s); keeping the old ones", how
@@ -448,6 +501,7 @@ class Master:
             self._begin_stop("boot failure")
             return
         lived = time.monotonic() - worker.started
+        self.metrics.restarts[_restart_cause(worker, code)] += 1
         level = logging.INFO if code == 0 else logging.WARNING
         log.log(
             level,
@@ -477,6 +531,7 @@ class Master:
                 new = self._reload_config()
             except ConfigError as exc:
                 log.error("reload: configuration rejected, keeping the current one: %s", exc)
+                self.metrics.reloads["failed"] += 1
                 systemd.notify("READY=1")
                 return
             if new.bind != self.config.bind or new.reuse_port != self.config.reuse_port:
@@ -487,6 +542,8 @@ class Master:
                     "reload: %s change only with a restart; keeping them",
                     ", ".join(logging_changed),
                 )
+            if new.metrics_bind != self.config.metrics_bind:
+                log.warning("reload: metrics_bind changes only with a restart; keeping it")
             self.config = new
             self.target_count = new.workers
         log.info("SIGHUP: reloading with %d new worker(s)", self.target_count)
@@ -498,6 +555,7 @@ class Master:
             self._spawn(index)
 
     def _abort_reload(self) -> None:
+        self.metrics.reloads["failed"] += 1
         for worker in [w for w in self.workers.values() if w.generation == self.generation]:
             worker.retiring = True
             self._signal(worker.pid, signal.SIGKILL)
@@ -556,6 +614,15 @@ def _spreadable(listener: Listener) -> bool:
         socket.AF_INET,
         socket.AF_INET6,
     )
+
+
+def _restart_cause(worker: WorkerProcess, code: int) -> str:
+    """Why a serving worker had to be replaced, as ``sockserve_worker_restarts_total`` says."""
+    if worker.killed:
+        return "timeout"  # the master killed it: no progress (or no boot) in time
+    if code == 0:
+        return "recycled"  # it left by itself: --max-requests, or the master vanished
+    return "killed" if code < 0 else "crashed"
 
 
 def _boot_failure_code(code: int) -> ExitCode:

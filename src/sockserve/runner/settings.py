@@ -153,6 +153,15 @@ class RunConfig:
         return path
 
     @property
+    def shutdown_delay(self) -> float:
+        return float(self.value("shutdown_delay"))
+
+    @property
+    def metrics_bind(self) -> str | None:
+        address: str | None = self.value("metrics_bind")
+        return address
+
+    @property
     def log_level(self) -> str:
         return str(self.value("log_level"))
 
@@ -420,6 +429,7 @@ def _check_together(config: RunConfig) -> None:
             if key in config.sources
         )
         raise ConfigError(f"{problem} ({sources})")
+    _check_metrics(config)
     if config.value("event_loop") == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ConfigError(
             f"event_loop = 'uvloop' (from {config.source('event_loop')}): uvloop is not "
@@ -459,6 +469,24 @@ def _check_identity(config: RunConfig) -> None:
         raise ConfigError(
             f"{key} = {config.value(key)!r} (from {config.source(key)}): changing the user or "
             f"group needs root (running as uid {os.getuid()})"
+        )
+
+
+def _check_metrics(config: RunConfig) -> None:
+    """--metrics-bind: a TCP HOST:PORT, and prometheus-client installed."""
+    address = config.metrics_bind
+    if address is None:
+        return
+    where = f"metrics_bind = {address!r} (from {config.source('metrics_bind')})"
+    try:
+        spec = parse_bind_spec(address)
+    except BindSpecError as exc:
+        raise ConfigError(f"{where}: {exc.problem}") from None
+    if spec.transport != "tcp":
+        raise ConfigError(f"{where}: must be a TCP HOST:PORT")
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise ConfigError(
+            f"{where}: prometheus-client is not installed (pip install 'sockserve[metrics]')"
         )
 
 

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import NoReturn
 
 from sockserve.exitcodes import ExitCode
@@ -37,6 +38,7 @@ from sockserve.runner.privileges import drop_privileges, resolve_identity
 from sockserve.runner.reloader import SourceWatcher
 from sockserve.runner.settings import RunConfig
 from sockserve.runner.signals import SUPERVISOR_SIGNALS, SignalInbox
+from sockserve.runner.slots import Slot
 from sockserve.runner.tls import context_from_config, serves_tls
 from sockserve.servers import BaseServer
 
@@ -78,6 +80,8 @@ class WorkerLoop:
         on_stop: Callable[[], None] = lambda: None,
         on_reload: Callable[[], None] | None = None,
         watch: Callable[[], str | None] | None = None,
+        on_tick: Callable[[], None] = lambda: None,
+        shutdown_delay: float = 0.0,
     ) -> None:
         self.servers = servers
         self.inbox = inbox
@@ -97,6 +101,14 @@ class WorkerLoop:
         self._on_reload = on_reload
         #: --reload: names a changed source file, if one has changed.
         self._watch = watch
+        #: Called at every turn of the loop and of a drain, and once after (metrics publish).
+        self._on_tick = on_tick
+        #: Seconds a first stop signal keeps serving before the drain (--workers 0:
+        #: a worker's master waits instead, before it signals).
+        self._shutdown_delay = shutdown_delay
+        #: Set at the first stop signal (the shutdown delay, then the drain): what an
+        #: in-process /healthz reports as 503.
+        self.stopping = False
 
     def _stamp_progress(self, index: int, server: BaseServer) -> None:
         def stamp() -> None:
@@ -150,17 +162,39 @@ class WorkerLoop:
                 daemon=True,
             ).start()
         reason = ""
+        drain_at: float | None = None
         while not reason:
-            self.inbox.wait(self._interval)
+            wait = self._interval
+            if drain_at is not None:
+                wait = max(0.0, min(wait, drain_at - time.monotonic()))
+            self.inbox.wait(wait)
+            self._on_tick()
             received = self._take()
             if signal.SIGHUP in received:
                 self._reload()
                 received = [signum for signum in received if signum != signal.SIGHUP]
             if received:
+                self.stopping = True
+            if (
+                received
+                and drain_at is None
+                and self._shutdown_delay > 0
+                and (signal.SIGQUIT not in received)
+            ):
+                drain_at = time.monotonic() + self._shutdown_delay
+                log.info(
+                    "received %s: draining in %.1f s (a second signal drains now)",
+                    received[0].name,
+                    self._shutdown_delay,
+                )
+            elif received:
                 log.info("received %s: stopping", received[0].name)
                 reason = "signal"
                 if signal.SIGQUIT in received:
                     self._force()
+            elif drain_at is not None and time.monotonic() >= drain_at:
+                log.info("shutdown delay over: stopping")
+                reason = "signal"
             elif self._failed:
                 reason = "failure"
             else:
@@ -176,8 +210,10 @@ class WorkerLoop:
                 elif self._watch is not None and (changed := self._watch()) is not None:
                     log.info("%s changed: restarting this worker (--reload)", changed)
                     reason = "reload"
+        self.stopping = True
         self._on_stop()
         self._drain()
+        self._on_tick()
         return reason
 
     def _take(self) -> list[signal.Signals]:
@@ -221,6 +257,7 @@ class WorkerLoop:
             )
         while not all(done.is_set() for done in finished):
             self.inbox.wait(0.2)
+            self._on_tick()  # the drain is visible while it lasts (metrics' draining gauge)
             if self._take() and self._repeat_forces:
                 log.warning("second signal: aborting the drain")
                 self._force()
@@ -239,12 +276,20 @@ class WorkerLoop:
 
 
 def run_worker(
-    config: RunConfig, listeners: list[Listener], status_fd: int, *, index: int
+    config: RunConfig,
+    listeners: list[Listener],
+    status_fd: int,
+    *,
+    index: int,
+    metrics_slot: Slot | None = None,
 ) -> NoReturn:
-    """The body of a worker process (never returns)."""
+    """The body of a worker process (never returns).
+
+    ``metrics_slot``: the shared memory its numbers go to (``--metrics-bind``).
+    """
     code = ExitCode.OK
     try:
-        code = _serve(config, listeners, status_fd, index)
+        code = _serve(config, listeners, status_fd, index, metrics_slot)
     except BaseException as exc:  # nothing may unwind into the master's code after fork
         say(f"sockserve: worker error: {type(exc).__name__}: {exc}")
         code = ExitCode.FAILURE
@@ -254,7 +299,13 @@ def run_worker(
     os._exit(code)
 
 
-def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: int) -> ExitCode:
+def _serve(
+    config: RunConfig,
+    listeners: list[Listener],
+    status_fd: int,
+    index: int,
+    slot: Slot | None = None,
+) -> ExitCode:
     signal.signal(signal.SIGQUIT, lambda signum, frame: os._exit(ExitCode.OK))
     for ignored in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(ignored, signal.SIG_IGN)
@@ -274,6 +325,10 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
         if budget and config.max_requests_jitter:
             budget += random.randint(0, config.max_requests_jitter)
         interval = 1.0 if config.worker_timeout is None else min(1.0, config.worker_timeout / 4)
+        publish: Callable[[], None] = _nothing
+        if slot is not None:
+            slot.attach(servers)
+            publish = partial(slot.publish, servers)
         loop = WorkerLoop(
             servers,
             inbox,
@@ -284,10 +339,15 @@ def _serve(config: RunConfig, listeners: list[Listener], status_fd: int, index: 
             repeat_forces=False,
             parent_pid=os.getppid(),
             watch=SourceWatcher().changed if config.reload else None,
+            on_tick=publish,
         )
         _send(status_fd, ready_message(server_details(servers)))
         reason = loop.run()
     return ExitCode.FAILURE if reason == "failure" else ExitCode.OK
+
+
+def _nothing() -> None:
+    pass
 
 
 def build_servers(
