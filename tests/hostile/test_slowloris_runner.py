@@ -22,7 +22,10 @@ from helpers.processes import STARTED, child_env
 
 pytestmark = pytest.mark.slow
 
-SERVED_WITHIN = 2.0
+#: The promise is 2 s (the hostile harness measures it: docs/security.md, a max of 1.1 s
+#: through the runner with 200 dribblers); under a loaded CI machine the bound keeps a
+#: margin, and still fails without the defence (no fresh client served during the attack).
+SERVED_WITHIN = 4.0
 TARGET = "benchmarks.hostile.sockserve_handlers:LineEcho"
 
 
