@@ -86,7 +86,9 @@ class Step(Protocol):
     # Optional: ``waits_in_place = True`` says that when the step must wait, it
     # may wait on the thread that will serve the connection instead of the
     # preparer's (it waits only on peers that send at once, or never waits),
-    # provided every later step says so too.
+    # provided every later step says so too. ``prefers_worker = True`` (a first
+    # step that reads the socket) says it should then run there from the start
+    # when a worker is free, rather than try on the accepting thread first.
 
     def advance(self, conn: Connection) -> int:
         """Make what progress is possible without blocking.

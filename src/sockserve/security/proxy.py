@@ -156,6 +156,10 @@ class ProxyHeaderStep:
     #: preparer's thread: only trusted load balancers are waited for, they send
     #: at once, and the hop through another thread costs more than the wait.
     waits_in_place = True
+    #: Its reads (a peek, then the exact header) are system calls that release
+    #: the GIL: with a free worker they run there, not on the accepting thread
+    #: (see ``ConnectionPipeline._worker_reads_first``).
+    prefers_worker = True
 
     def __init__(
         self,
