@@ -35,7 +35,12 @@ def test_metrics_add_up_every_worker_with_a_duration_histogram(sockserve: Any) -
     server = sockserve("run", HANDLER, *BIND, "--workers", "2")
     port, mport = server.port(), metrics_port(server)
     pids = {ask(port) for _ in range(40)}
-    samples = scrape_until(mport, lambda s: accepted(s) >= 40)
+    samples = scrape_until(
+        mport,
+        lambda s: (
+            accepted(s) >= 40 and total(s, "sockserve_connection_duration_seconds_count") >= 40
+        ),
+    )
     assert accepted(samples) == 40
     assert len(pids) == 2  # (the kernel spread 40 connections over both workers)
     assert total(samples, "sockserve_connection_duration_seconds_count") == 40
@@ -177,8 +182,11 @@ def test_without_a_master_the_process_serves_metrics_and_its_shutdown_delay(
     port, mport = server.port(), metrics_port(server)
     for _ in range(3):
         ask(port)
-    # Read live from the servers: no publishing delay, nothing to wait for.
-    samples = scrape(mport)
+    # Read live from the servers (no publishing delay), but a connection's histogram
+    # entry is made as it ends, which may come just after its client had its answer.
+    samples = scrape_until(
+        mport, lambda s: total(s, "sockserve_connection_duration_seconds_count") >= 3
+    )
     assert accepted(samples) == 3
     assert total(samples, "sockserve_connection_duration_seconds_count") == 3
     assert total(samples, "sockserve_healthy") == 1
