@@ -137,3 +137,32 @@ def wait_for_tracker(
 
     tracker.wait_until(settled, deadline)
     return tracker.in_flight == 0
+
+
+class OneTaskPerConnection:
+    """What strategies without a queue of their own share (inline, a thread each).
+
+    Every admitted connection is being served at once, so the tracker's
+    in-flight count is the whole story: there is always room, nothing waits
+    to be closed idle, a drain's abort shuts the sockets down, and idle means
+    the tracker has nothing in flight. Subclasses set ``_tracker``.
+    """
+
+    _tracker: ConnectionTracker
+
+    def has_room(self) -> bool:
+        return True
+
+    def counts(self) -> WorkerCounts:
+        active = self._tracker.in_flight
+        return WorkerCounts(active, active, 0)
+
+    def close_idle(self) -> list[Connection]:
+        return []
+
+    def abort(self, conns: list[Connection]) -> list[Connection]:
+        shut_down_sockets(conns)
+        return []
+
+    def wait_idle(self, deadline: float | None, give_up: threading.Event | None = None) -> bool:
+        return wait_for_tracker(self._tracker, deadline, give_up)

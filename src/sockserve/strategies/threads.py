@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from sockserve._types import Address, Request
 from sockserve.engine.connection import Connection
 from sockserve.engine.tracker import ConnectionTracker
-from sockserve.strategies.base import WorkerCounts, shut_down_sockets, wait_for_tracker
+from sockserve.strategies.base import OneTaskPerConnection
 
 __all__ = ["ThreadPerConnection", "_NoThreads", "_Threads"]
 
@@ -84,7 +84,7 @@ class ThreadingHost(Protocol):
     def process_request_thread(self, request: Request, client_address: Address) -> None: ...
 
 
-class ThreadPerConnection:
+class ThreadPerConnection(OneTaskPerConnection):
     """Starts a thread running ``process_request_thread`` for each connection."""
 
     background = True
@@ -108,23 +108,6 @@ class ThreadPerConnection:
         host._threads.append(thread)
         thread.start()
         return True
-
-    def has_room(self) -> bool:
-        return True
-
-    def counts(self) -> WorkerCounts:
-        active = self._tracker.in_flight
-        return WorkerCounts(active, active, 0)
-
-    def close_idle(self) -> list[Connection]:
-        return []
-
-    def abort(self, conns: list[Connection]) -> list[Connection]:
-        shut_down_sockets(conns)
-        return []
-
-    def wait_idle(self, deadline: float | None, give_up: threading.Event | None = None) -> bool:
-        return wait_for_tracker(self._tracker, deadline, give_up)
 
     def close(self, *, wait: bool, timeout: float | None) -> None:
         if wait:
