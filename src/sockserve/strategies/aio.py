@@ -48,7 +48,7 @@ from sockserve.engine.connection import Connection
 from sockserve.engine.tracker import ConnectionTracker
 from sockserve.security.tls import loop_handshake_failure
 from sockserve.strategies.aiostream import ConnectionSocket, IdleSweep, Stream
-from sockserve.strategies.base import WorkerCounts
+from sockserve.strategies.base import OneTaskPerConnection
 from sockserve.strategies.eventloop import loop_factory
 
 if TYPE_CHECKING:
@@ -144,8 +144,12 @@ class _LoopWaker:
             self._loop.call_soon_threadsafe(self._check)
 
 
-class AsyncStrategy:
-    """Owns the event loop, accepts on it and serves each connection as a task."""
+class AsyncStrategy(OneTaskPerConnection):
+    """Owns the event loop, accepts on it and serves each connection as a task.
+
+    Room, counts and idle closing are a one-task-per-connection strategy's
+    (bounded by ``max_connections``); aborting and waiting go through the loop.
+    """
 
     background = True
     #: Pre-handler steps run in the connection's task, as coroutines.
@@ -318,17 +322,6 @@ class AsyncStrategy:
             for conn in self._tracker.connections()
             if isinstance(conn.request, ConnectionSocket) and conn.request.stream is not None
         ]
-
-    def has_room(self) -> bool:
-        return True  # bounded by max_connections
-
-    def counts(self) -> WorkerCounts:
-        """Connections being served (one task each)."""
-        active = self._tracker.in_flight
-        return WorkerCounts(active, active, 0)
-
-    def close_idle(self) -> list[Connection]:
-        return []
 
     def abort(self, conns: list[Connection]) -> list[Connection]:
         """Drain deadline: abort the connections and cancel their handlers (on the loop)."""
