@@ -16,10 +16,11 @@ next start: nobody holds its lock).
 
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 from dataclasses import dataclass
+
+from sockserve.core.unixfiles import group_id
 
 __all__ = ["Identity", "drop_privileges", "resolve_identity"]
 
@@ -52,12 +53,7 @@ def resolve_identity(user: str | None, group: str | None) -> Identity | None:
         else:
             uid, gid, name = entry.pw_uid, entry.pw_gid, entry.pw_name
     if group is not None:
-        try:
-            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError:
-            if not group.isdigit():
-                raise ValueError(f"no such group {group!r}") from None
-            gid = int(group)
+        gid = group_id(group)  # a bare number without an entry is allowed, as chown does
     return Identity(uid, gid, name)
 
 
