@@ -540,24 +540,15 @@ class ConnectionPipeline:
         Called by ``shutdown_request`` when the server logs access or records
         metrics; the byte counts are read from the kernel once for both.
         """
+        conn = self.tracker.find(request)
+        if conn is None:
+            return  # refused connections were never admitted: refuse() logs them
         recorder = self.recorder
         if recorder is not None:
-            conn = self.tracker.find(request)
-            if conn is not None:
-                if counts is None:
-                    counts = tcp_byte_counts(request, reset=conn.outcome == RESET)
-                recorder.record_values(time.monotonic() - conn.admitted_at, counts)
+            if counts is None:
+                counts = tcp_byte_counts(request, reset=conn.outcome == RESET)
+            recorder.record_values(time.monotonic() - conn.admitted_at, counts)
         if self.server.access_log:
-            self.log_access(request, counts)
-
-    def log_access(self, request: Request, counts: tuple[int, int] | None = None) -> None:
-        """The access-log line of a connection that is ending (its socket still open).
-
-        ``counts``: (bytes received, bytes sent) when already read (a stream
-        that closed itself); otherwise they are read from the socket now.
-        """
-        conn = self.tracker.find(request)
-        if conn is not None:  # refused connections were never admitted: refuse() logs them
             log_access(request, conn.client_address, conn.outcome or OK, conn.age, counts)
 
     # -- state -------------------------------------------------------------------
