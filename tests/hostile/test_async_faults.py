@@ -27,7 +27,6 @@ import re
 import select
 import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from benchmarks.hostile.floods import reset_burst
 import sockserve
 from aio._support import LOOPS, WAIT, Loop, Record, peer_name, tcp_server
 from helpers.clients import recv_line, round_trip
+from helpers.emfile import assert_emfile_logged_once, cpu_share_over
 from helpers.net import Net
 from helpers.processes import TESTS, Child, child_env, helper_argv
 from sockserve.testing import serving
@@ -112,18 +112,9 @@ def test_out_of_descriptors_clients_wait_in_the_backlog_and_are_served(
     clients = [net.tcp_client(("127.0.0.1", port)) for _ in range(CLIENTS)]
     server.wait_for(r"^WARNING sockserve\.server: accept on .*Too many open files")
 
-    def cpu() -> tuple[float, float]:
-        answer = re.fullmatch(r"CPU ([\d.]+) ([\d.]+)", server.ask("cpu"))
-        assert answer is not None
-        return float(answer[1]), float(answer[2])
-
     # Out of descriptors for a fixed time, which is what is measured.
-    episode = 1.5
-    cpu_before, wall_before = cpu()
-    time.sleep(episode)
-    cpu_after, wall_after = cpu()
-    used, wall = cpu_after - cpu_before, wall_after - wall_before
-    assert used / wall < 0.4, f"{used:.3f} s of CPU in {wall:.3f} s: accepting spins"
+    share = cpu_share_over(server, episode=1.5)
+    assert share < 0.4, f"{share:.2f} s of CPU a second: accepting spins"
 
     stats = re.fullmatch(r"STATS accepted=(\d+) completed=(\d+) active=(\d+)", server.ask("stats"))
     assert stats is not None
@@ -141,11 +132,7 @@ def test_out_of_descriptors_clients_wait_in_the_backlog_and_are_served(
 
     server.send("quit")
     assert server.wait_exit() == 0
-    logged = server.output.splitlines()
-    emfile = [line for line in logged if "Too many open files" in line]
-    assert 1 <= len(emfile) <= 3, f"{len(emfile)} EMFILE lines: not rate-limited"
-    assert all(line.startswith("WARNING ") for line in emfile)
-    assert not [line for line in logged if line.startswith(("ERROR", "CRITICAL", "Traceback"))]
+    assert_emfile_logged_once(server.output)
 
 
 # -- a connect-and-reset burst ---------------------------------------------------------

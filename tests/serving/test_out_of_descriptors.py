@@ -7,11 +7,10 @@ accept() keeps failing, without starving the test run itself.
 
 from __future__ import annotations
 
-import re
-import time
 from collections.abc import Callable
 
 from helpers.clients import recv_line, round_trip
+from helpers.emfile import assert_emfile_logged_once, cpu_share_over
 from helpers.net import Net
 from helpers.processes import TESTS, Child, child_env, helper_argv
 
@@ -20,13 +19,6 @@ def test_running_out_of_descriptors_pauses_accepting_instead_of_spinning(
     net: Net, spawn: Callable[..., Child]
 ) -> None:
     server = spawn(helper_argv("emfile_server", "20"), env=child_env(TESTS), stdin=True)
-
-    def cpu() -> tuple[float, float]:
-        """(CPU seconds, monotonic seconds) of the server process."""
-        answer = re.fullmatch(r"CPU ([\d.]+) ([\d.]+)", server.ask("cpu"))
-        assert answer is not None
-        return float(answer[1]), float(answer[2])
-
     [announced] = server.wait_for(r"^PORT (\d+)$", stream="stdout")
     port = int(announced[1])
     # Twice the descriptors the server has left; the kernel queues what it cannot accept.
@@ -35,13 +27,8 @@ def test_running_out_of_descriptors_pauses_accepting_instead_of_spinning(
 
     # The episode: the server stays out of descriptors for a fixed time, which
     # is what is measured (not a wait for readiness).
-    episode = 1.5
-    cpu_before, wall_before = cpu()
-    time.sleep(episode)
-    cpu_after, wall_after = cpu()
-    used, wall = cpu_after - cpu_before, wall_after - wall_before
-    assert wall >= episode
-    assert used / wall < 0.4, f"{used:.3f} s of CPU in {wall:.3f} s: the accept loop spins"
+    share = cpu_share_over(server, episode=1.5)
+    assert share < 0.4, f"{share:.2f} s of CPU a second: the accept loop spins"
 
     assert server.ask("release") == "RELEASED"
     for client in clients:  # the held ones answer, the queued ones are accepted at last
@@ -50,8 +37,4 @@ def test_running_out_of_descriptors_pauses_accepting_instead_of_spinning(
 
     server.send("quit")
     assert server.wait_exit() == 0
-    logged = server.output.splitlines()
-    emfile = [line for line in logged if "Too many open files" in line]
-    assert 1 <= len(emfile) <= 3, f"{len(emfile)} EMFILE lines: not rate-limited"
-    assert all(line.startswith("WARNING ") for line in emfile)
-    assert not [line for line in logged if line.startswith(("ERROR", "CRITICAL", "Traceback"))]
+    assert_emfile_logged_once(server.output)
