@@ -48,6 +48,44 @@ class Record:
         return self._items.empty()
 
 
+#: What a flooding handler tries to send to a client that reads nothing: far more
+#: than the kernel's buffers on both sides take, so the writes must block.
+FLOOD = 10 * 2**20
+
+
+def flood_handler(seen: Record, writing: Record | None = None) -> type[Any]:
+    """A handler that, after one line, writes ``FLOOD`` bytes; ``seen`` gets what ended it.
+
+    ``seen`` receives the exception that cut the writes, then what a later
+    write raised (None if it passed for sent: the bug this guards against), or
+    "all sent". ``writing`` (if given) is told when the flood begins.
+    """
+
+    class Flood(sockserve.AsyncStreamRequestHandler):
+        async def handle(self) -> None:
+            await self.reader.readline()
+            if writing is not None:
+                writing.put(True)
+            block = b"x" * 65536
+            try:
+                for _ in range(FLOOD // len(block)):  # blocks once the client's buffers are full
+                    self.writer.write(block)
+                    await self.writer.drain()
+            except Exception as exc:
+                seen.put(exc)
+                try:  # the data has nowhere to go: a later write must say so too
+                    self.writer.write(b"more")
+                    await self.writer.drain()
+                except Exception as later:
+                    seen.put(later)
+                else:
+                    seen.put(None)
+                raise
+            seen.put("all sent")
+
+    return Flood
+
+
 def tcp_server(handler: type[Any], **options: Any) -> sockserve.AsyncTCPServer:
     """An AsyncTCPServer on 127.0.0.1, any free port."""
     return sockserve.AsyncTCPServer(("127.0.0.1", 0), handler, **options)

@@ -13,7 +13,18 @@ import sockserve
 from helpers.clients import closed_by_peer, connect, recv_line
 from sockserve.testing import serving
 
-from ._support import LOOPS, WAIT, LineEcho, Loop, Record, echo_line, peer_name, tcp_server
+from ._support import (
+    FLOOD,
+    LOOPS,
+    WAIT,
+    LineEcho,
+    Loop,
+    Record,
+    echo_line,
+    flood_handler,
+    peer_name,
+    tcp_server,
+)
 
 IDLE = 0.3
 
@@ -204,11 +215,6 @@ def test_a_client_that_keeps_talking_is_not_cut(loop: Loop) -> None:
     assert raised is None
 
 
-#: What the handler tries to send to a client that reads nothing: far more than
-#: the kernel's buffers on both sides take, so the writes must block.
-FLOOD = 10 * 2**20
-
-
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_client_that_stops_reading_is_cut_after_idle_timeout(
     loop: Loop, caplog: pytest.LogCaptureFixture
@@ -216,26 +222,7 @@ def test_a_client_that_stops_reading_is_cut_after_idle_timeout(
     writing = Record()
     seen = Record()
 
-    class Flood(sockserve.AsyncStreamRequestHandler):
-        async def handle(self) -> None:
-            await self.reader.readline()
-            writing.put(True)
-            block = b"x" * 65536
-            try:
-                for _ in range(FLOOD // len(block)):  # blocks once the client's buffers are full
-                    self.writer.write(block)
-                    await self.writer.drain()
-            except Exception as exc:
-                seen.put(exc)
-                try:  # the data has nowhere to go: a later write must say so too
-                    self.writer.write(b"more")
-                    await self.writer.drain()
-                except Exception as later:
-                    seen.put(later)
-                else:
-                    seen.put(None)
-                raise
-            seen.put("all sent")
+    Flood = flood_handler(seen, writing)
 
     server = tcp_server(Flood, event_loop=loop, idle_timeout=IDLE, access_log=True)
     with (

@@ -34,17 +34,12 @@ import pytest
 from benchmarks.hostile.connections import reset
 from benchmarks.hostile.floods import reset_burst
 
-import sockserve
-from aio._support import LOOPS, WAIT, Loop, Record, peer_name, tcp_server
+from aio._support import LOOPS, WAIT, Loop, Record, flood_handler, peer_name, tcp_server
 from helpers.clients import recv_line, round_trip
 from helpers.emfile import assert_emfile_logged_once, cpu_share_over
 from helpers.net import Net
 from helpers.processes import TESTS, Child, child_env, helper_argv
 from sockserve.testing import serving
-
-#: What the handler tries to send: far more than the kernel buffers take.
-FLOOD = 10 * 2**20
-
 
 # -- a write cut by a reset ----------------------------------------------------------
 
@@ -55,25 +50,7 @@ def test_a_write_cut_by_a_reset_raises_in_the_handler_and_is_logged_as_reset(
 ) -> None:
     seen = Record()
 
-    class Flood(sockserve.AsyncStreamRequestHandler):
-        async def handle(self) -> None:
-            await self.reader.readline()
-            block = b"x" * 65536
-            try:
-                for _ in range(FLOOD // len(block)):
-                    self.writer.write(block)
-                    await self.writer.drain()
-            except Exception as exc:
-                seen.put(exc)
-                try:
-                    self.writer.write(b"more")
-                    await self.writer.drain()
-                except Exception as later:
-                    seen.put(later)
-                else:
-                    seen.put(None)
-                raise
-            seen.put("all sent")
+    Flood = flood_handler(seen)
 
     server = tcp_server(Flood, event_loop=loop, access_log=True)
     with caplog.at_level(logging.INFO, logger="sockserve"), serving(server):
