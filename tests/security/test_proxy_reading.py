@@ -20,6 +20,8 @@ from sockserve.engine.prepare import DONE, READ
 from sockserve.protocols.proxy import Command, encode_v1, encode_v2
 from sockserve.security.proxy import ProxyHeaderStep, TrustedProxies
 
+from ._proxy_support import WAIT
+
 PROXY_PEER = ("127.0.0.1", 40000)
 REAL = ("192.0.2.10", 40123)
 SERVICE = ("198.51.100.1", 7000)
@@ -132,7 +134,8 @@ def test_a_reset_before_any_byte_is_nothing_sent() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        with socket.create_connection(listener.getsockname()) as peer:
+        listener.settimeout(WAIT)
+        with socket.create_connection(listener.getsockname(), WAIT) as peer:
             accepted, address = listener.accept()
             with accepted:
                 peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -148,7 +151,8 @@ def test_a_peer_gone_right_after_its_header_is_a_health_check(ending: str, heade
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        with socket.create_connection(listener.getsockname()) as peer:
+        listener.settimeout(WAIT)
+        with socket.create_connection(listener.getsockname(), WAIT) as peer:
             accepted, address = listener.accept()
             with accepted:
                 peer.sendall(header)
